@@ -1,0 +1,136 @@
+//! PUBLISH: the one packet on the hot path. Topic and payload are zero-copy slices of the
+//! buffer the packet was decoded from, and the header can be encoded apart from the payload so
+//! that one payload buffer serves every subscriber.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::connect::{props_len, read_props};
+use crate::properties::{Properties, PropertyContext};
+use crate::wire::{Reader, field_len, put_binary, put_var_int, var_int_len};
+use crate::{DecodeError, EncodeError, ProtocolVersion, QoS, QosPid, TopicName};
+
+/// A PUBLISH packet.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP: this packet is a re-delivery [MQTT-3.3.1-1].
+    pub dup: bool,
+    /// QoS and, for QoS 1 and 2, the packet id.
+    pub qos: QosPid,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic name (empty only for a v5 publish that names its topic by alias).
+    pub topic: TopicName,
+    /// v5 PUBLISH properties.
+    pub properties: Properties,
+    /// Application payload.
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for Publish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publish")
+            .field("dup", &self.dup)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("topic", &self.topic)
+            .field("properties", &self.properties)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Publish {
+    /// A QoS 0, non-retained publish.
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>) -> Self {
+        Self {
+            dup: false,
+            qos: QosPid::AtMostOnce,
+            retain: false,
+            topic,
+            properties: Properties::new(),
+            payload: payload.into(),
+        }
+    }
+
+    /// The QoS level.
+    pub fn qos(&self) -> QoS {
+        self.qos.qos()
+    }
+
+    pub(crate) fn decode(
+        flags: u8,
+        mut r: Reader,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0x08 != 0;
+        let retain = flags & 0x01 != 0;
+        let qos = QoS::try_from((flags >> 1) & 0x03)?;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::DupWithQoS0);
+        }
+        let name = r.string()?;
+        let topic = if version.is_v5() {
+            TopicName::new_allow_empty(name)?
+        } else {
+            TopicName::new(name)?
+        };
+        let qos = match qos {
+            QoS::AtMostOnce => QosPid::AtMostOnce,
+            QoS::AtLeastOnce => QosPid::AtLeastOnce(r.packet_id()?),
+            QoS::ExactlyOnce => QosPid::ExactlyOnce(r.packet_id()?),
+        };
+        let properties = read_props(&mut r, version, PropertyContext::Publish)?;
+        Ok(Self {
+            dup,
+            qos,
+            retain,
+            topic,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    /// The first byte of the fixed header.
+    pub fn first_byte(&self) -> u8 {
+        0x30 | (u8::from(self.dup) << 3) | ((self.qos() as u8) << 1) | u8::from(self.retain)
+    }
+
+    /// Length of topic, packet id and properties: everything between fixed header and payload.
+    pub fn variable_header_len(&self, version: ProtocolVersion) -> usize {
+        field_len(self.topic.as_bytes())
+            + if self.qos.packet_id().is_some() { 2 } else { 0 }
+            + props_len(&self.properties, version)
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        self.variable_header_len(version) + self.payload.len()
+    }
+
+    /// Bytes the header takes (fixed header plus variable header), without the payload.
+    pub fn header_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + var_int_len(body) + self.variable_header_len(version)
+    }
+
+    /// Encodes everything but the payload: a caller that writes `header ++ payload` (for
+    /// example as two iovecs) sends the whole packet while sharing one payload buffer.
+    pub fn encode_header(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        buf.reserve(self.header_len(version));
+        buf.put_u8(self.first_byte());
+        put_var_int(buf, self.body_len(version))?;
+        put_binary(buf, self.topic.as_bytes())?;
+        if let Some(pid) = self.qos.packet_id() {
+            buf.put_u16(pid.get());
+        }
+        if version.is_v5() {
+            self.properties.encode(buf)?;
+        }
+        Ok(())
+    }
+}
