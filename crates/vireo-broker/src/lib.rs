@@ -1,1 +1,14 @@
-//! Placeholder
+//! # vireo-broker
+//!
+//! The broker's logic with no sockets: the subscription index, the retained store, sessions and
+//! their QoS state machines, wills and limits.
+//!
+//! **Promise:** no sockets, no threads of its own, no clock. Time is passed in, effects are
+//! returned; `mio` is not a dependency. Shared structures (the subscription index, the retained
+//! store) are `Sync` and guarded by `parking_lot` locks so that the server's workers can share them.
+
+mod ids;
+mod message;
+
+pub use ids::SessionId;
+pub use message::Message;
