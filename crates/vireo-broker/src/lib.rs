@@ -8,7 +8,9 @@
 //! store) are `Sync` and guarded by `parking_lot` locks so that the server's workers can share them.
 
 mod ids;
+mod index;
 mod message;
 
 pub use ids::SessionId;
+pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;

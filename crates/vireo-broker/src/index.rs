@@ -1,0 +1,934 @@
+//! The subscription index: which sessions a PUBLISH's topic reaches, at which QoS.
+//!
+//! [`SubscriptionIndex`] is shared by every worker thread. Filters live in three kinds of shard,
+//! each behind its own `parking_lot` [`RwLock`] (matches take read locks, SUBSCRIBE and
+//! UNSUBSCRIBE write-lock exactly one shard):
+//!
+//! - **exact** filters (no wildcard, most IoT subscriptions) in hash maps sharded by the hash of
+//!   the whole filter, so a match is one lookup in one shard, and a tree where every topic shares
+//!   its first level still spreads evenly;
+//! - **wildcard** filters whose first level is literal in level tries sharded by the hash of that
+//!   first level, so a match walks only the shard of the topic's first level;
+//! - filters starting with `+` or `#` in one **root** trie, visited by every match except for
+//!   `$`-topics, which such filters never match [MQTT-4.7.2-1].
+//!
+//! A shard that holds nothing is skipped without touching its lock. Every walk is iterative (a
+//! deep topic cannot overflow the stack) and allocates nothing in the common case: recipients go
+//! into the caller's reused [`Recipients`]. Tries drop nodes left empty by an unsubscribe, so
+//! memory follows the live subscriptions, not their churn.
+//!
+//! Subscribers are session ids, not connections, so offline persistent sessions still match.
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use foldhash::HashMap;
+use parking_lot::RwLock;
+use smallvec::SmallVec;
+use vireo_codec::{QoS, has_wildcard};
+
+use crate::SessionId;
+
+/// A session a message is routed to, with the QoS its subscription granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Recipient {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// The granted QoS of its (highest) matching subscription.
+    pub qos: QoS,
+}
+
+/// Recipients of one message. Inline up to 16, the common fan-out; the caller keeps one and
+/// reuses it across matches so that a large fan-out allocates once, not per message.
+pub type Recipients = SmallVec<[Recipient; 16]>;
+
+/// Most shards an index gets: more would only spread a few filters over many locks.
+const MAX_SHARDS: usize = 1 << 16;
+
+/// Above this many appended recipients, duplicates are removed by sorting rather than by a
+/// quadratic scan: 32² / 2 comparisons of 16-byte entries is still cheaper than a sort.
+const DEDUP_SCAN_MAX: usize = 32;
+
+/// A subscriber list builds its session → position map past this length, so that subscribing
+/// and unsubscribing on a filter with a large fan-out (100k sessions) is not a linear scan.
+const POSITIONS_FROM: usize = 32;
+
+/// ...and drops it again below this one; the gap keeps a list hovering around the threshold
+/// from rebuilding its map on every change.
+const POSITIONS_UNTIL: usize = 16;
+
+/// The sessions subscribed with one filter, each once.
+#[derive(Debug, Default)]
+struct Subscribers {
+    /// Contiguous so a match copies it with one `extend_from_slice`. One inline entry: most
+    /// filters have a single subscriber.
+    list: SmallVec<[Recipient; 1]>,
+    /// Index of each session in `list`, kept only while the list is long (see `POSITIONS_FROM`).
+    positions: Option<Box<HashMap<SessionId, usize>>>,
+}
+
+impl Subscribers {
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn position(&self, session: SessionId) -> Option<usize> {
+        match &self.positions {
+            Some(positions) => positions.get(&session).copied(),
+            None => self.list.iter().position(|r| r.session == session),
+        }
+    }
+
+    /// Adds `session`, or updates its QoS. Returns whether it was new.
+    fn insert(&mut self, session: SessionId, qos: QoS) -> bool {
+        if let Some(i) = self.position(session) {
+            self.list[i].qos = qos;
+            return false;
+        }
+        self.list.push(Recipient { session, qos });
+        match &mut self.positions {
+            Some(positions) => {
+                positions.insert(session, self.list.len() - 1);
+            }
+            None if self.list.len() > POSITIONS_FROM => {
+                let positions = self.list.iter().enumerate();
+                self.positions = Some(Box::new(positions.map(|(i, r)| (r.session, i)).collect()));
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// Removes `session`. Returns whether it was there.
+    fn remove(&mut self, session: SessionId) -> bool {
+        let Some(i) = self.position(session) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some(positions) = &mut self.positions {
+            positions.remove(&session);
+            if let Some(moved) = self.list.get(i) {
+                positions.insert(moved.session, i);
+            }
+            if self.list.len() < POSITIONS_UNTIL {
+                self.positions = None;
+            }
+        }
+        // Give back a large fan-out's buffer once it is mostly empty (amortised O(1)).
+        if self.list.len() < self.list.capacity() / 4 {
+            self.list.shrink_to_fit();
+        }
+        true
+    }
+
+    /// Appends every subscriber to `out`; counts the list as a source if it had any.
+    fn append_to(&self, out: &mut Recipients, sources: &mut usize) {
+        if !self.list.is_empty() {
+            out.extend_from_slice(&self.list);
+            *sources += 1;
+        }
+    }
+}
+
+/// One level of a wildcard trie. The path from the root spells a filter's levels.
+#[derive(Debug, Default)]
+struct Node {
+    /// Literal next levels.
+    children: HashMap<Box<str>, Node>,
+    /// The `+` next level.
+    plus: Option<Box<Node>>,
+    /// Filters that end at this node.
+    exact: Subscribers,
+    /// Filters that end with a `#` right after this node: they match the topic that ends here
+    /// and everything below it (`a/#` matches `a`). At a trie's root, the filter `#`.
+    multi: Subscribers,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+            && self.multi.is_empty()
+            && self.children.is_empty()
+            && self.plus.is_none()
+    }
+
+    /// Whether this node holds something besides one child: then it stays when that child goes.
+    fn holds_more_than_one_child(&self) -> bool {
+        !self.exact.is_empty()
+            || !self.multi.is_empty()
+            || self.children.len() + usize::from(self.plus.is_some()) > 1
+    }
+
+    fn child(&self, level: &str) -> Option<&Node> {
+        if level == "+" {
+            self.plus.as_deref()
+        } else {
+            self.children.get(level)
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        if level == "+" {
+            self.plus.as_deref_mut()
+        } else {
+            self.children.get_mut(level)
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &str) -> &mut Node {
+        if level == "+" {
+            self.plus.get_or_insert_with(Box::default)
+        } else {
+            // `entry` wants an owned key even when the level exists: one small allocation per
+            // level on SUBSCRIBE, which is not the hot path.
+            self.children.entry(level.into()).or_default()
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        if level == "+" {
+            self.plus = None;
+        } else {
+            self.children.remove(level);
+        }
+    }
+
+    /// Nodes below this one (not counting itself).
+    fn descendants(&self) -> usize {
+        let mut count = 0;
+        let mut stack: Vec<&Node> = vec![self];
+        while let Some(node) = stack.pop() {
+            count += node.children.len() + usize::from(node.plus.is_some());
+            stack.extend(node.children.values());
+            stack.extend(node.plus.as_deref());
+        }
+        count
+    }
+}
+
+/// Splits a wildcard filter into the levels that spell its trie path and whether it ends in `#`
+/// (then the subscription hangs on the node of the levels before the `#`).
+fn filter_path(filter: &str) -> (Option<&str>, bool) {
+    if filter == "#" {
+        (None, true)
+    } else if let Some(path) = filter.strip_suffix("/#") {
+        (Some(path), true)
+    } else {
+        (Some(filter), false)
+    }
+}
+
+fn levels(path: Option<&str>) -> impl Iterator<Item = &str> {
+    path.into_iter().flat_map(|p| p.split('/'))
+}
+
+fn trie_insert(root: &mut Node, filter: &str, session: SessionId, qos: QoS) -> bool {
+    let (path, multi) = filter_path(filter);
+    let mut node = root;
+    for level in levels(path) {
+        node = node.child_or_insert(level);
+    }
+    if multi {
+        node.multi.insert(session, qos)
+    } else {
+        node.exact.insert(session, qos)
+    }
+}
+
+/// Removes the subscription, then the nodes it leaves empty. Three iterative passes (remove,
+/// find the cut, cut) rather than recursion, so a deep filter cannot overflow the stack.
+fn trie_remove(root: &mut Node, filter: &str, session: SessionId) -> bool {
+    let (path, multi) = filter_path(filter);
+    let mut node = &mut *root;
+    for level in levels(path) {
+        match node.child_mut(level) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    let removed = if multi {
+        node.multi.remove(session)
+    } else {
+        node.exact.remove(session)
+    };
+    if !removed || !node.is_empty() {
+        return removed;
+    }
+    // The deepest node on the path that keeps something besides the path's next level; every
+    // node below it on the path holds only that one branch down to the emptied leaf.
+    let mut cut = 0;
+    let mut node = &*root;
+    for (depth, level) in levels(path).enumerate() {
+        if node.holds_more_than_one_child() {
+            cut = depth;
+        }
+        match node.child(level) {
+            Some(child) => node = child,
+            None => break,
+        }
+    }
+    let mut node = root;
+    let mut path_levels = levels(path);
+    for level in path_levels.by_ref().take(cut) {
+        match node.child_mut(level) {
+            Some(child) => node = child,
+            None => return true,
+        }
+    }
+    if let Some(level) = path_levels.next() {
+        node.remove_child(level);
+    }
+    true
+}
+
+/// Appends the subscribers of every filter in the trie that matches `topic`.
+fn trie_collect(root: &Node, topic: &str, out: &mut Recipients, sources: &mut usize) {
+    // (node reached, the topic's levels left: `None` once the topic ends at this node).
+    let mut stack: SmallVec<[(&Node, Option<&str>); 16]> = SmallVec::new();
+    stack.push((root, Some(topic)));
+    while let Some((node, rest)) = stack.pop() {
+        node.multi.append_to(out, sources);
+        let Some(rest) = rest else {
+            node.exact.append_to(out, sources);
+            continue;
+        };
+        let (level, next) = match rest.split_once('/') {
+            Some((level, next)) => (level, Some(next)),
+            None => (rest, None),
+        };
+        if let Some(child) = node.children.get(level) {
+            stack.push((child, next));
+        }
+        if let Some(plus) = node.plus.as_deref() {
+            stack.push((plus, next));
+        }
+    }
+}
+
+/// Keeps each session once in `out[start..]`, at the highest QoS it appears with.
+fn dedup_sessions(out: &mut Recipients, start: usize) {
+    let tail = &mut out[start..];
+    let mut kept = 0;
+    if tail.len() <= DEDUP_SCAN_MAX {
+        for i in 0..tail.len() {
+            let r = tail[i];
+            match tail[..kept].iter_mut().find(|k| k.session == r.session) {
+                Some(k) => k.qos = k.qos.max(r.qos),
+                None => {
+                    tail[kept] = r;
+                    kept += 1;
+                }
+            }
+        }
+    } else {
+        tail.sort_unstable_by_key(|r| r.session);
+        for i in 0..tail.len() {
+            let r = tail[i];
+            match kept.checked_sub(1).map(|last| &mut tail[last]) {
+                Some(k) if k.session == r.session => k.qos = k.qos.max(r.qos),
+                _ => {
+                    tail[kept] = r;
+                    kept += 1;
+                }
+            }
+        }
+    }
+    out.truncate(start + kept);
+}
+
+/// The first level of a topic or filter.
+fn first_level(s: &str) -> &str {
+    s.split_once('/').map_or(s, |(first, _)| first)
+}
+
+/// One shard, on its own cache lines so that readers of one shard's lock do not slow another's.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard<T> {
+    /// Subscriptions held, written under the write lock and read without any lock, so that a
+    /// match skips an empty shard without touching its lock.
+    len: AtomicUsize,
+    data: RwLock<T>,
+}
+
+impl<T> Shard<T> {
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    fn added(&self) {
+        self.len.fetch_add(1, Ordering::Release);
+    }
+
+    fn removed(&self) {
+        self.len.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Filters without wildcards, keyed by the whole filter string.
+type ExactFilters = HashMap<Box<str>, Subscribers>;
+
+/// Where a filter is stored.
+enum Place<'a> {
+    /// No wildcard: the exact shard of the whole filter.
+    Exact,
+    /// Starts with `+` or `#`: the root trie.
+    Root,
+    /// A wildcard below a literal first level: the trie shard of that level.
+    Wild(&'a str),
+}
+
+impl Place<'_> {
+    fn of(filter: &str) -> Place<'_> {
+        if !has_wildcard(filter) {
+            return Place::Exact;
+        }
+        match first_level(filter) {
+            "+" | "#" => Place::Root,
+            first => Place::Wild(first),
+        }
+    }
+}
+
+/// The sharded subscription index (see the module docs). `Sync`: share it by reference or `Arc`.
+pub struct SubscriptionIndex {
+    /// Picks shards. Its own seed, independent of the maps' seeds, so that keys sharing a shard
+    /// do not also share hash bits inside that shard's map.
+    hasher: foldhash::fast::RandomState,
+    /// Shard count − 1 (a power of two).
+    mask: usize,
+    exact: Box<[Shard<ExactFilters>]>,
+    wild: Box<[Shard<Node>]>,
+    root: Shard<Node>,
+    /// Subscriptions in total.
+    len: AtomicUsize,
+}
+
+impl fmt::Debug for SubscriptionIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionIndex")
+            .field("shards", &self.exact.len())
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SubscriptionIndex {
+    /// One shard per expected worker thread is plenty: 16.
+    fn default() -> Self {
+        Self::new(16)
+    }
+}
+
+impl SubscriptionIndex {
+    /// An empty index with `shards` shards of each kind, rounded up to a power of two (at least
+    /// 1, at most 65,536).
+    pub fn new(shards: usize) -> Self {
+        let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            mask: shards - 1,
+            exact: (0..shards).map(|_| Shard::default()).collect(),
+            wild: (0..shards).map(|_| Shard::default()).collect(),
+            root: Shard::default(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        if self.mask == 0 {
+            return 0;
+        }
+        // The high half: the better-mixed bits of the hash.
+        (self.hasher.hash_one(key) >> 32) as usize & self.mask
+    }
+
+    fn trie_shard(&self, place: &Place<'_>) -> &Shard<Node> {
+        match place {
+            Place::Wild(first) => &self.wild[self.shard_of(first)],
+            _ => &self.root,
+        }
+    }
+
+    /// Adds a subscription, or replaces the QoS of the one `session` has with the identical
+    /// filter string. Returns `true` if it is new, `false` if it replaced one. The filter must
+    /// already be valid (`vireo_codec::validate_topic_filter`); it is stored literally, so a
+    /// shared subscription's `$share/{group}/` prefix is the caller's to strip.
+    pub fn subscribe(&self, session: SessionId, filter: &str, qos: QoS) -> bool {
+        let new = match Place::of(filter) {
+            Place::Exact => {
+                let shard = &self.exact[self.shard_of(filter)];
+                let mut map = shard.data.write();
+                let new = match map.get_mut(filter) {
+                    Some(subscribers) => subscribers.insert(session, qos),
+                    None => map.entry(filter.into()).or_default().insert(session, qos),
+                };
+                if new {
+                    shard.added();
+                }
+                new
+            }
+            place => {
+                let shard = self.trie_shard(&place);
+                let new = trie_insert(&mut shard.data.write(), filter, session, qos);
+                if new {
+                    shard.added();
+                }
+                new
+            }
+        };
+        if new {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+
+    /// Removes the subscription of `session` whose filter is literally `filter`: no wildcard
+    /// matching, so `a/#` does not remove `a/+` [MQTT-3.10.4-1]. Returns whether one existed.
+    pub fn unsubscribe(&self, session: SessionId, filter: &str) -> bool {
+        let removed = match Place::of(filter) {
+            Place::Exact => {
+                let shard = &self.exact[self.shard_of(filter)];
+                let mut map = shard.data.write();
+                let Some(subscribers) = map.get_mut(filter) else {
+                    return false;
+                };
+                let removed = subscribers.remove(session);
+                if subscribers.is_empty() {
+                    map.remove(filter);
+                }
+                if removed {
+                    shard.removed();
+                }
+                removed
+            }
+            place => {
+                let shard = self.trie_shard(&place);
+                let removed = trie_remove(&mut shard.data.write(), filter, session);
+                if removed {
+                    shard.removed();
+                }
+                removed
+            }
+        };
+        if removed {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Appends to `out` every session with a subscription matching `topic`, each once at the
+    /// highest QoS among its matching subscriptions [MQTT-3.3.5-1]. Filters starting with `+` or
+    /// `#` do not match `$`-topics [MQTT-4.7.2-1]. Entries already in `out` are left alone (and
+    /// not deduplicated against). Holds at most one read lock at a time.
+    pub fn matches(&self, topic: &str, out: &mut Recipients) {
+        let start = out.len();
+        // Non-empty subscriber lists appended: with one, sessions are already unique.
+        let mut sources = 0;
+        let exact = &self.exact[self.shard_of(topic)];
+        if !exact.is_empty()
+            && let Some(subscribers) = exact.data.read().get(topic)
+        {
+            subscribers.append_to(out, &mut sources);
+        }
+        let wild = &self.wild[self.shard_of(first_level(topic))];
+        if !wild.is_empty() {
+            trie_collect(&wild.data.read(), topic, out, &mut sources);
+        }
+        if !topic.starts_with('$') && !self.root.is_empty() {
+            trie_collect(&self.root.data.read(), topic, out, &mut sources);
+        }
+        if sources > 1 {
+            dedup_sessions(out, start);
+        }
+    }
+
+    /// Subscriptions in the index.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the index holds no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct exact filters plus wildcard trie nodes (roots not counted): the index's memory
+    /// footprint in entries, zero once every subscription is gone. Walks everything under read
+    /// locks, one shard at a time: for tests and occasional metrics, not the hot path.
+    pub fn node_count(&self) -> usize {
+        let exact: usize = self.exact.iter().map(|s| s.data.read().len()).sum();
+        let wild: usize = self.wild.iter().map(|s| s.data.read().descendants()).sum();
+        exact + wild + self.root.data.read().descendants()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use vireo_codec::{topic_matches, validate_topic_filter, validate_topic_name};
+
+    use super::*;
+
+    const Q0: QoS = QoS::AtMostOnce;
+    const Q1: QoS = QoS::AtLeastOnce;
+    const Q2: QoS = QoS::ExactlyOnce;
+
+    fn s(id: u64) -> SessionId {
+        SessionId(id)
+    }
+
+    /// Matches, sorted by session, as (id, qos) pairs.
+    fn hits(index: &SubscriptionIndex, topic: &str) -> Vec<(u64, QoS)> {
+        let mut out = Recipients::new();
+        index.matches(topic, &mut out);
+        let mut v: Vec<_> = out.iter().map(|r| (r.session.0, r.qos)).collect();
+        v.sort();
+        v
+    }
+
+    fn sessions(index: &SubscriptionIndex, topic: &str) -> Vec<u64> {
+        hits(index, topic).into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn exact_filter_matches_only_its_topic() {
+        let index = SubscriptionIndex::new(4);
+        assert!(index.subscribe(s(1), "a/b", Q1));
+        assert_eq!(hits(&index, "a/b"), [(1, Q1)]);
+        assert!(hits(&index, "a").is_empty());
+        assert!(hits(&index, "a/b/c").is_empty());
+        assert!(hits(&index, "a/B").is_empty());
+        assert!(hits(&index, "a/b/").is_empty());
+    }
+
+    /// [MQTT-4.7.1-3] `+` matches exactly one level, which may be empty.
+    #[test]
+    fn plus_matches_one_whole_level() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "a/+/c", Q0);
+        index.subscribe(s(2), "+", Q0);
+        index.subscribe(s(3), "a/+", Q0);
+        assert_eq!(sessions(&index, "a/b/c"), [1]);
+        assert_eq!(sessions(&index, "a//c"), [1]);
+        assert!(sessions(&index, "a/b/c/d").is_empty());
+        assert_eq!(sessions(&index, "a/c"), [3]);
+        assert_eq!(sessions(&index, "a"), [2]);
+        assert_eq!(sessions(&index, "a/"), [3]);
+        assert_eq!(sessions(&index, "/"), Vec::<u64>::new());
+        assert_eq!(sessions(&index, "x"), [2]);
+    }
+
+    /// [MQTT-4.7.1-2] `#` matches the parent level and any number of levels below it.
+    #[test]
+    fn hash_matches_parent_and_below() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "a/#", Q0);
+        index.subscribe(s(2), "a/+/#", Q0);
+        index.subscribe(s(3), "#", Q0);
+        assert_eq!(sessions(&index, "a"), [1, 3]);
+        assert_eq!(sessions(&index, "a/b"), [1, 2, 3]);
+        assert_eq!(sessions(&index, "a/b/c/d"), [1, 2, 3]);
+        assert_eq!(sessions(&index, "b"), [3]);
+        assert_eq!(sessions(&index, "/"), [3]);
+    }
+
+    /// [MQTT-4.7.2-1] Filters starting with a wildcard do not match topics starting with `$`.
+    #[test]
+    fn dollar_topics_need_a_literal_first_level() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "#", Q0);
+        index.subscribe(s(2), "+/monitor/Clients", Q0);
+        index.subscribe(s(3), "$SYS/#", Q0);
+        index.subscribe(s(4), "$SYS/monitor/+", Q0);
+        index.subscribe(s(5), "$SYS/monitor/Clients", Q0);
+        index.subscribe(s(6), "+/+/+", Q0);
+        assert_eq!(sessions(&index, "$SYS/monitor/Clients"), [3, 4, 5]);
+        assert_eq!(sessions(&index, "SYS/monitor/Clients"), [1, 2, 6]);
+        assert_eq!(sessions(&index, "a/$SYS/b"), [1, 6]);
+    }
+
+    /// [MQTT-3.3.5-1] One delivery per session, at the highest QoS of its matching filters.
+    #[test]
+    fn overlapping_filters_deliver_once_at_highest_qos() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "a/b", Q0);
+        index.subscribe(s(1), "a/+", Q2);
+        index.subscribe(s(1), "#", Q1);
+        index.subscribe(s(2), "a/b", Q1);
+        index.subscribe(s(2), "a/#", Q0);
+        assert_eq!(hits(&index, "a/b"), [(1, Q2), (2, Q1)]);
+    }
+
+    #[test]
+    fn overlapping_large_fanout_dedups_by_sorting() {
+        let index = SubscriptionIndex::new(2);
+        for id in 0..100 {
+            index.subscribe(s(id), "t/x", Q0);
+            index.subscribe(s(id), "t/+", if id % 2 == 0 { Q2 } else { Q0 });
+        }
+        index.subscribe(s(1000), "#", Q1);
+        let got = hits(&index, "t/x");
+        assert_eq!(got.len(), 101);
+        assert!(
+            got[..100]
+                .iter()
+                .all(|&(id, q)| q == if id % 2 == 0 { Q2 } else { Q0 })
+        );
+        assert_eq!(got[100], (1000, Q1));
+    }
+
+    #[test]
+    fn resubscribe_replaces_qos() {
+        let index = SubscriptionIndex::new(4);
+        assert!(index.subscribe(s(1), "a/+", Q0));
+        assert!(!index.subscribe(s(1), "a/+", Q2));
+        assert!(index.subscribe(s(1), "a/b", Q1));
+        assert!(!index.subscribe(s(1), "a/b", Q0));
+        assert_eq!(index.len(), 2);
+        let mut out = Recipients::new();
+        index.matches("a/c", &mut out);
+        assert_eq!(
+            out.as_slice(),
+            [Recipient {
+                session: s(1),
+                qos: Q2
+            }]
+        );
+    }
+
+    /// [MQTT-3.10.4-1] Unsubscribe compares filters character by character.
+    #[test]
+    fn unsubscribe_is_literal() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "a/+", Q0);
+        index.subscribe(s(1), "a/b", Q0);
+        assert!(!index.unsubscribe(s(1), "a/#"));
+        assert!(!index.unsubscribe(s(1), "+/+"));
+        assert!(!index.unsubscribe(s(2), "a/+"));
+        assert_eq!(index.len(), 2);
+        assert!(index.unsubscribe(s(1), "a/+"));
+        assert!(!index.unsubscribe(s(1), "a/+"));
+        assert_eq!(sessions(&index, "a/b"), [1]);
+        assert!(sessions(&index, "a/c").is_empty());
+        assert!(index.unsubscribe(s(1), "a/b"));
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_cleans_up_nodes() {
+        let index = SubscriptionIndex::new(4);
+        let filters = [
+            "#",
+            "+",
+            "a",
+            "a/b",
+            "a/#",
+            "a/+/c",
+            "a/+/c/#",
+            "+/b/+",
+            "/",
+            "//#",
+            "a/b/c/d/e/f",
+            "$SYS/#",
+            "+/+/+/+/+",
+        ];
+        for (i, f) in filters.iter().enumerate() {
+            index.subscribe(s(i as u64 % 3), f, Q1);
+            index.subscribe(s(7), f, Q0);
+        }
+        assert!(index.node_count() > 0);
+        // Remove in an order that leaves shared prefixes in place for a while.
+        for f in filters.iter().rev() {
+            assert!(index.unsubscribe(s(7), f));
+        }
+        assert!(index.node_count() > 0);
+        for (i, f) in filters.iter().enumerate() {
+            assert!(index.unsubscribe(s(i as u64 % 3), f), "{f}");
+        }
+        assert_eq!(index.node_count(), 0);
+        assert!(index.is_empty());
+        assert!(hits(&index, "a/b").is_empty());
+    }
+
+    #[test]
+    fn partial_cleanup_keeps_siblings() {
+        let index = SubscriptionIndex::new(1);
+        index.subscribe(s(1), "a/b/c/+", Q0);
+        index.subscribe(s(1), "a/b/x/+", Q0);
+        let before = index.node_count();
+        index.subscribe(s(1), "a/b/c/d/e/#", Q0);
+        index.unsubscribe(s(1), "a/b/c/d/e/#");
+        assert_eq!(index.node_count(), before);
+        index.unsubscribe(s(1), "a/b/c/+");
+        assert_eq!(sessions(&index, "a/b/x/y"), [1]);
+        // a, b, x, + remain.
+        assert_eq!(index.node_count(), 4);
+    }
+
+    /// A filter with a large fan-out: subscribe, resubscribe and unsubscribe stay correct past
+    /// the positions map threshold and back below it.
+    #[test]
+    fn large_fanout_subscriber_list() {
+        let index = SubscriptionIndex::new(4);
+        let n = 5_000;
+        for id in 0..n {
+            assert!(index.subscribe(s(id), "fan/out", Q0));
+            assert!(index.subscribe(s(id), "fan/+", Q0));
+        }
+        assert!(!index.subscribe(s(17), "fan/out", Q2));
+        for id in (0..n).filter(|id| id % 3 != 0) {
+            assert!(index.unsubscribe(s(id), "fan/out"));
+            assert!(index.unsubscribe(s(id), "fan/+"));
+        }
+        let got = hits(&index, "fan/out");
+        let want: Vec<_> = (0..n).filter(|id| id % 3 == 0).map(|id| (id, Q0)).collect();
+        assert_eq!(got, want);
+        for id in (0..n).filter(|id| id % 3 == 0) {
+            assert!(index.unsubscribe(s(id), "fan/out"));
+            assert!(index.unsubscribe(s(id), "fan/+"));
+        }
+        assert!(!index.unsubscribe(s(17), "fan/out"));
+        assert_eq!(index.node_count(), 0);
+    }
+
+    #[test]
+    fn matches_appends_after_existing_entries() {
+        let index = SubscriptionIndex::new(4);
+        index.subscribe(s(1), "a/b", Q1);
+        index.subscribe(s(1), "a/+", Q0);
+        let mut out = Recipients::new();
+        out.push(Recipient {
+            session: s(1),
+            qos: Q0,
+        });
+        index.matches("a/b", &mut out);
+        assert_eq!(
+            out.as_slice(),
+            [
+                Recipient {
+                    session: s(1),
+                    qos: Q0
+                },
+                Recipient {
+                    session: s(1),
+                    qos: Q1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn shard_counts_round_up_to_powers_of_two() {
+        assert_eq!(SubscriptionIndex::new(0).exact.len(), 1);
+        assert_eq!(SubscriptionIndex::new(1).exact.len(), 1);
+        assert_eq!(SubscriptionIndex::new(3).wild.len(), 4);
+        assert_eq!(SubscriptionIndex::new(16).exact.len(), 16);
+    }
+
+    #[test]
+    fn index_is_sync_and_shared_by_threads() {
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<SubscriptionIndex>();
+        let index = SubscriptionIndex::new(8);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let index = &index;
+                scope.spawn(move || {
+                    let mut out = Recipients::new();
+                    for i in 0..500u64 {
+                        let filter = format!("t{}/{}/+", i % 7, i);
+                        index.subscribe(s(t * 1000 + i), &filter, Q1);
+                        out.clear();
+                        index.matches(&format!("t{}/{}/x", i % 7, i), &mut out);
+                        assert!(out.iter().any(|r| r.session == s(t * 1000 + i)));
+                        if i % 2 == 0 {
+                            assert!(index.unsubscribe(s(t * 1000 + i), &filter));
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(index.len(), 4 * 250);
+    }
+
+    const LEVELS: &[&str] = &["a", "b", "", "$s", "+", "#"];
+
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(LEVELS), 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("valid filter", |f| validate_topic_filter(f).is_ok())
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(&LEVELS[..4]), 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("valid topic", |t| validate_topic_name(t).is_ok())
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Sub(u64, String, QoS),
+        Unsub(u64, String),
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        let qos = prop::sample::select(&[Q0, Q1, Q2][..]);
+        prop_oneof![
+            3 => (0..4u64, filter_strategy(), qos).prop_map(|(id, f, q)| Op::Sub(id, f, q)),
+            1 => (0..4u64, filter_strategy()).prop_map(|(id, f)| Op::Unsub(id, f)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_agree_with_naive_scan(
+            ops in prop::collection::vec(op_strategy(), 0..40),
+            topics in prop::collection::vec(topic_strategy(), 1..10),
+        ) {
+            let indexes = [SubscriptionIndex::new(1), SubscriptionIndex::new(4)];
+            let mut model: BTreeMap<(u64, String), QoS> = BTreeMap::new();
+            for op in &ops {
+                match op {
+                    Op::Sub(id, f, q) => {
+                        let new = model.insert((*id, f.clone()), *q).is_none();
+                        for index in &indexes {
+                            prop_assert_eq!(index.subscribe(s(*id), f, *q), new);
+                        }
+                    }
+                    Op::Unsub(id, f) => {
+                        let existed = model.remove(&(*id, f.clone())).is_some();
+                        for index in &indexes {
+                            prop_assert_eq!(index.unsubscribe(s(*id), f), existed);
+                        }
+                    }
+                }
+            }
+            for topic in &topics {
+                let mut want: BTreeMap<u64, QoS> = BTreeMap::new();
+                for ((id, f), q) in &model {
+                    if topic_matches(f, topic) {
+                        let e = want.entry(*id).or_insert(*q);
+                        *e = (*e).max(*q);
+                    }
+                }
+                let want: Vec<_> = want.into_iter().collect();
+                for index in &indexes {
+                    prop_assert_eq!(&hits(index, topic), &want, "topic {:?}", topic);
+                }
+            }
+            for index in &indexes {
+                prop_assert_eq!(index.len(), model.len());
+                for (id, f) in model.keys() {
+                    prop_assert!(index.unsubscribe(s(*id), f));
+                }
+                prop_assert_eq!(index.node_count(), 0);
+                prop_assert!(index.is_empty());
+            }
+        }
+    }
+}
