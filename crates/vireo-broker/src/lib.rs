@@ -10,7 +10,9 @@
 mod ids;
 mod index;
 mod message;
+mod retained;
 
 pub use ids::SessionId;
 pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;
+pub use retained::{RetainOutcome, RetainedStore};

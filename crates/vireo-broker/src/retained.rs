@@ -1,0 +1,456 @@
+//! Retained messages: the last message with RETAIN set on each topic, handed to every new
+//! subscription whose filter matches that topic.
+//!
+//! [`RetainedStore`] is a topic-level trie, so a new subscription's filter walks only the branches
+//! it can match (`a/+/c` looks at the children of `a`, `sensors/#` at the subtree under
+//! `sensors`), never the whole store. Deleting a message prunes the nodes it leaves empty. Walks
+//! are iterative, so a deep topic cannot overflow the stack.
+//!
+//! The store is not locked inside: the server wraps it in one `parking_lot::RwLock` (PUBLISH with
+//! RETAIN writes, SUBSCRIBE reads; both are rare next to plain PUBLISH).
+
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use smallvec::SmallVec;
+
+use crate::Message;
+
+/// What [`RetainedStore::set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainOutcome {
+    /// The topic had no retained message; now it has this one.
+    Stored,
+    /// This message replaced the topic's previous one.
+    Replaced,
+    /// The empty payload removed the topic's retained message.
+    Deleted,
+    /// The empty payload found no retained message to remove.
+    NotFound,
+    /// Not stored: it would put the store over its message or byte limit (or its topic is empty,
+    /// an unresolved v5 topic alias). A message it would have replaced stays.
+    Refused,
+}
+
+/// One topic level. The path from the root spells a topic's levels.
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// The retained message whose topic ends here.
+    message: Option<Arc<Message>>,
+}
+
+impl Node {
+    /// Nodes below this one (not counting itself).
+    fn descendants(&self) -> usize {
+        let mut count = 0;
+        let mut stack: Vec<&Node> = vec![self];
+        while let Some(node) = stack.pop() {
+            count += node.children.len();
+            stack.extend(node.children.values());
+        }
+        count
+    }
+}
+
+/// The retained messages, bounded in count and bytes (see the module docs).
+#[derive(Debug)]
+pub struct RetainedStore {
+    root: Node,
+    len: usize,
+    /// Sum of [`Message::weight`] over the stored messages.
+    bytes: usize,
+    /// Every retained message is a publisher-chosen allocation that outlives its connection:
+    /// both limits keep that growth bounded.
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl RetainedStore {
+    /// An empty store that holds at most `max_messages` messages of `max_bytes` bytes in all.
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            root: Node::default(),
+            len: 0,
+            bytes: 0,
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    /// Stores `msg` as its topic's retained message, replacing any previous one [MQTT-3.3.1-5]
+    /// [MQTT-3.3.1-7]. An empty payload removes the topic's message and is itself never stored
+    /// [MQTT-3.3.1-10] [MQTT-3.3.1-11]. A message for a new topic that would take the store over
+    /// `max_messages` or `max_bytes` is [`RetainOutcome::Refused`]; so is a replacement that would
+    /// take it over `max_bytes`, which leaves the previous message in place.
+    pub fn set(&mut self, msg: Arc<Message>) -> RetainOutcome {
+        let topic = msg.topic.as_str();
+        if topic.is_empty() {
+            return RetainOutcome::Refused;
+        }
+        if msg.payload.is_empty() {
+            return match self.remove(topic) {
+                Some(_) => RetainOutcome::Deleted,
+                None => RetainOutcome::NotFound,
+            };
+        }
+        let weight = msg.weight();
+        match self.get(topic).map(|old| old.weight()) {
+            Some(old) => {
+                let bytes = self.bytes - old + weight;
+                if bytes > self.max_bytes {
+                    return RetainOutcome::Refused;
+                }
+                let slot = self.slot(topic);
+                *slot = Some(msg);
+                self.bytes = bytes;
+                RetainOutcome::Replaced
+            }
+            None => {
+                let bytes = self.bytes.saturating_add(weight);
+                if self.len >= self.max_messages || bytes > self.max_bytes {
+                    return RetainOutcome::Refused;
+                }
+                let slot = self.slot(topic);
+                *slot = Some(msg);
+                self.bytes = bytes;
+                self.len += 1;
+                RetainOutcome::Stored
+            }
+        }
+    }
+
+    /// The retained message of exactly `topic`.
+    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.message.as_ref()
+    }
+
+    /// Removes and returns the retained message of exactly `topic` (for an empty payload, or a
+    /// v5 message whose expiry passed), pruning the nodes it leaves empty.
+    pub fn remove(&mut self, topic: &str) -> Option<Arc<Message>> {
+        let mut node = &mut self.root;
+        for level in topic.split('/') {
+            node = node.children.get_mut(level)?;
+        }
+        let removed = node.message.take()?;
+        let leaf_empty = node.children.is_empty();
+        self.len -= 1;
+        self.bytes -= removed.weight();
+        if leaf_empty {
+            self.prune(topic);
+        }
+        Some(removed)
+    }
+
+    /// Cuts the branch down to `topic`'s node, now empty, at the deepest node on the path that
+    /// holds something else (the root at the latest).
+    fn prune(&mut self, topic: &str) {
+        let mut cut = 0;
+        let mut node = &self.root;
+        for (depth, level) in topic.split('/').enumerate() {
+            if node.message.is_some() || node.children.len() > 1 {
+                cut = depth;
+            }
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        let mut node = &mut self.root;
+        let mut levels = topic.split('/');
+        for level in levels.by_ref().take(cut) {
+            match node.children.get_mut(level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        if let Some(level) = levels.next() {
+            node.children.remove(level);
+        }
+    }
+
+    /// The node of `topic`, created if need be.
+    fn slot(&mut self, topic: &str) -> &mut Option<Arc<Message>> {
+        let mut node = &mut self.root;
+        for level in topic.split('/') {
+            // `entry` wants an owned key even when the level exists; retained PUBLISH is rare.
+            node = node.children.entry(level.into()).or_default();
+        }
+        &mut node.message
+    }
+
+    /// Appends every retained message whose topic matches `filter` [MQTT-3.3.1-6]. A filter
+    /// starting with `+` or `#` does not match topics starting with `$` [MQTT-4.7.2-1]. The
+    /// filter must be valid; the order of the messages is unspecified.
+    pub fn matching(&self, filter: &str, out: &mut Vec<Arc<Message>>) {
+        // (node reached, the filter's levels left: `None` once the filter ends at this node,
+        // whether the node is the root: then `$` levels are hidden from wildcards).
+        let mut stack: SmallVec<[(&Node, Option<&str>, bool); 16]> = SmallVec::new();
+        stack.push((&self.root, Some(filter), true));
+        while let Some((node, rest, at_root)) = stack.pop() {
+            let Some(rest) = rest else {
+                out.extend(node.message.iter().cloned());
+                continue;
+            };
+            let (level, next) = match rest.split_once('/') {
+                Some((level, next)) => (level, Some(next)),
+                None => (rest, None),
+            };
+            let visible = |name: &str| !(at_root && name.starts_with('$'));
+            match level {
+                "#" => {
+                    // The parent level too: `a/#` matches `a`.
+                    out.extend(node.message.iter().cloned());
+                    let below = node.children.iter().filter(|(name, _)| visible(name));
+                    for (_, child) in below {
+                        collect_subtree(child, out);
+                    }
+                }
+                "+" => {
+                    let below = node.children.iter().filter(|(name, _)| visible(name));
+                    stack.extend(below.map(|(_, child)| (child, next, false)));
+                }
+                literal => {
+                    if let Some(child) = node.children.get(literal) {
+                        stack.push((child, next, false));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retained messages stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes the stored messages weigh ([`Message::weight`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether no message is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Trie nodes (the root not counted): zero once every message is gone. O(nodes).
+    pub fn node_count(&self) -> usize {
+        self.root.descendants()
+    }
+}
+
+/// Appends every message at or below `node`.
+fn collect_subtree(node: &Node, out: &mut Vec<Arc<Message>>) {
+    let mut stack: SmallVec<[&Node; 16]> = SmallVec::new();
+    stack.push(node);
+    while let Some(node) = stack.pop() {
+        out.extend(node.message.iter().cloned());
+        stack.extend(node.children.values());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use vireo_codec::{
+        Bytes, Properties, QoS, TopicName, topic_matches, validate_topic_filter,
+        validate_topic_name,
+    };
+
+    use super::*;
+
+    fn msg(topic: &str, payload: &str) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::try_from(topic).unwrap(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+        })
+    }
+
+    fn big() -> RetainedStore {
+        RetainedStore::new(1_000, 1 << 20)
+    }
+
+    /// Topics of the messages matching `filter`, sorted.
+    fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        store.matching(filter, &mut out);
+        let mut v: Vec<_> = out.iter().map(|m| m.topic.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// [MQTT-3.3.1-5] A RETAIN message is stored for its topic.
+    #[test]
+    fn stores_a_message_per_topic() {
+        let mut store = big();
+        assert_eq!(store.set(msg("a/b", "1")), RetainOutcome::Stored);
+        assert_eq!(store.set(msg("a", "22")), RetainOutcome::Stored);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.bytes(), 3 + 1 + 1 + 2);
+        assert_eq!(&store.get("a/b").unwrap().payload[..], b"1");
+        assert!(store.get("a/c").is_none());
+    }
+
+    /// [MQTT-3.3.1-5] [MQTT-3.3.1-7] A new retained message replaces the topic's previous one.
+    #[test]
+    fn replaces_the_previous_message() {
+        let mut store = big();
+        store.set(msg("a/b", "old"));
+        assert_eq!(store.set(msg("a/b", "newer")), RetainOutcome::Replaced);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.bytes(), 3 + 5);
+        assert_eq!(&store.get("a/b").unwrap().payload[..], b"newer");
+    }
+
+    /// [MQTT-3.3.1-10] [MQTT-3.3.1-11] An empty payload removes the retained message and is not
+    /// stored itself.
+    #[test]
+    fn empty_payload_deletes_and_is_not_stored() {
+        let mut store = big();
+        assert_eq!(store.set(msg("a/b", "")), RetainOutcome::NotFound);
+        assert!(store.is_empty());
+        assert_eq!(store.node_count(), 0);
+        store.set(msg("a/b", "x"));
+        assert_eq!(store.set(msg("a/b", "")), RetainOutcome::Deleted);
+        assert!(store.is_empty());
+        assert_eq!(store.bytes(), 0);
+        assert!(topics(&store, "#").is_empty());
+        assert_eq!(store.set(msg("a/b", "")), RetainOutcome::NotFound);
+    }
+
+    #[test]
+    fn delete_prunes_empty_nodes_only() {
+        let mut store = big();
+        store.set(msg("a/b/c/d", "1"));
+        store.set(msg("a/b", "2"));
+        store.set(msg("a/x/y", "3"));
+        assert_eq!(store.node_count(), 6);
+        store.set(msg("a/b/c/d", ""));
+        assert_eq!(store.node_count(), 4);
+        store.set(msg("a/b", ""));
+        assert_eq!(store.node_count(), 3);
+        assert_eq!(topics(&store, "#"), ["a/x/y"]);
+        assert_eq!(store.remove("a/x/y").unwrap().topic.as_str(), "a/x/y");
+        assert_eq!(store.node_count(), 0);
+        assert!(store.remove("a/x/y").is_none());
+    }
+
+    /// A new topic over either limit is refused; a replacement only needs the byte total to fit.
+    #[test]
+    fn limits_refuse_new_topics() {
+        let mut store = RetainedStore::new(2, 20);
+        assert_eq!(store.set(msg("a", "123456789")), RetainOutcome::Stored); // 10
+        assert_eq!(store.set(msg("b", "12345678")), RetainOutcome::Stored); // 9
+        assert_eq!(store.set(msg("c", "1")), RetainOutcome::Refused); // count
+        assert_eq!(store.node_count(), 2, "a refused topic leaves no node");
+        assert_eq!(store.set(msg("b", "123456789")), RetainOutcome::Replaced); // 20
+        assert_eq!(store.set(msg("b", "1234567890")), RetainOutcome::Refused); // 21 bytes
+        assert_eq!(&store.get("b").unwrap().payload[..], b"123456789");
+        assert_eq!(store.bytes(), 20);
+        store.set(msg("a", ""));
+        assert_eq!(store.set(msg("c", "1234567890123")), RetainOutcome::Refused); // 24 bytes
+        assert_eq!(store.set(msg("c", "123456789")), RetainOutcome::Stored);
+        assert_eq!((store.len(), store.bytes()), (2, 20));
+        assert_eq!(
+            RetainedStore::new(0, 100).set(msg("a", "1")),
+            RetainOutcome::Refused
+        );
+    }
+
+    /// [MQTT-3.3.1-6] A new subscription receives the retained messages its filter matches.
+    #[test]
+    fn wildcards_walk_matching_branches() {
+        let mut store = big();
+        for t in ["a", "a/b", "a/b/c", "a/x/c", "a//c", "b/b/c", "/", "/c"] {
+            store.set(msg(t, "v"));
+        }
+        assert_eq!(topics(&store, "a/b"), ["a/b"]);
+        assert_eq!(topics(&store, "a/+/c"), ["a//c", "a/b/c", "a/x/c"]);
+        assert_eq!(topics(&store, "+/b/c"), ["a/b/c", "b/b/c"]);
+        assert_eq!(
+            topics(&store, "a/#"),
+            ["a", "a//c", "a/b", "a/b/c", "a/x/c"]
+        );
+        assert_eq!(topics(&store, "a/+"), ["a/b"]);
+        assert_eq!(topics(&store, "+"), ["a"]);
+        assert_eq!(topics(&store, "+/+"), ["/", "/c", "a/b"]);
+        assert_eq!(topics(&store, "/#"), ["/", "/c"]);
+        assert_eq!(topics(&store, "#").len(), 8);
+        assert!(topics(&store, "a/b/c/d").is_empty());
+        assert!(topics(&store, "z/#").is_empty());
+    }
+
+    /// [MQTT-4.7.2-1] Leading wildcards do not match `$` topics; `$SYS/#` does.
+    #[test]
+    fn dollar_topics_need_a_literal_first_level() {
+        let mut store = big();
+        store.set(msg("$SYS/broker/uptime", "1"));
+        store.set(msg("a/$SYS", "2"));
+        assert_eq!(topics(&store, "#"), ["a/$SYS"]);
+        assert_eq!(topics(&store, "+/broker/uptime"), Vec::<String>::new());
+        assert_eq!(topics(&store, "+/+"), ["a/$SYS"]);
+        assert_eq!(topics(&store, "$SYS/#"), ["$SYS/broker/uptime"]);
+        assert_eq!(topics(&store, "$SYS/+/uptime"), ["$SYS/broker/uptime"]);
+        assert_eq!(topics(&store, "a/+"), ["a/$SYS"]);
+    }
+
+    const LEVELS: &[&str] = &["a", "b", "", "$s", "+", "#"];
+
+    fn joined(levels: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(levels), 1..5).prop_map(|l| l.join("/"))
+    }
+
+    proptest! {
+        #[test]
+        fn matching_agrees_with_naive_scan(
+            sets in prop::collection::vec(
+                (joined(&LEVELS[..4]).prop_filter("topic", |t| validate_topic_name(t).is_ok()),
+                 "[xy]{0,2}"),
+                0..40),
+            filters in prop::collection::vec(
+                joined(LEVELS).prop_filter("filter", |f| validate_topic_filter(f).is_ok()),
+                1..10),
+        ) {
+            let mut store = RetainedStore::new(usize::MAX, usize::MAX);
+            let mut model: BTreeMap<String, String> = BTreeMap::new();
+            for (topic, payload) in &sets {
+                let outcome = store.set(msg(topic, payload));
+                let want = match (payload.is_empty(), model.contains_key(topic)) {
+                    (true, true) => RetainOutcome::Deleted,
+                    (true, false) => RetainOutcome::NotFound,
+                    (false, true) => RetainOutcome::Replaced,
+                    (false, false) => RetainOutcome::Stored,
+                };
+                prop_assert_eq!(outcome, want);
+                if payload.is_empty() {
+                    model.remove(topic);
+                } else {
+                    model.insert(topic.clone(), payload.clone());
+                }
+            }
+            prop_assert_eq!(store.len(), model.len());
+            let bytes: usize = model.iter().map(|(t, p)| t.len() + p.len()).sum();
+            prop_assert_eq!(store.bytes(), bytes);
+            for filter in &filters {
+                let want: Vec<_> = model.keys().filter(|t| topic_matches(filter, t)).cloned().collect();
+                prop_assert_eq!(topics(&store, filter), want, "filter {:?}", filter);
+            }
+            for topic in model.keys() {
+                prop_assert!(store.remove(topic).is_some());
+            }
+            prop_assert_eq!(store.node_count(), 0);
+            prop_assert_eq!(store.bytes(), 0);
+        }
+    }
+}
