@@ -1,0 +1,418 @@
+//! One client's session: its subscriptions, its outbound QoS 1/2 window, the messages waiting
+//! for that window (or for the client to come back), and its inbound QoS 2 ids.
+//!
+//! Pure state, no I/O: the server asks [`Session::next_outgoing`] for what to send while its
+//! socket has room, and reports acks back. QoS 0 messages never enter the session: the server
+//! writes them straight to the connection or drops them, as MQTT allows.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use vireo_codec::{ByteString, PacketId, QoS};
+
+use crate::{Message, SessionId};
+
+/// Bounds on what one session may hold. Every one is a way a client (or its publishers) could
+/// otherwise grow the broker's memory without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Outbound QoS 1/2 messages sent and not yet acknowledged.
+    pub max_inflight: usize,
+    /// QoS 1/2 messages waiting for the window or for the client to reconnect.
+    pub max_queued_messages: usize,
+    /// Bytes (topic + payload) of those waiting messages.
+    pub max_queued_bytes: usize,
+    /// When the queue is full: drop the oldest queued message (true) or the new one (false).
+    pub drop_oldest: bool,
+    /// Inbound QoS 2 ids awaiting PUBREL; a client past this is disconnected.
+    pub max_incoming_qos2: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_inflight: 1024,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            drop_oldest: false,
+            max_incoming_qos2: 1024,
+        }
+    }
+}
+
+/// Something the session wants written to its client.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A PUBLISH at QoS 1 or 2 (first send or, with `dup`, a re-send).
+    Publish {
+        /// Its packet id.
+        pid: PacketId,
+        /// QoS 1 or 2.
+        qos: QoS,
+        /// DUP: a re-delivery [MQTT-3.3.1-1].
+        dup: bool,
+        /// RETAIN as it should go out (set only for retained messages sent on subscribe).
+        retain: bool,
+        /// The message.
+        msg: Arc<Message>,
+    },
+    /// A PUBREL for a QoS 2 delivery whose PUBREC has arrived.
+    PubRel(PacketId),
+}
+
+#[derive(Debug)]
+enum InflightState {
+    /// QoS 1 awaiting PUBACK, or QoS 2 awaiting PUBREC.
+    AwaitingAck { qos: QoS, retain: bool, msg: Arc<Message> },
+    /// QoS 2 awaiting PUBCOMP: the PUBLISH is never sent again, only the PUBREL [MQTT-4.3.3-1].
+    AwaitingPubComp,
+}
+
+#[derive(Debug)]
+struct Queued {
+    qos: QoS,
+    retain: bool,
+    msg: Arc<Message>,
+}
+
+/// Result of offering a message to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued for delivery.
+    Queued,
+    /// Queued, and the oldest queued message was dropped to make room.
+    QueuedDroppedOldest,
+    /// Not queued: the queue is full.
+    Dropped,
+}
+
+/// A client session.
+#[derive(Debug)]
+pub struct Session {
+    /// Process-unique id; what the subscription index stores.
+    pub id: SessionId,
+    /// The client identifier it is stored under [MQTT-3.1.3-2].
+    pub client_id: ByteString,
+    /// CleanSession=1: the session ends with its connection [MQTT-3.1.2-6].
+    pub clean: bool,
+    /// Filters this session subscribes to, with granted QoS; mirrors the index so the session
+    /// can remove its own entries when it ends.
+    pub subscriptions: HashMap<ByteString, QoS>,
+    limits: SessionLimits,
+    /// Sent, awaiting acknowledgement, in send order (re-sent in that order [MQTT-4.6.0-1]).
+    inflight: VecDeque<(PacketId, InflightState)>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    incoming_qos2: HashSet<PacketId>,
+    /// Ids held by `inflight`, for O(1) allocation checks on the hot path.
+    used_pids: HashSet<PacketId>,
+    next_pid: u16,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(id: SessionId, client_id: ByteString, clean: bool, limits: SessionLimits) -> Self {
+        Self {
+            id,
+            client_id,
+            clean,
+            subscriptions: HashMap::new(),
+            limits,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: HashSet::new(),
+            used_pids: HashSet::new(),
+            next_pid: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Queues a QoS 1/2 message ([MQTT-3.1.2-5] while offline, or behind a full window).
+    pub fn enqueue(&mut self, msg: Arc<Message>, qos: QoS, retain: bool) -> Enqueued {
+        debug_assert!(qos != QoS::AtMostOnce, "QoS 0 never enters the session");
+        let weight = msg.weight();
+        let mut outcome = Enqueued::Queued;
+        while self.queue.len() >= self.limits.max_queued_messages
+            || (self.queued_bytes + weight > self.limits.max_queued_bytes && !self.queue.is_empty())
+        {
+            if !self.limits.drop_oldest {
+                self.dropped += 1;
+                return Enqueued::Dropped;
+            }
+            if let Some(old) = self.queue.pop_front() {
+                self.queued_bytes -= old.msg.weight();
+                self.dropped += 1;
+                outcome = Enqueued::QueuedDroppedOldest;
+            } else {
+                break;
+            }
+        }
+        if self.limits.max_queued_messages == 0 || weight > self.limits.max_queued_bytes {
+            self.dropped += 1;
+            return Enqueued::Dropped;
+        }
+        self.queued_bytes += weight;
+        self.queue.push_back(Queued { qos, retain, msg });
+        outcome
+    }
+
+    /// Takes the next queued message into the inflight window, if the window has room.
+    pub fn next_outgoing(&mut self) -> Option<Outgoing> {
+        if self.inflight.len() >= self.limits.max_inflight || self.queue.is_empty() {
+            return None;
+        }
+        let pid = self.allocate_pid()?;
+        let Some(q) = self.queue.pop_front() else {
+            self.used_pids.remove(&pid);
+            return None;
+        };
+        self.queued_bytes -= q.msg.weight();
+        self.inflight.push_back((
+            pid,
+            InflightState::AwaitingAck {
+                qos: q.qos,
+                retain: q.retain,
+                msg: Arc::clone(&q.msg),
+            },
+        ));
+        Some(Outgoing::Publish {
+            pid,
+            qos: q.qos,
+            dup: false,
+            retain: q.retain,
+            msg: q.msg,
+        })
+    }
+
+    /// A fresh packet id not used by any inflight message [MQTT-2.3.1-4]. `None` only if all
+    /// 65,535 are in use, which the inflight limit prevents.
+    fn allocate_pid(&mut self) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if let Some(pid) = PacketId::new(self.next_pid)
+                && self.used_pids.insert(pid)
+            {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    fn position(&self, pid: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|(p, _)| *p == pid)
+    }
+
+    /// PUBACK: completes a QoS 1 delivery. Returns whether it matched one.
+    pub fn on_puback(&mut self, pid: PacketId) -> bool {
+        match self.position(pid) {
+            Some(i)
+                if matches!(
+                    self.inflight[i].1,
+                    InflightState::AwaitingAck { qos: QoS::AtLeastOnce, .. }
+                ) =>
+            {
+                self.forget(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn forget(&mut self, i: usize) {
+        if let Some((pid, _)) = self.inflight.remove(i) {
+            self.used_pids.remove(&pid);
+        }
+    }
+
+    /// PUBREC: the QoS 2 delivery moves on to PUBREL, which is returned to send. An unknown id
+    /// still gets a PUBREL, so the client can finish its side.
+    pub fn on_pubrec(&mut self, pid: PacketId) -> Outgoing {
+        if let Some(i) = self.position(pid)
+            && matches!(
+                self.inflight[i].1,
+                InflightState::AwaitingAck { qos: QoS::ExactlyOnce, .. }
+            )
+        {
+            self.inflight[i].1 = InflightState::AwaitingPubComp;
+        }
+        Outgoing::PubRel(pid)
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery. Returns whether it matched one.
+    pub fn on_pubcomp(&mut self, pid: PacketId) -> bool {
+        match self.position(pid) {
+            Some(i) if matches!(self.inflight[i].1, InflightState::AwaitingPubComp) => {
+                self.forget(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Everything to re-send when the client reconnects to this session, in original order:
+    /// unacknowledged PUBLISHes with DUP set and PUBRELs for those already PUBREC'd
+    /// [MQTT-4.4.0-1].
+    pub fn resend(&self) -> impl Iterator<Item = Outgoing> + '_ {
+        self.inflight.iter().map(|(pid, state)| match state {
+            InflightState::AwaitingAck { qos, retain, msg } => Outgoing::Publish {
+                pid: *pid,
+                qos: *qos,
+                dup: true,
+                retain: *retain,
+                msg: Arc::clone(msg),
+            },
+            InflightState::AwaitingPubComp => Outgoing::PubRel(*pid),
+        })
+    }
+
+    /// An inbound QoS 2 PUBLISH with `pid`: `Ok(true)` the first time (deliver it onward),
+    /// `Ok(false)` for a repeat before PUBREL (acknowledge again, deliver nothing)
+    /// [MQTT-4.3.3-2]; `Err(())` if the client has too many QoS 2 ids open.
+    #[allow(clippy::result_unit_err)]
+    pub fn on_incoming_qos2(&mut self, pid: PacketId) -> Result<bool, ()> {
+        if self.incoming_qos2.contains(&pid) {
+            return Ok(false);
+        }
+        if self.incoming_qos2.len() >= self.limits.max_incoming_qos2 {
+            return Err(());
+        }
+        self.incoming_qos2.insert(pid);
+        Ok(true)
+    }
+
+    /// PUBREL for an inbound QoS 2 id: forgets it (the id means a new message afterwards).
+    pub fn on_pubrel(&mut self, pid: PacketId) {
+        self.incoming_qos2.remove(&pid);
+    }
+
+    /// Outbound messages sent and not yet acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether anything is waiting that the window would let through now.
+    pub fn has_sendable(&self) -> bool {
+        !self.queue.is_empty() && self.inflight.len() < self.limits.max_inflight
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vireo_codec::{Bytes, Properties, TopicName};
+
+    fn msg(n: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::try_from("t").unwrap(),
+            payload: Bytes::from(vec![n]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::new(),
+        })
+    }
+
+    fn session(limits: SessionLimits) -> Session {
+        Session::new(SessionId(1), "c".into(), false, limits)
+    }
+
+    fn pid_of(o: &Outgoing) -> PacketId {
+        match o {
+            Outgoing::Publish { pid, .. } | Outgoing::PubRel(pid) => *pid,
+        }
+    }
+
+    /// [MQTT-2.3.1-4] distinct non-zero ids while unacknowledged; window bounds inflight.
+    #[test]
+    fn v311_mqtt_2_3_1_4_window_and_distinct_ids() {
+        let mut s = session(SessionLimits {
+            max_inflight: 3,
+            ..SessionLimits::default()
+        });
+        for n in 0..5 {
+            s.enqueue(msg(n), QoS::AtLeastOnce, false);
+        }
+        let sent: Vec<_> = std::iter::from_fn(|| s.next_outgoing()).collect();
+        assert_eq!(sent.len(), 3, "window of 3");
+        let ids: HashSet<_> = sent.iter().map(pid_of).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(s.on_puback(pid_of(&sent[1])));
+        assert!(!s.on_puback(pid_of(&sent[1])), "second PUBACK matches nothing");
+        let next = s.next_outgoing().unwrap();
+        assert!(!ids.contains(&pid_of(&next)), "no unacked id handed out again");
+    }
+
+    /// [MQTT-4.4.0-1] [MQTT-4.3.3-1] resend: PUBLISH with DUP for unacked, PUBREL once PUBREC'd.
+    #[test]
+    fn v311_mqtt_4_4_0_1_resend_in_order() {
+        let mut s = session(SessionLimits::default());
+        s.enqueue(msg(1), QoS::ExactlyOnce, false);
+        s.enqueue(msg(2), QoS::AtLeastOnce, false);
+        let a = s.next_outgoing().unwrap();
+        let b = s.next_outgoing().unwrap();
+        assert!(matches!(s.on_pubrec(pid_of(&a)), Outgoing::PubRel(p) if p == pid_of(&a)));
+        let resent: Vec<_> = s.resend().collect();
+        assert!(matches!(resent[0], Outgoing::PubRel(p) if p == pid_of(&a)));
+        assert!(
+            matches!(&resent[1], Outgoing::Publish { dup: true, pid, .. } if *pid == pid_of(&b))
+        );
+        assert!(s.on_pubcomp(pid_of(&a)));
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    /// [MQTT-4.3.3-2] inbound QoS 2: repeats before PUBREL are not new; after PUBREL they are.
+    #[test]
+    fn v311_mqtt_4_3_3_2_incoming_qos2_once() {
+        let mut s = session(SessionLimits::default());
+        let p = PacketId::new(9).unwrap();
+        assert_eq!(s.on_incoming_qos2(p), Ok(true));
+        assert_eq!(s.on_incoming_qos2(p), Ok(false));
+        s.on_pubrel(p);
+        assert_eq!(s.on_incoming_qos2(p), Ok(true));
+    }
+
+    #[test]
+    fn queue_is_bounded_drop_new_or_oldest() {
+        let limits = SessionLimits {
+            max_queued_messages: 2,
+            max_inflight: 0,
+            ..SessionLimits::default()
+        };
+        let mut s = session(limits);
+        assert_eq!(s.enqueue(msg(1), QoS::AtLeastOnce, false), Enqueued::Queued);
+        assert_eq!(s.enqueue(msg(2), QoS::AtLeastOnce, false), Enqueued::Queued);
+        assert_eq!(s.enqueue(msg(3), QoS::AtLeastOnce, false), Enqueued::Dropped);
+        assert_eq!(s.queued_len(), 2);
+        let mut s = session(SessionLimits {
+            drop_oldest: true,
+            ..limits
+        });
+        s.enqueue(msg(1), QoS::AtLeastOnce, false);
+        s.enqueue(msg(2), QoS::AtLeastOnce, false);
+        assert_eq!(
+            s.enqueue(msg(3), QoS::AtLeastOnce, false),
+            Enqueued::QueuedDroppedOldest
+        );
+        assert_eq!(s.dropped, 1);
+        assert_eq!(s.queued_len(), 2);
+    }
+
+    #[test]
+    fn incoming_qos2_is_bounded() {
+        let mut s = session(SessionLimits {
+            max_incoming_qos2: 1,
+            ..SessionLimits::default()
+        });
+        assert_eq!(s.on_incoming_qos2(PacketId::new(1).unwrap()), Ok(true));
+        assert_eq!(s.on_incoming_qos2(PacketId::new(2).unwrap()), Err(()));
+    }
+}

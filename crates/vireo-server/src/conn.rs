@@ -1,0 +1,198 @@
+//! One client connection: its socket, read buffer and output queue.
+//!
+//! Readiness rule (mio is edge-triggered): reads are drained until `WouldBlock` or the read
+//! budget runs out — in which case the connection is put on the worker's `again` list so it is
+//! read in the next iteration without waiting for an edge that will not come. Output is only
+//! ever queued, never written inline: queuing marks the connection dirty, and the worker flushes
+//! every dirty connection once per iteration with one vectored write. A partial write leaves the
+//! rest queued; the WRITABLE edge marks the connection dirty again.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpStream;
+use smallvec::SmallVec;
+use vireo_broker::Message;
+use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
+
+/// Most slices handed to one `writev`; Linux allows 1024, and 64 frames already amortise the
+/// syscall over tens of kilobytes of small messages.
+const MAX_IOVECS: usize = 64;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Accepted; the first packet must be CONNECT [MQTT-3.1.0-1].
+    AwaitingConnect,
+    /// CONNECT accepted; serving the session in this worker's session slab.
+    Connected { session: usize },
+}
+
+/// Why a connection is being closed; decides whether the Will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// The client sent DISCONNECT: the Will is discarded [MQTT-3.14.4-3].
+    Disconnect,
+    /// Peer closed the socket.
+    Eof,
+    /// A socket error.
+    Io,
+    /// Nothing heard for 1.5 x keep alive [MQTT-3.1.2-24], or no CONNECT in time.
+    Timeout,
+    /// A protocol violation or malformed packet; logged with its tag where it was detected.
+    Protocol,
+    /// A new connection took over the client id [MQTT-3.1.4-2].
+    TakenOver,
+    /// CONNACK refused the connection; flush it, then close.
+    Refused,
+    /// A client went past a hard limit.
+    Limit,
+    /// The broker is stopping.
+    Shutdown,
+}
+
+impl Close {
+    /// Whether the Will must be published for this close [MQTT-3.1.2-8].
+    pub(crate) fn publishes_will(self) -> bool {
+        !matches!(self, Close::Disconnect | Close::Refused)
+    }
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub state: ConnState,
+    pub version: ProtocolVersion,
+    /// Bytes read and not yet decoded. PUBLISH topics and payloads are cut from it.
+    pub rbuf: BytesMut,
+    /// Frames waiting for the socket.
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// Scratch space headers are encoded into and split off, so a frame header costs no
+    /// allocation of its own.
+    scratch: BytesMut,
+    pub keep_alive: Option<Duration>,
+    /// When this connection times out: CONNECT timeout, then 1.5 x keep alive after each packet.
+    pub deadline: Option<Instant>,
+    pub will: Option<LastWill>,
+    /// On the worker's flush list this iteration.
+    pub dirty: bool,
+    /// On the worker's read-again list (read budget ran out before WouldBlock).
+    pub read_again: bool,
+    /// Retained messages owed to this connection after a SUBSCRIBE, sent as the output queue
+    /// drains so that a large retained set is paced, not dropped.
+    pub retained_backlog: VecDeque<(Arc<Message>, QoS)>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Self {
+        Self {
+            stream,
+            peer,
+            state: ConnState::AwaitingConnect,
+            version: ProtocolVersion::V311,
+            rbuf: BytesMut::new(),
+            out: VecDeque::new(),
+            out_bytes: 0,
+            scratch: BytesMut::new(),
+            keep_alive: None,
+            deadline: Some(deadline),
+            will: None,
+            dirty: false,
+            read_again: false,
+            retained_backlog: VecDeque::new(),
+        }
+    }
+
+    /// Bytes queued for the socket.
+    pub(crate) fn out_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Queues a frame. Returns true if the connection was not yet on the flush list.
+    pub(crate) fn push(&mut self, frame: Bytes) -> bool {
+        self.out_bytes += frame.len();
+        self.out.push_back(frame);
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Encodes `packet` into the scratch buffer and queues it.
+    pub(crate) fn push_packet(&mut self, packet: &Packet) -> bool {
+        self.scratch.reserve(packet.encoded_len(self.version));
+        if let Err(e) = packet.encode(self.version, &mut self.scratch) {
+            tracing::error!(peer = %self.peer, error = %e, "cannot encode {}", packet.name());
+            return false;
+        }
+        let frame = self.scratch.split().freeze();
+        self.push(frame)
+    }
+
+    /// The scratch buffer, for callers that encode a header themselves; follow with
+    /// [`Conn::push_scratch`].
+    pub(crate) fn scratch(&mut self) -> &mut BytesMut {
+        &mut self.scratch
+    }
+
+    pub(crate) fn push_scratch(&mut self) -> bool {
+        let frame = self.scratch.split().freeze();
+        self.push(frame)
+    }
+
+    /// Writes queued frames until the queue is empty or the socket would block.
+    /// `Ok(true)` when everything was written.
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            let iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
+                .out
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let written = self.stream.write_vectored(&iov);
+            drop(iov);
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.out_bytes -= n;
+        while n > 0 {
+            let Some(front) = self.out.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(n);
+                return;
+            }
+        }
+    }
+
+    /// Drops the read buffer's allocation when it holds nothing, so idle connections cost
+    /// little memory.
+    pub(crate) fn shrink_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.out.is_empty() && self.scratch.capacity() > 0 {
+            self.scratch = BytesMut::new();
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Packet handling on a connected session, and the route from a PUBLISH to its subscribers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
+use vireo_codec::{
+    Ack, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe,
+    validate_topic_filter,
+};
+
+use crate::conn::{Close, ConnState};
+use crate::worker::{Worker, home_of_session};
+
+const PINGRESP: &[u8] = &[0xD0, 0x00];
+
+impl Worker {
+    /// One line per packet type.
+    pub(crate) fn handle(&mut self, key: usize, packet: Packet) -> Result<(), Close> {
+        let Some(conn) = self.conns.get(key) else {
+            return Ok(());
+        };
+        let session = match (conn.state, packet) {
+            (ConnState::AwaitingConnect, Packet::Connect(c)) => return self.on_connect(key, c),
+            (ConnState::AwaitingConnect, p) => {
+                tracing::info!(peer = %conn.peer, packet = p.name(), "first packet is not CONNECT [MQTT-3.1.0-1]");
+                return Err(Close::Protocol);
+            }
+            (ConnState::Connected { session }, packet) => (session, packet),
+        };
+        let (skey, packet) = session;
+        match packet {
+            Packet::Publish(p) => self.on_publish(key, skey, p),
+            Packet::PubAck(a) => self.on_puback(key, skey, &a),
+            Packet::PubRec(a) => self.on_pubrec(key, skey, &a),
+            Packet::PubRel(a) => self.on_pubrel(key, skey, a),
+            Packet::PubComp(a) => self.on_pubcomp(key, skey, &a),
+            Packet::Subscribe(s) => self.on_subscribe(key, skey, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(key, skey, u),
+            Packet::PingReq => {
+                self.push_frame(key, Bytes::from_static(PINGRESP)); // [MQTT-3.12.4-1]
+                Ok(())
+            }
+            Packet::Disconnect(_) => Err(Close::Disconnect),
+            Packet::Connect(_) => {
+                tracing::info!(peer = %conn.peer, "second CONNECT [MQTT-3.1.0-2]");
+                Err(Close::Protocol)
+            }
+            other => {
+                tracing::info!(peer = %conn.peer, packet = other.name(), "server-bound packet type not allowed [MQTT-4.8.0-1]");
+                Err(Close::Protocol)
+            }
+        }
+    }
+
+    fn push_frame(&mut self, key: usize, frame: Bytes) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.push(frame)
+        {
+            self.dirty.push(key);
+        }
+    }
+
+    fn push_packet(&mut self, key: usize, packet: &Packet) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.push_packet(packet)
+        {
+            self.dirty.push(key);
+        }
+    }
+
+    fn on_publish(&mut self, key: usize, skey: usize, p: Publish) -> Result<(), Close> {
+        self.shared.stats.publishes_in.fetch_add(1, Ordering::Relaxed);
+        let config = &self.shared.config;
+        if p.topic.len() > config.max_topic_length
+            || p.topic.split('/').count() > config.max_topic_levels
+        {
+            tracing::info!(topic_len = p.topic.len(), "topic over the configured length/levels");
+            return Err(Close::Limit);
+        }
+        let deliver = match p.qos {
+            QosPid::AtMostOnce => true,
+            QosPid::AtLeastOnce(pid) => {
+                self.push_packet(key, &Packet::PubAck(Ack::new(pid))); // [MQTT-3.3.4-1]
+                true
+            }
+            QosPid::ExactlyOnce(pid) => {
+                let Some(slot) = self.sessions.get_mut(skey) else {
+                    return Ok(());
+                };
+                // [MQTT-4.3.3-2]: deliver on first receipt, acknowledge every repeat.
+                let first = slot.session.on_incoming_qos2(pid).map_err(|()| {
+                    tracing::info!("too many QoS 2 messages awaiting PUBREL");
+                    Close::Limit
+                })?;
+                self.push_packet(key, &Packet::PubRec(Ack::new(pid)));
+                first
+            }
+        };
+        if deliver {
+            let msg = Arc::new(Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: p.qos.qos(),
+                retain: p.retain,
+                properties: p.properties,
+            });
+            self.publish(msg);
+        }
+        Ok(())
+    }
+
+    /// Routes a message: retained store, then every matching session, locally or batched to
+    /// the session's home worker.
+    pub(crate) fn publish(&mut self, msg: Arc<Message>) {
+        if msg.retain {
+            // Stored compacted: a retained message lives long, and must not pin the
+            // publisher's whole read buffer.
+            let stored = Arc::new(Message {
+                topic: msg.topic.clone(),
+                payload: Bytes::copy_from_slice(&msg.payload),
+                qos: msg.qos,
+                retain: true,
+                properties: msg.properties.clone(),
+            });
+            let outcome = self.shared.retained.write().set(stored);
+            tracing::trace!(?outcome, topic = %msg.topic, "retained");
+        }
+        let mut recipients = std::mem::take(&mut self.recipients);
+        recipients.clear();
+        self.shared.index.matches(&msg.topic, &mut recipients);
+        let mut frame = None;
+        for r in &recipients {
+            let home = home_of_session(r.session);
+            if home == self.id {
+                self.deliver_local(r.session, &msg, r.qos, &mut frame);
+            } else {
+                let batch = &mut self.outbox[home];
+                match batch.last_mut() {
+                    Some(d) if Arc::ptr_eq(&d.msg, &msg) => d.recipients.push(*r),
+                    _ => batch.push(crate::shared::Delivery {
+                        msg: Arc::clone(&msg),
+                        recipients: std::iter::once(*r).collect(),
+                    }),
+                }
+            }
+        }
+        self.recipients = recipients;
+    }
+
+    /// Delivers to one session of this worker at min(published, granted) QoS
+    /// [MQTT-3.8.4-6]. `frame` caches the QoS 0 frame, encoded once per message.
+    pub(crate) fn deliver_local(
+        &mut self,
+        session: SessionId,
+        msg: &Arc<Message>,
+        granted: QoS,
+        frame: &mut Option<Bytes>,
+    ) {
+        let Some(&skey) = self.by_id.get(&session) else {
+            return; // session ended while the message was in flight
+        };
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let qos = msg.qos.min(granted);
+        if qos == QoS::AtMostOnce {
+            let Some(key) = slot.conn else {
+                return; // QoS 0 is not kept for offline sessions
+            };
+            let limit = self.shared.config.max_output_bytes;
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.out_bytes() >= limit {
+                // Slow consumer: drop and count; nobody else waits for it.
+                self.shared.stats.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let frame = frame.get_or_insert_with(|| encode_qos0(msg, false)).clone();
+            if conn.push(frame) {
+                self.dirty.push(key);
+            }
+            return;
+        }
+        match slot.session.enqueue(Arc::clone(msg), qos, false) {
+            Enqueued::Queued => {}
+            Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
+                self.shared.stats.dropped_queued.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(key) = slot.conn {
+            self.refill(key);
+        }
+    }
+
+    /// Moves what the session may send now (window and output limit permitting) onto the
+    /// connection, then owed retained messages.
+    pub(crate) fn refill(&mut self, key: usize) {
+        let limit = self.shared.config.max_output_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnState::Connected { session: skey } = conn.state else {
+            return;
+        };
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let mut newly_dirty = false;
+        while conn.out_bytes() < limit {
+            if let Some(out) = slot.session.next_outgoing() {
+                newly_dirty |= push_outgoing(conn, out);
+                continue;
+            }
+            // Retained messages owed after a SUBSCRIBE, paced by the same output limit.
+            let Some((msg, qos)) = conn.retained_backlog.pop_front() else {
+                break;
+            };
+            if qos == QoS::AtMostOnce {
+                newly_dirty |= conn.push(encode_qos0(&msg, true));
+            } else {
+                slot.session.enqueue(msg, qos, true);
+                if slot.session.has_sendable() {
+                    continue;
+                }
+                break;
+            }
+        }
+        if newly_dirty {
+            self.dirty.push(key);
+        }
+    }
+
+    pub(crate) fn write_outgoing(&mut self, key: usize, out: Outgoing) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && push_outgoing(conn, out)
+        {
+            self.dirty.push(key);
+        }
+    }
+
+    fn session_mut(&mut self, skey: usize) -> Option<&mut vireo_broker::Session> {
+        self.sessions.get_mut(skey).map(|s| &mut s.session)
+    }
+
+    fn on_puback(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
+        if let Some(s) = self.session_mut(skey)
+            && s.on_puback(a.packet_id)
+        {
+            self.refill(key);
+        }
+        Ok(())
+    }
+
+    fn on_pubrec(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
+        if let Some(s) = self.session_mut(skey) {
+            let rel = s.on_pubrec(a.packet_id);
+            self.write_outgoing(key, rel);
+        }
+        Ok(())
+    }
+
+    fn on_pubrel(&mut self, key: usize, skey: usize, a: Ack) -> Result<(), Close> {
+        if let Some(s) = self.session_mut(skey) {
+            s.on_pubrel(a.packet_id);
+        }
+        // PUBCOMP even for an unknown id, so the client can finish [MQTT-4.3.3-2].
+        self.push_packet(key, &Packet::PubComp(Ack::new(a.packet_id)));
+        Ok(())
+    }
+
+    fn on_pubcomp(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
+        if let Some(s) = self.session_mut(skey)
+            && s.on_pubcomp(a.packet_id)
+        {
+            self.refill(key);
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, key: usize, skey: usize, sub: Subscribe) -> Result<(), Close> {
+        let config = &self.shared.config;
+        let (max_qos, max_subs) = (config.max_qos(), config.max_subscriptions);
+        let (max_len, max_levels) = (config.max_topic_length, config.max_topic_levels);
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return Ok(());
+        };
+        let id = slot.session.id;
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &sub.filters {
+            let valid = validate_topic_filter(filter).is_ok()
+                && filter.len() <= max_len
+                && filter.split('/').count() <= max_levels;
+            let room = slot.session.subscriptions.len() < max_subs
+                || slot.session.subscriptions.contains_key(filter);
+            if !valid || !room {
+                // [MQTT-3.8.4-5] failure code for this filter alone.
+                tracing::debug!(%filter, valid, room, "subscription refused");
+                codes.push(ReasonCode::V3_SUBSCRIBE_FAILURE);
+                continue;
+            }
+            let qos = options.qos.min(max_qos);
+            self.shared.index.subscribe(id, filter, qos);
+            slot.session.subscriptions.insert(filter.clone(), qos);
+            codes.push(ReasonCode::granted(qos));
+            // [MQTT-3.3.1-6] retained messages matching the new subscription.
+            let before = retained.len();
+            self.shared.retained.read().matching(filter, &mut retained);
+            if let Some(conn) = self.conns.get_mut(key) {
+                let owed = retained.drain(before..).map(|m| {
+                    let q = m.qos.min(qos);
+                    (m, q)
+                });
+                conn.retained_backlog.extend(owed);
+            }
+        }
+        // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].
+        self.push_packet(key, &Packet::SubAck(SubAck::new(sub.packet_id, codes)));
+        self.refill(key);
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, key: usize, skey: usize, u: Unsubscribe) -> Result<(), Close> {
+        if let Some(slot) = self.sessions.get_mut(skey) {
+            for filter in &u.filters {
+                // Literal comparison only [MQTT-3.10.4-1].
+                if slot.session.subscriptions.remove(filter).is_some() {
+                    self.shared.index.unsubscribe(slot.session.id, filter);
+                }
+            }
+        }
+        // Always answered, even when nothing matched [MQTT-3.10.4-4] [MQTT-3.10.4-5].
+        self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, Vec::new())));
+        Ok(())
+    }
+}
+
+/// Encodes a QoS 0 PUBLISH frame: header and payload in one buffer, shared by every
+/// subscriber that gets it at QoS 0. DUP is always 0 [MQTT-3.3.1-2].
+fn encode_qos0(msg: &Message, retain: bool) -> Bytes {
+    let publish = Publish {
+        dup: false,
+        qos: QosPid::AtMostOnce,
+        retain,
+        topic: msg.topic.clone(),
+        properties: vireo_codec::Properties::new(),
+        payload: msg.payload.clone(),
+    };
+    let mut buf = BytesMut::with_capacity(publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len());
+    let _ = publish.encode_header(vireo_codec::ProtocolVersion::V311, &mut buf);
+    buf.extend_from_slice(&msg.payload);
+    buf.freeze()
+}
+
+/// Queues a QoS 1/2 PUBLISH (its own small header, the shared payload) or a PUBREL.
+fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
+    match out {
+        Outgoing::Publish {
+            pid,
+            qos,
+            dup,
+            retain,
+            msg,
+        } => {
+            let publish = Publish {
+                dup,
+                qos: QosPid::new(qos, pid),
+                retain,
+                topic: msg.topic.clone(),
+                properties: vireo_codec::Properties::new(),
+                payload: msg.payload.clone(),
+            };
+            let version = conn.version;
+            if publish.encode_header(version, conn.scratch()).is_err() {
+                return false;
+            }
+            let dirty = conn.push_scratch();
+            conn.push(publish.payload);
+            dirty
+        }
+        Outgoing::PubRel(pid) => conn.push_packet(&Packet::PubRel(Ack::new(pid))),
+    }
+}

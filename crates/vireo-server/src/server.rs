@@ -1,0 +1,160 @@
+//! Starting and stopping the broker: listeners, workers, shared state.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use parking_lot::RwLock;
+use socket2::{Domain, Protocol, Socket, Type};
+use vireo_broker::{RetainedStore, SubscriptionIndex};
+
+use crate::shared::{Mailbox, Shared, Stats};
+use crate::worker::{WAKER, Worker};
+use crate::{Config, ConfigError};
+
+/// Pending connections the kernel queues per listener.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// The broker. [`Server::start`] returns a handle that stops it.
+#[derive(Debug)]
+pub struct Server;
+
+/// A running broker. Dropping it stops the broker and waits for its workers.
+#[derive(Debug)]
+pub struct ServerHandle {
+    shared: Arc<SharedRef>,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Keeps `Shared` private while letting the handle own it.
+struct SharedRef(Arc<Shared>);
+
+impl std::fmt::Debug for SharedRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding, polling or spawning failed.
+    #[error("cannot start: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Server {
+    /// Binds one SO_REUSEPORT listener per worker on `config.bind` (port 0 picks a free port
+    /// shared by all), spawns the workers and returns at once.
+    pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+        config.validate()?;
+        let workers = config.worker_count();
+        let mut listeners = Vec::with_capacity(workers);
+        let mut addr = config.bind;
+        for _ in 0..workers {
+            let listener = bind_reuseport(addr)?;
+            addr = listener.local_addr()?;
+            listeners.push(listener);
+        }
+        let mut polls = Vec::with_capacity(workers);
+        let mut mailboxes = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            mailboxes.push(Mailbox::new(tx, waker));
+            receivers.push(rx);
+            polls.push(poll);
+        }
+        let shared = Arc::new(Shared {
+            index: SubscriptionIndex::new(config.index_shards),
+            retained: RwLock::new(RetainedStore::new(
+                config.max_retained_messages,
+                config.max_retained_bytes,
+            )),
+            mailboxes,
+            stats: Arc::new(Stats::default()),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+            config,
+        });
+        let cores = if shared.config.pin_workers {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut threads = Vec::with_capacity(workers);
+        let parts = polls.into_iter().zip(listeners).zip(receivers);
+        for (id, ((poll, listener), rx)) in parts.enumerate() {
+            let mut worker = Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("vireo-worker-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    worker.run();
+                })?;
+            threads.push(thread);
+        }
+        tracing::info!(%addr, workers, "listening");
+        Ok(ServerHandle {
+            shared: Arc::new(SharedRef(shared)),
+            local_addr: addr,
+            threads,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The address the listeners are bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.shared.0.stats)
+    }
+
+    /// Stops every worker (connections are closed, Wills are not published) and waits.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let shared = &self.shared.0;
+        shared.shutdown.store(true, Ordering::SeqCst);
+        for mailbox in &shared.mailboxes {
+            mailbox.wake();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}

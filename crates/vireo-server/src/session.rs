@@ -1,0 +1,209 @@
+//! Session lifecycle on a worker: CONNECT, takeover, hand-over between workers, close, Will.
+
+use std::sync::Arc;
+
+use vireo_broker::{Message, Session};
+use vireo_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+
+use crate::conn::{Close, Conn, ConnState};
+use crate::shared::{Adoption, WorkerMsg};
+use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
+
+impl Worker {
+    /// The first packet: decide the connection's home worker, then accept or refuse.
+    pub(crate) fn on_connect(&mut self, key: usize, mut connect: Box<Connect>) -> Result<(), Close> {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        conn.version = connect.protocol;
+        if connect.protocol == ProtocolVersion::V5 {
+            // MQTT 5.0 sessions are not served yet: refuse in the client's own version.
+            let refuse = ConnAck::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+            conn.push_packet(&Packet::ConnAck(refuse));
+            return Err(Close::Refused);
+        }
+        let id_len = connect.client_id.len();
+        if connect.client_id.is_empty() && !connect.clean_start {
+            // [MQTT-3.1.3-8]
+            return refuse(conn, ReasonCode::V3_IDENTIFIER_REJECTED);
+        }
+        if connect.protocol == ProtocolVersion::V31 && id_len > 23 {
+            // MQTT 3.1 limits client ids to 23 bytes; refuse as Mosquitto does [MQTT-3.1.3-9].
+            return refuse(conn, ReasonCode::V3_IDENTIFIER_REJECTED);
+        }
+        let workers = self.shared.mailboxes.len();
+        if connect.client_id.is_empty() {
+            // [MQTT-3.1.3-6]: invent a unique id homed on this worker.
+            connect.client_id = generated_client_id(self.id, workers, &mut self.generated);
+        }
+        let home = home_of_client(&connect.client_id, workers);
+        if home == self.id {
+            return self.accept_connect(key, connect);
+        }
+        // Hand the connection, with its decoded CONNECT and any pipelined bytes, to the
+        // worker that owns this client id's session.
+        if let Some(mut conn) = self.unregister(key) {
+            let rest = conn.rbuf.split();
+            self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
+                stream: conn.stream,
+                connect,
+                rest,
+            })));
+        }
+        Ok(())
+    }
+
+    /// A connection handed over by another worker.
+    pub(crate) fn adopt(&mut self, adoption: Adoption) {
+        let Adoption {
+            stream,
+            connect,
+            rest,
+        } = adoption;
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => return, // already gone
+        };
+        let deadline = self.now + self.shared.config.connect_timeout();
+        let mut conn = Conn::new(stream, peer, deadline);
+        conn.version = connect.protocol;
+        conn.rbuf = rest;
+        let Some(key) = self.register(conn) else {
+            return;
+        };
+        let result = self
+            .accept_connect(key, connect)
+            .and_then(|()| self.decode_all(key));
+        match result {
+            Ok(()) => self.read(key),
+            Err(reason) => self.close(key, reason),
+        }
+    }
+
+    /// Accepts a CONNECT on the session's home worker: takeover, clean/persistent session,
+    /// CONNACK, then re-sends what the session still owes.
+    fn accept_connect(&mut self, key: usize, connect: Box<Connect>) -> Result<(), Close> {
+        let connect = *connect;
+        let existing = self.by_client.get(&connect.client_id).copied();
+        if let Some(skey) = existing
+            && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
+        {
+            if let Some(c) = self.conns.get(old) {
+                tracing::info!(client = %connect.client_id, old = %c.peer, "session taken over [MQTT-3.1.4-2]");
+            }
+            self.close(old, Close::TakenOver);
+        }
+        let existing = self.by_client.get(&connect.client_id).copied();
+        let (skey, session_present) = match existing {
+            Some(skey) if !connect.clean_start => (skey, true),
+            other => {
+                if let Some(skey) = other {
+                    // CleanSession=1 discards the stored session [MQTT-3.1.2-6].
+                    self.discard_session(skey);
+                }
+                let id = self.new_session_id();
+                let limits = self.shared.config.session_limits();
+                let session = Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
+                let skey = self.sessions.insert(SessionSlot {
+                    session,
+                    conn: None,
+                    expires: None,
+                });
+                self.by_id.insert(id, skey);
+                self.by_client.insert(connect.client_id.clone(), skey);
+                (skey, false)
+            }
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return Ok(());
+        };
+        slot.conn = Some(key);
+        slot.expires = None;
+        conn.state = ConnState::Connected { session: skey };
+        conn.will = connect.will;
+        conn.keep_alive = (connect.keep_alive > 0)
+            .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        conn.deadline = conn.keep_alive.map(|ka| self.now + ka);
+        // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
+        let newly_dirty = conn.push_packet(&Packet::ConnAck(ConnAck::new(
+            session_present,
+            ReasonCode::SUCCESS,
+        )));
+        if newly_dirty {
+            self.dirty.push(key);
+        }
+        if session_present {
+            // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
+            let resend: Vec<_> = slot.session.resend().collect();
+            for out in resend {
+                self.write_outgoing(key, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes a connection: publishes its Will unless it ended with DISCONNECT, and ends a
+    /// clean session with it.
+    pub(crate) fn close(&mut self, key: usize, reason: Close) {
+        let Some(mut conn) = self.unregister(key) else {
+            return;
+        };
+        if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown) {
+            // Best effort: a refusing CONNACK should reach the client before the close.
+            let _ = conn.flush();
+        }
+        let ConnState::Connected { session } = conn.state else {
+            return;
+        };
+        if let Some(will) = conn.will.take()
+            && reason.publishes_will()
+            && reason != Close::Shutdown
+        {
+            // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
+            let msg = Arc::new(Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties: will.properties,
+            });
+            self.publish(msg);
+        }
+        let Some(slot) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if slot.conn == Some(key) {
+            slot.conn = None;
+            if slot.session.clean {
+                self.discard_session(session);
+            } else if self.shared.config.session_expiry_secs > 0 {
+                let ttl = std::time::Duration::from_secs(self.shared.config.session_expiry_secs);
+                slot.expires = Some(self.now + ttl);
+            }
+        }
+    }
+
+    /// Removes a session and its subscriptions.
+    pub(crate) fn discard_session(&mut self, skey: usize) {
+        let Some(slot) = self.sessions.try_remove(skey) else {
+            return;
+        };
+        let session = slot.session;
+        for filter in session.subscriptions.keys() {
+            self.shared.index.unsubscribe(session.id, filter);
+        }
+        self.by_id.remove(&session.id);
+        if self.by_client.get(&session.client_id) == Some(&skey) {
+            self.by_client.remove(&session.client_id);
+        }
+    }
+}
+
+fn refuse(conn: &mut Conn, code: ReasonCode) -> Result<(), Close> {
+    // [MQTT-3.2.2-4] session present 0 with a refusal; [MQTT-3.2.2-5] then close.
+    conn.push_packet(&Packet::ConnAck(ConnAck::new(false, code)));
+    Err(Close::Refused)
+}

@@ -1,0 +1,440 @@
+//! A worker thread: one mio event loop over its listener, its connections and its sessions.
+//!
+//! Sessions live on the worker their client id hashes to (their *home*); a connection whose
+//! CONNECT arrives on another worker is handed to the home worker with its CONNECT already
+//! decoded. So a takeover, a reconnect to a persistent session and every delivery to a session
+//! are local to one thread, and a message for a session is routed to `home(session)` without a
+//! lookup. See `docs/architecture.md`.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use foldhash::{HashMap, HashMapExt};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use vireo_broker::{Recipients, Session, SessionId};
+use vireo_codec::{ByteString, decode};
+
+use crate::conn::{Close, Conn, ConnState};
+use crate::shared::{Delivery, Shared, WorkerMsg};
+
+pub(crate) const LISTENER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(1);
+/// Connection tokens start here: `Token(FIRST_CONN + slab key)`.
+const FIRST_CONN: usize = 2;
+
+/// Events taken from one `poll`.
+const MAX_EVENTS_PER_TICK: usize = 1024;
+/// Bytes read from one connection per iteration before moving on to the others, so that one
+/// fast publisher cannot starve the rest of the worker.
+const READ_BUDGET: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Channel messages handled per iteration, so a flood from other workers cannot starve I/O.
+const MAX_MAILBOX_PER_TICK: usize = 256;
+/// How often timeouts and session expiry are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A session and where it is connected.
+pub(crate) struct SessionSlot {
+    pub session: Session,
+    /// The connection serving it, if online.
+    pub conn: Option<usize>,
+    /// When an offline persistent session is discarded (session expiry).
+    pub expires: Option<Instant>,
+}
+
+pub(crate) struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub poll: Poll,
+    listener: TcpListener,
+    rx: Receiver<WorkerMsg>,
+    pub conns: Slab<Conn>,
+    pub sessions: Slab<SessionSlot>,
+    pub by_id: HashMap<SessionId, usize>,
+    pub by_client: HashMap<ByteString, usize>,
+    next_session: u64,
+    /// Counter for generated client ids.
+    pub generated: u64,
+    /// Per destination worker, deliveries batched during this iteration.
+    pub outbox: Vec<Vec<Delivery>>,
+    /// Connections with queued output, flushed at the end of the iteration.
+    pub dirty: Vec<usize>,
+    /// Connections to read again next iteration (budget ran out).
+    again: Vec<usize>,
+    /// Scratch recipient list reused by every routed message.
+    pub recipients: Recipients,
+    pub now: Instant,
+    last_sweep: Instant,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        mut listener: TcpListener,
+        rx: Receiver<WorkerMsg>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let workers = shared.mailboxes.len();
+        let now = Instant::now();
+        Ok(Self {
+            id,
+            shared,
+            poll,
+            listener,
+            rx,
+            conns: Slab::new(),
+            sessions: Slab::new(),
+            by_id: HashMap::new(),
+            by_client: HashMap::new(),
+            next_session: 0,
+            generated: 0,
+            outbox: (0..workers).map(|_| Vec::new()).collect(),
+            dirty: Vec::new(),
+            again: Vec::new(),
+            recipients: Recipients::new(),
+            now,
+            last_sweep: now,
+        })
+    }
+
+    /// Runs until the broker shuts down.
+    pub(crate) fn run(&mut self) {
+        let mut events = Events::with_capacity(MAX_EVENTS_PER_TICK);
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let timeout = if self.again.is_empty() && self.rx.is_empty() {
+                Some(SWEEP_INTERVAL)
+            } else {
+                Some(Duration::ZERO)
+            };
+            let mailbox = &self.shared.mailboxes[self.id];
+            mailbox.sleeping.store(true, Ordering::SeqCst);
+            // Re-check after announcing sleep: a sender that saw `sleeping == false` has
+            // already queued its message, and this check sees it.
+            let timeout = if self.rx.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            let polled = self.poll.poll(&mut events, timeout);
+            mailbox.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = polled
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = self.id, error = %e, "poll failed; worker stops");
+                break;
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        let key = t - FIRST_CONN;
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.read_again = false;
+                    self.read(key);
+                }
+            }
+            self.drain_mailbox();
+            if self.now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
+                self.last_sweep = self.now;
+                self.sweep();
+            }
+            self.send_outbox();
+            self.flush_dirty();
+        }
+        self.stop();
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let stats = &self.shared.stats;
+                    if stats.connections.load(Ordering::Relaxed) >= self.shared.config.max_connections
+                    {
+                        tracing::warn!(%peer, "max_connections reached; connection refused");
+                        continue;
+                    }
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    let deadline = self.now + self.shared.config.connect_timeout();
+                    self.register(Conn::new(stream, peer, deadline));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next readiness edge.
+                    tracing::warn!(worker = self.id, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds a connection to the slab and the poll. Returns its key.
+    pub(crate) fn register(&mut self, conn: Conn) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let conn = entry.insert(conn);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, Token(key + FIRST_CONN), interest)
+        {
+            tracing::warn!(peer = %conn.peer, error = %e, "register failed");
+            self.conns.remove(key);
+            return None;
+        }
+        self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Some(key)
+    }
+
+    /// Takes a connection out of this worker without closing it (to hand it to another).
+    pub(crate) fn unregister(&mut self, key: usize) -> Option<Conn> {
+        let mut conn = self.conns.try_remove(key)?;
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        Some(conn)
+    }
+
+    pub(crate) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !std::mem::replace(&mut conn.dirty, true)
+        {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Reads what the socket has (up to the budget) and handles every complete packet.
+    pub(crate) fn read(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 4 {
+                conn.rbuf.reserve(READ_CHUNK);
+            }
+            let len = conn.rbuf.len();
+            let cap = conn.rbuf.capacity();
+            conn.rbuf.resize(cap, 0);
+            let result = conn.stream.read(&mut conn.rbuf[len..]);
+            let n = match result {
+                Ok(n) => n,
+                Err(_) => 0,
+            };
+            conn.rbuf.truncate(len + n);
+            match result {
+                Ok(0) => return self.close(key, Close::Eof),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if let Some(ka) = conn.keep_alive {
+                        conn.deadline = Some(self.now + ka);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.shrink_idle();
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "read failed");
+                    return self.close(key, Close::Io);
+                }
+            }
+            if let Err(reason) = self.decode_all(key) {
+                return self.close(key, reason);
+            }
+            if budget == 0 {
+                if let Some(conn) = self.conns.get_mut(key)
+                    && !std::mem::replace(&mut conn.read_again, true)
+                {
+                    self.again.push(key);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Handles every complete packet in the connection's read buffer.
+    pub(crate) fn decode_all(&mut self, key: usize) -> Result<(), Close> {
+        let max = self.shared.config.max_packet_size;
+        loop {
+            // The connection may have been handed to another worker by a CONNECT.
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(());
+            };
+            match decode(&mut conn.rbuf, conn.version, max) {
+                Ok(Some(packet)) => self.handle(key, packet)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.shared
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %conn.peer, error = %e, "malformed packet; closing");
+                    if let (ConnState::AwaitingConnect, vireo_codec::DecodeError::UnsupportedProtocolLevel(_)) =
+                        (conn.state, e)
+                    {
+                        // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
+                        conn.push(Bytes::from_static(&[0x20, 0x02, 0x00, 0x01]));
+                        return Err(Close::Refused);
+                    }
+                    return Err(Close::Protocol);
+                }
+            }
+        }
+    }
+
+    fn drain_mailbox(&mut self) {
+        for _ in 0..MAX_MAILBOX_PER_TICK {
+            match self.rx.try_recv() {
+                Ok(WorkerMsg::Deliver(batch)) => {
+                    for d in batch {
+                        let mut frame = None;
+                        for r in &d.recipients {
+                            self.deliver_local(r.session, &d.msg, r.qos, &mut frame);
+                        }
+                    }
+                }
+                Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Sends each other worker the deliveries batched for it this iteration.
+    fn send_outbox(&mut self) {
+        for (worker, batch) in self.outbox.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                let batch = std::mem::take(batch);
+                self.shared.mailboxes[worker].send(WorkerMsg::Deliver(batch));
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let limit = self.shared.config.max_output_bytes;
+        let mut i = 0;
+        // Refilling from a session queue can dirty more connections; index, don't iterate.
+        while i < self.dirty.len() {
+            let key = self.dirty[i];
+            i += 1;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.flush() {
+                Ok(_) => {
+                    if conn.out_bytes() < limit {
+                        self.refill(key);
+                        if let Some(conn) = self.conns.get_mut(key)
+                            && conn.has_output()
+                            && !conn.dirty
+                        {
+                            // Refill queued more: write it now rather than next iteration.
+                            match conn.flush() {
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::debug!(peer = %conn.peer, error = %e, "write failed");
+                                    self.close(key, Close::Io);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "write failed");
+                    self.close(key, Close::Io);
+                }
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// Checks connection deadlines and offline session expiry.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get(key) {
+                tracing::info!(peer = %conn.peer, "keep alive / CONNECT timeout [MQTT-3.1.2-24]");
+            }
+            self.close(key, Close::Timeout);
+        }
+        let stale: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_none() && s.expires.is_some_and(|e| e <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            self.discard_session(key);
+        }
+    }
+
+    /// A new session id homed on this worker: the worker index in the top byte, so any worker
+    /// can tell where a session lives.
+    pub(crate) fn new_session_id(&mut self) -> SessionId {
+        self.next_session += 1;
+        SessionId(((self.id as u64) << 56) | self.next_session)
+    }
+
+    fn stop(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, Close::Shutdown);
+        }
+    }
+}
+
+/// The worker that owns a session.
+pub(crate) fn home_of_session(id: SessionId) -> usize {
+    (id.0 >> 56) as usize
+}
+
+/// The worker that owns a client id's session.
+pub(crate) fn home_of_client(client_id: &str, workers: usize) -> usize {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(client_id);
+    (hash % workers as u64) as usize
+}
+
+/// A generated client id for an empty one [MQTT-3.1.3-6], homed on `worker`.
+pub(crate) fn generated_client_id(worker: usize, workers: usize, counter: &mut u64) -> ByteString {
+    loop {
+        *counter += 1;
+        let id = format!("vireo-{worker}-{counter}");
+        if home_of_client(&id, workers) == worker {
+            return ByteString::from(id);
+        }
+    }
+}
