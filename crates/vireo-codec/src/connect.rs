@@ -73,7 +73,9 @@ impl Connect {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQTT", 5) => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
-            (b"MQTT" | b"MQIsdp", other) => return Err(DecodeError::UnsupportedProtocolLevel(other)),
+            (b"MQTT" | b"MQIsdp", other) => {
+                return Err(DecodeError::UnsupportedProtocolLevel(other));
+            }
             _ => return Err(DecodeError::InvalidProtocolName),
         };
         let flags = r.u8()?;
@@ -110,8 +112,16 @@ impl Connect {
         } else {
             None
         };
-        let username = if has_username { Some(r.string()?) } else { None };
-        let password = if has_password { Some(r.binary()?) } else { None };
+        let username = if has_username {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let password = if has_password {
+            Some(r.binary()?)
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Self {
             protocol,

@@ -3,7 +3,7 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::types::allowed;
-use crate::wire::{Reader, decode_var_int, put_var_int, var_int_len};
+use crate::wire::{Reader, decode_var_int, is_minimal_var_int, put_var_int, var_int_len};
 use crate::{
     Ack, ConnAck, Connect, DecodeError, Disconnect, EncodeError, ProtocolVersion, Publish, SubAck,
     Subscribe, Unsubscribe,
@@ -102,6 +102,10 @@ pub fn decode(
         return Ok(None);
     };
     header.validate(version)?;
+    // MQTT 5.0 demands minimal variable byte integers [v5 MQTT-1.5.5-1]; 3.1.1 does not.
+    if version.is_v5() && !is_minimal_var_int(&buf[1..header.header_len]) {
+        return Err(DecodeError::MalformedRemainingLength);
+    }
     let size = header.packet_len();
     if size > max_packet_size {
         return Err(DecodeError::PacketTooLarge {
@@ -117,11 +121,7 @@ pub fn decode(
     decode_body(header.first_byte, Reader::new(frame), version).map(Some)
 }
 
-fn decode_body(
-    first_byte: u8,
-    r: Reader,
-    version: ProtocolVersion,
-) -> Result<Packet, DecodeError> {
+fn decode_body(first_byte: u8, r: Reader, version: ProtocolVersion) -> Result<Packet, DecodeError> {
     let empty = |r: Reader, p: Packet| r.finish().map(|()| p);
     Ok(match first_byte >> 4 {
         1 => Packet::Connect(Box::new(Connect::decode(r)?)),

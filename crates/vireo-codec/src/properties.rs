@@ -120,7 +120,13 @@ impl Property {
             0x01 => Property::PayloadFormatIndicator(boolean(r)?),
             0x02 => Property::MessageExpiryInterval(r.u32()?),
             0x03 => Property::ContentType(r.string()?),
-            0x08 => Property::ResponseTopic(r.string()?),
+            0x08 => {
+                // A Response Topic is used as a topic name: no wildcards [v5 MQTT-3.3.2-14].
+                let topic = r.string()?;
+                crate::validate_topic_name(&topic)
+                    .map_err(|_| DecodeError::InvalidPropertyValue(id))?;
+                Property::ResponseTopic(topic)
+            }
             0x09 => Property::CorrelationData(r.binary()?),
             0x0B => match r.var_int()? {
                 0 => return Err(DecodeError::InvalidPropertyValue(id)),

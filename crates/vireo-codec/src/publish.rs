@@ -7,7 +7,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::connect::{props_len, read_props};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::{Properties, Property, PropertyContext};
 use crate::wire::{Reader, field_len, put_binary, put_var_int, var_int_len};
 use crate::{DecodeError, EncodeError, ProtocolVersion, QoS, QosPid, TopicName};
 
@@ -82,6 +82,15 @@ impl Publish {
             QoS::ExactlyOnce => QosPid::ExactlyOnce(r.packet_id()?),
         };
         let properties = read_props(&mut r, version, PropertyContext::Publish)?;
+        // v5: an empty topic name is only valid when a Topic Alias names the topic
+        // [v5 MQTT-4.7.3-1].
+        if topic.is_empty()
+            && properties
+                .find(|p| matches!(p, Property::TopicAlias(_)).then_some(()))
+                .is_none()
+        {
+            return Err(DecodeError::EmptyTopic);
+        }
         Ok(Self {
             dup,
             qos,

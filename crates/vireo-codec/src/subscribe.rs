@@ -43,7 +43,8 @@ impl SubscriptionOptions {
         if byte & reserved != 0 || retain_handling == 3 {
             return Err(DecodeError::InvalidSubscriptionOptions);
         }
-        let qos = QoS::try_from(byte & 0x03).map_err(|_| DecodeError::InvalidSubscriptionOptions)?;
+        let qos =
+            QoS::try_from(byte & 0x03).map_err(|_| DecodeError::InvalidSubscriptionOptions)?;
         Ok(Self {
             qos,
             no_local: byte & 0x04 != 0,

@@ -59,13 +59,19 @@ impl Reader {
         PacketId::new(self.u16()?).ok_or(DecodeError::ZeroPacketId)
     }
 
+    /// A variable byte integer inside a packet (v5 property length, property id, subscription
+    /// identifier): at most four bytes and minimally encoded [v5 MQTT-1.5.5-1].
     pub(crate) fn var_int(&mut self) -> Result<u32, DecodeError> {
-        match decode_var_int(&self.buf)? {
-            Some((value, len)) => {
+        match decode_var_int(&self.buf) {
+            Ok(Some((value, len))) => {
+                if !is_minimal_var_int(&self.buf[..len]) {
+                    return Err(DecodeError::MalformedVarInt);
+                }
                 self.buf.advance(len);
                 Ok(value)
             }
-            None => Err(DecodeError::Truncated),
+            Ok(None) => Err(DecodeError::Truncated),
+            Err(_) => Err(DecodeError::MalformedVarInt),
         }
     }
 
@@ -118,6 +124,12 @@ pub fn decode_var_int(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     } else {
         Ok(None)
     }
+}
+
+/// Whether the encoded variable byte integer `encoded` (as delimited by [`decode_var_int`]) uses
+/// the fewest bytes possible: a last byte of zero after a continuation byte only pads.
+pub(crate) fn is_minimal_var_int(encoded: &[u8]) -> bool {
+    encoded.len() <= 1 || encoded.last() != Some(&0)
 }
 
 /// How many bytes `value` takes as a variable byte integer.
