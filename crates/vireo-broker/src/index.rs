@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use foldhash::HashMap;
@@ -46,9 +47,14 @@ pub type Recipients = SmallVec<[Recipient; 16]>;
 /// Most shards an index gets: more would only spread a few filters over many locks.
 const MAX_SHARDS: usize = 1 << 16;
 
-/// Above this many appended recipients, duplicates are removed by sorting rather than by a
-/// quadratic scan: 32² / 2 comparisons of 16-byte entries is still cheaper than a sort.
+/// Up to this many appended recipients, duplicates are removed by a quadratic scan: 32² / 2
+/// comparisons of 16-byte entries is still cheaper than a sort.
 const DEDUP_SCAN_MAX: usize = 32;
+
+/// When everything but the largest subscriber list adds up to at most this many entries (a
+/// bit per entry in a `u64`), those few are sorted and the large list is checked against them,
+/// so a `#` subscriber next to a 10k fan-out does not make every match sort 10k entries.
+const DEDUP_FEW_MAX: usize = 64;
 
 /// A subscriber list builds its session → position map past this length, so that subscribing
 /// and unsubscribing on a filter with a large fan-out (100k sessions) is not a linear scan.
@@ -122,13 +128,26 @@ impl Subscribers {
         true
     }
 
-    /// Appends every subscriber to `out`; counts the list as a source if it had any.
-    fn append_to(&self, out: &mut Recipients, sources: &mut usize) {
-        if !self.list.is_empty() {
-            out.extend_from_slice(&self.list);
-            *sources += 1;
+    /// Appends every subscriber to `out`, noting the list in `appended`.
+    fn append_to(&self, out: &mut Recipients, appended: &mut Appended) {
+        if self.list.is_empty() {
+            return;
         }
+        appended.lists += 1;
+        if self.list.len() > appended.biggest.len() {
+            appended.biggest = out.len()..out.len() + self.list.len();
+        }
+        out.extend_from_slice(&self.list);
     }
+}
+
+/// What one match appended to `out`: with a single list, sessions are already unique.
+#[derive(Debug, Default)]
+struct Appended {
+    /// Non-empty subscriber lists appended.
+    lists: usize,
+    /// Where in `out` the longest of them went; each session appears in it once.
+    biggest: Range<usize>,
 }
 
 /// One level of a wildcard trie. The path from the root spells a filter's levels.
@@ -283,14 +302,14 @@ fn trie_remove(root: &mut Node, filter: &str, session: SessionId) -> bool {
 }
 
 /// Appends the subscribers of every filter in the trie that matches `topic`.
-fn trie_collect(root: &Node, topic: &str, out: &mut Recipients, sources: &mut usize) {
+fn trie_collect(root: &Node, topic: &str, out: &mut Recipients, appended: &mut Appended) {
     // (node reached, the topic's levels left: `None` once the topic ends at this node).
     let mut stack: SmallVec<[(&Node, Option<&str>); 16]> = SmallVec::new();
     stack.push((root, Some(topic)));
     while let Some((node, rest)) = stack.pop() {
-        node.multi.append_to(out, sources);
+        node.multi.append_to(out, appended);
         let Some(rest) = rest else {
-            node.exact.append_to(out, sources);
+            node.exact.append_to(out, appended);
             continue;
         };
         let (level, next) = match rest.split_once('/') {
@@ -306,35 +325,84 @@ fn trie_collect(root: &Node, topic: &str, out: &mut Recipients, sources: &mut us
     }
 }
 
-/// Keeps each session once in `out[start..]`, at the highest QoS it appears with.
-fn dedup_sessions(out: &mut Recipients, start: usize) {
-    let tail = &mut out[start..];
-    let mut kept = 0;
-    if tail.len() <= DEDUP_SCAN_MAX {
-        for i in 0..tail.len() {
-            let r = tail[i];
-            match tail[..kept].iter_mut().find(|k| k.session == r.session) {
-                Some(k) => k.qos = k.qos.max(r.qos),
-                None => {
-                    tail[kept] = r;
-                    kept += 1;
-                }
-            }
-        }
+/// Keeps each session once in `out[start..]`, at the highest QoS it appears with. `biggest`
+/// is the range of one list in it whose sessions are unique.
+fn dedup_sessions(out: &mut Recipients, start: usize, biggest: Range<usize>) {
+    let len = out.len() - start;
+    let kept = if len <= DEDUP_SCAN_MAX {
+        dedup_by_scan(&mut out[start..])
+    } else if len - biggest.len() <= DEDUP_FEW_MAX {
+        dedup_few_against_big(
+            &mut out[start..],
+            biggest.start - start..biggest.end - start,
+        )
     } else {
-        tail.sort_unstable_by_key(|r| r.session);
-        for i in 0..tail.len() {
-            let r = tail[i];
-            match kept.checked_sub(1).map(|last| &mut tail[last]) {
-                Some(k) if k.session == r.session => k.qos = k.qos.max(r.qos),
-                _ => {
-                    tail[kept] = r;
-                    kept += 1;
-                }
+        dedup_by_sort(&mut out[start..])
+    };
+    out.truncate(start + kept);
+}
+
+/// Compacts unique sessions to the front of `tail`; returns how many.
+fn dedup_by_scan(tail: &mut [Recipient]) -> usize {
+    let mut kept = 0;
+    for i in 0..tail.len() {
+        let r = tail[i];
+        match tail[..kept].iter_mut().find(|k| k.session == r.session) {
+            Some(k) => k.qos = k.qos.max(r.qos),
+            None => {
+                tail[kept] = r;
+                kept += 1;
             }
         }
     }
-    out.truncate(start + kept);
+    kept
+}
+
+/// Compacts unique sessions to the front of `tail` (reordering it); returns how many.
+fn dedup_by_sort(tail: &mut [Recipient]) -> usize {
+    tail.sort_unstable_by_key(|r| r.session);
+    let mut kept: usize = 0;
+    for i in 0..tail.len() {
+        let r = tail[i];
+        match kept.checked_sub(1).map(|last| &mut tail[last]) {
+            Some(k) if k.session == r.session => k.qos = k.qos.max(r.qos),
+            _ => {
+                tail[kept] = r;
+                kept += 1;
+            }
+        }
+    }
+    kept
+}
+
+/// Dedups when all but the unique list at `big` are at most `DEDUP_FEW_MAX` entries: those few
+/// are sorted aside, and one pass over the big list (a binary search into the few per entry)
+/// folds the duplicates' QoS into it. O(big · log few), no allocation, the big list not moved
+/// when it came first. Returns how many entries it keeps at the front of `tail`.
+fn dedup_few_against_big(tail: &mut [Recipient], big: Range<usize>) -> usize {
+    let mut few: SmallVec<[Recipient; DEDUP_FEW_MAX]> = SmallVec::new();
+    few.extend_from_slice(&tail[..big.start]);
+    few.extend_from_slice(&tail[big.end..]);
+    let few_len = dedup_by_sort(&mut few);
+    few.truncate(few_len);
+    let big_len = big.len();
+    tail.copy_within(big, 0);
+    // Bit j: few[j] is also in the big list.
+    let mut in_big = 0u64;
+    for r in &mut tail[..big_len] {
+        if let Ok(j) = few.binary_search_by_key(&r.session, |f| f.session) {
+            r.qos = r.qos.max(few[j].qos);
+            in_big |= 1 << j;
+        }
+    }
+    let mut kept = big_len;
+    for (j, r) in few.iter().enumerate() {
+        if in_big & (1 << j) == 0 {
+            tail[kept] = *r;
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// The first level of a topic or filter.
@@ -524,23 +592,22 @@ impl SubscriptionIndex {
     /// not deduplicated against). Holds at most one read lock at a time.
     pub fn matches(&self, topic: &str, out: &mut Recipients) {
         let start = out.len();
-        // Non-empty subscriber lists appended: with one, sessions are already unique.
-        let mut sources = 0;
+        let mut appended = Appended::default();
         let exact = &self.exact[self.shard_of(topic)];
         if !exact.is_empty()
             && let Some(subscribers) = exact.data.read().get(topic)
         {
-            subscribers.append_to(out, &mut sources);
+            subscribers.append_to(out, &mut appended);
         }
         let wild = &self.wild[self.shard_of(first_level(topic))];
         if !wild.is_empty() {
-            trie_collect(&wild.data.read(), topic, out, &mut sources);
+            trie_collect(&wild.data.read(), topic, out, &mut appended);
         }
         if !topic.starts_with('$') && !self.root.is_empty() {
-            trie_collect(&self.root.data.read(), topic, out, &mut sources);
+            trie_collect(&self.root.data.read(), topic, out, &mut appended);
         }
-        if sources > 1 {
-            dedup_sessions(out, start);
+        if appended.lists > 1 {
+            dedup_sessions(out, start, appended.biggest);
         }
     }
 
@@ -884,7 +951,40 @@ mod tests {
         ]
     }
 
+    /// Lists of unique sessions, as matches append them; ids from a small range so they overlap.
+    fn lists_strategy() -> impl Strategy<Value = Vec<BTreeMap<u64, u8>>> {
+        let list = prop::collection::btree_map(0..300u64, 0..3u8, 0..120);
+        prop::collection::vec(list, 1..5)
+    }
+
     proptest! {
+        /// Every dedup path (scan, few against big wherever it sits, sort) keeps each session
+        /// once at its highest QoS and leaves earlier entries alone.
+        #[test]
+        fn dedup_keeps_each_session_once_at_highest_qos(lists in lists_strategy()) {
+            let qos = |q: u8| QoS::try_from(q).unwrap();
+            let mut out = Recipients::new();
+            out.push(Recipient { session: s(9999), qos: Q0 });
+            let start = out.len();
+            let mut biggest = start..start;
+            let mut want: BTreeMap<u64, QoS> = BTreeMap::new();
+            for list in &lists {
+                if list.len() > biggest.len() {
+                    biggest = out.len()..out.len() + list.len();
+                }
+                for (&id, &q) in list {
+                    out.push(Recipient { session: s(id), qos: qos(q) });
+                    let e = want.entry(id).or_insert(qos(q));
+                    *e = (*e).max(qos(q));
+                }
+            }
+            dedup_sessions(&mut out, start, biggest);
+            prop_assert_eq!(out[0], Recipient { session: s(9999), qos: Q0 });
+            let mut got: Vec<_> = out[start..].iter().map(|r| (r.session.0, r.qos)).collect();
+            got.sort();
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
+
         #[test]
         fn matches_agree_with_naive_scan(
             ops in prop::collection::vec(op_strategy(), 0..40),
