@@ -237,7 +237,10 @@ impl Session {
                 InflightState::AwaitingAck { qos: QoS::ExactlyOnce, .. }
             )
         {
-            self.inflight[i].1 = InflightState::AwaitingPubComp;
+            // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order
+            // the PUBRECs arrived in [MQTT-4.6.0-4].
+            self.inflight.remove(i);
+            self.inflight.push_back((pid, InflightState::AwaitingPubComp));
         }
         Outgoing::PubRel(pid)
     }

@@ -119,6 +119,10 @@ impl Conn {
 
     /// Queues a frame. Returns true if the connection was not yet on the flush list.
     pub(crate) fn push(&mut self, frame: Bytes) -> bool {
+        if frame.is_empty() {
+            // An empty iovec would make `writev` return 0, which reads as a dead socket.
+            return false;
+        }
         self.out_bytes += frame.len();
         self.out.push_back(frame);
         !std::mem::replace(&mut self.dirty, true)
@@ -171,10 +175,7 @@ impl Conn {
 
     fn consume(&mut self, mut n: usize) {
         self.out_bytes -= n;
-        while n > 0 {
-            let Some(front) = self.out.front_mut() else {
-                return;
-            };
+        while let Some(front) = self.out.front_mut() {
             if front.len() <= n {
                 n -= front.len();
                 self.out.pop_front();

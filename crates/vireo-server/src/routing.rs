@@ -378,8 +378,7 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
                 return false;
             }
             let dirty = conn.push_scratch();
-            conn.push(publish.payload);
-            dirty
+            conn.push(publish.payload) || dirty
         }
         Outgoing::PubRel(pid) => conn.push_packet(&Packet::PubRel(Ack::new(pid))),
     }

@@ -1,0 +1,294 @@
+//! Shared helpers for the loopback integration tests: start a broker on an ephemeral port and
+//! talk to it from a raw socket, decoding what comes back with the project's codec.
+//!
+//! Every wait has a deadline; nothing sleeps to synchronise.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use vireo_codec::{
+    Ack, Bytes, BytesMut, Connect, LastWill, Packet, PacketId, ProtocolVersion, Publish, QoS,
+    QosPid, Subscribe, SubscriptionOptions, TopicName, Unsubscribe, decode,
+};
+use vireo_server::{Config, Server, ServerHandle};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does *not* happen.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A broker on 127.0.0.1 with an OS-chosen port, two unpinned workers.
+pub fn start() -> ServerHandle {
+    start_with(|_| {})
+}
+
+pub fn start_with(f: impl FnOnce(&mut Config)) -> ServerHandle {
+    let mut config = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        pin_workers: false,
+        ..Config::default()
+    };
+    f(&mut config);
+    Server::start(config).expect("broker starts")
+}
+
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+pub fn topic(s: &str) -> TopicName {
+    TopicName::try_from(s).unwrap()
+}
+
+/// A raw MQTT client over a blocking socket.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    /// Packets read while waiting for a specific one (e.g. a PUBLISH between PUBREC and
+    /// PUBREL), handed out first by the next `recv`.
+    stash: VecDeque<Packet>,
+    pub version: ProtocolVersion,
+}
+
+impl Client {
+    /// Opens a socket; sends nothing.
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            stash: VecDeque::new(),
+            version: ProtocolVersion::V311,
+        }
+    }
+
+    /// Opens, sends `connect`, and returns the client with the CONNACK it got.
+    pub fn connect_with(addr: SocketAddr, connect: Connect) -> (Self, Packet) {
+        let mut c = Self::open(addr);
+        c.version = connect.protocol;
+        c.send(&Packet::Connect(Box::new(connect)));
+        let ack = c.recv().expect("CONNACK");
+        (c, ack)
+    }
+
+    /// Connects with a clean session and asserts acceptance.
+    pub fn connect(addr: SocketAddr, id: &str) -> Self {
+        Self::connect_session(addr, id, true).0
+    }
+
+    /// Connects with the given clean-session flag; returns the session-present flag.
+    pub fn connect_session(addr: SocketAddr, id: &str, clean: bool) -> (Self, bool) {
+        let mut connect = Connect::new(id);
+        connect.clean_start = clean;
+        let (c, ack) = Self::connect_with(addr, connect);
+        match ack {
+            Packet::ConnAck(a) if a.code.0 == 0 => (c, a.session_present),
+            other => panic!("expected accepting CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with a Will.
+    pub fn connect_will(addr: SocketAddr, id: &str, will_topic: &str, payload: &str, qos: QoS, retain: bool) -> Self {
+        let mut connect = Connect::new(id);
+        connect.will = Some(LastWill {
+            topic: topic(will_topic),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos,
+            retain,
+            properties: Default::default(),
+        });
+        let (c, ack) = Self::connect_with(addr, connect);
+        assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0), "{ack:?}");
+        c
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        // The broker may already have closed: tests then assert on what they read.
+        let _ = self.stream.write_all(bytes);
+    }
+
+    pub fn send(&mut self, packet: &Packet) {
+        let mut buf = BytesMut::new();
+        packet.encode(self.version, &mut buf).unwrap();
+        self.send_raw(&buf);
+    }
+
+    pub fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<u8> {
+        self.subscribe_id(1, filters)
+    }
+
+    pub fn subscribe_id(&mut self, id: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            properties: Default::default(),
+            filters: filters
+                .iter()
+                .map(|(f, q)| ((*f).into(), SubscriptionOptions::qos(*q)))
+                .collect(),
+        }));
+        match self.recv() {
+            Some(Packet::SubAck(s)) => {
+                assert_eq!(s.packet_id, pid(id));
+                s.codes.iter().map(|c| c.0).collect()
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub fn unsubscribe(&mut self, id: u16, filters: &[&str]) {
+        self.send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(id),
+            properties: Default::default(),
+            filters: filters.iter().map(|f| (*f).into()).collect(),
+        }));
+        match self.recv() {
+            Some(Packet::UnsubAck(s)) => assert_eq!(s.packet_id, pid(id)),
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes; for QoS 1/2 with `id`, completes the handshake and checks the ack ids.
+    pub fn publish(&mut self, t: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) {
+        let p = Publish {
+            dup: false,
+            qos: QosPid::new(qos, pid(id.max(1))),
+            retain,
+            topic: topic(t),
+            properties: Default::default(),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.send(&Packet::Publish(p));
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => match self.recv() {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, pid(id)),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                match self.recv() {
+                    Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, pid(id)),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(&Packet::PubRel(Ack::new(pid(id))));
+                match self.recv() {
+                    Some(Packet::PubComp(a)) => assert_eq!(a.packet_id, pid(id)),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The next packet within [`WAIT`]; `None` on EOF or timeout.
+    pub fn recv(&mut self) -> Option<Packet> {
+        self.recv_within(WAIT)
+    }
+
+    /// The next packet within `wait`; `None` on EOF, error or timeout.
+    pub fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
+        self.recv_wire(wait)
+    }
+
+    /// The next packet off the wire, ignoring the stash.
+    fn recv_wire(&mut self, wait: Duration) -> Option<Packet> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match decode(&mut self.buf, self.version, usize::MAX) {
+                Ok(Some(p)) => return Some(p),
+                Ok(None) => {}
+                Err(e) => panic!("broker sent a malformed packet: {e}"),
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Receives a PUBLISH, failing the test on anything else.
+    pub fn recv_publish(&mut self) -> Publish {
+        match self.recv() {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Receives a PUBLISH and acknowledges it as its QoS requires.
+    pub fn recv_publish_ack(&mut self) -> Publish {
+        let p = self.recv_publish();
+        match p.qos {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(id) => self.send(&Packet::PubAck(Ack::new(id))),
+            QosPid::ExactlyOnce(id) => {
+                self.send(&Packet::PubRec(Ack::new(id)));
+                loop {
+                    match self.recv_wire(WAIT) {
+                        Some(Packet::PubRel(a)) if a.packet_id == id => break,
+                        Some(other) => self.stash.push_back(other),
+                        None => panic!("expected PUBREL {id}, got nothing"),
+                    }
+                }
+                self.send(&Packet::PubComp(Ack::new(id)));
+            }
+        }
+        p
+    }
+
+    /// Asserts that nothing arrives for [`QUIET`].
+    pub fn expect_nothing(&mut self) {
+        if let Some(p) = self.recv_within(QUIET) {
+            panic!("expected nothing, got {p:?}");
+        }
+    }
+
+    /// Whether the broker closes the connection within [`WAIT`] without sending any packet.
+    pub fn closed_silently(&mut self) -> bool {
+        self.closed_within(WAIT, false)
+    }
+
+    /// Reads until EOF within `wait`. Fails if a packet arrives, unless `allow_packets`.
+    pub fn closed_within(&mut self, wait: Duration, allow_packets: bool) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return allow_packets || self.buf.is_empty(),
+                Ok(n) => {
+                    if !allow_packets {
+                        panic!("expected a silent close, got bytes {:02x?}", &chunk[..n]);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
+                Err(_) => return true, // reset counts as closed
+            }
+        }
+    }
+
+    /// Closes the socket without DISCONNECT.
+    pub fn drop_connection(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    pub fn disconnect(mut self) {
+        self.send_raw(&[0xE0, 0x00]);
+        // Wait for the broker to close its side, so the DISCONNECT is processed.
+        assert!(self.closed_within(WAIT, true), "broker closes after DISCONNECT");
+    }
+}

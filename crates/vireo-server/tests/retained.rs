@@ -1,0 +1,120 @@
+//! MQTT 3.1.1 retained messages.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use vireo_codec::QoS;
+
+/// [MQTT-3.3.1-5] stored with its QoS; [MQTT-3.3.1-8] sent with RETAIN=1 on subscribe;
+/// [MQTT-3.1.2-7] it outlives the publisher's session.
+#[test]
+fn v311_mqtt_3_3_1_5_retained_stored_and_sent_on_subscribe() {
+    let broker = start();
+    let mut p = Client::connect(broker.local_addr(), "ret-pub");
+    p.publish("r", b"kept", QoS::AtLeastOnce, true, 1);
+    p.disconnect();
+    let mut s = Client::connect(broker.local_addr(), "ret-sub");
+    s.subscribe(&[("r", QoS::ExactlyOnce)]);
+    let got = s.recv_publish_ack();
+    assert!(got.retain, "[MQTT-3.3.1-8]");
+    assert_eq!(got.qos(), QoS::AtLeastOnce, "[MQTT-3.3.1-5] min(stored, granted)");
+    assert_eq!(&got.payload[..], b"kept", "[MQTT-3.1.2-7]");
+}
+
+/// [MQTT-3.3.1-9] live forwarding clears RETAIN.
+#[test]
+fn v311_mqtt_3_3_1_9_forwarded_retain_cleared() {
+    let broker = start();
+    let mut s = Client::connect(broker.local_addr(), "live");
+    s.subscribe(&[("l", QoS::AtMostOnce)]);
+    let mut p = Client::connect(broker.local_addr(), "live-pub");
+    p.publish("l", b"x", QoS::AtMostOnce, true, 0);
+    assert!(!s.recv_publish().retain, "[MQTT-3.3.1-9]");
+}
+
+/// [MQTT-3.3.1-6] a wildcard subscription gets every matching retained message.
+#[test]
+fn v311_mqtt_3_3_1_6_wildcard_gets_all_retained() {
+    let broker = start();
+    let mut p = Client::connect(broker.local_addr(), "wr-pub");
+    p.publish("a/1", b"one", QoS::AtMostOnce, true, 0);
+    p.publish("a/2", b"two", QoS::AtMostOnce, true, 0);
+    p.publish("b/1", b"other", QoS::AtMostOnce, true, 0);
+    p.send_raw(&[0xC0, 0x00]); // PINGRESP proves the publishes were processed
+    assert!(p.recv().is_some());
+    let mut s = Client::connect(broker.local_addr(), "wr-sub");
+    s.subscribe(&[("a/+", QoS::AtMostOnce)]);
+    let mut got: Vec<_> = (0..2).map(|_| s.recv_publish()).map(|p| (p.retain, p.payload)).collect();
+    got.sort();
+    assert_eq!(got, vec![(true, "one".into()), (true, "two".into())], "[MQTT-3.3.1-6]");
+    s.expect_nothing();
+}
+
+/// [MQTT-3.3.1-7] replace; [MQTT-3.3.1-12] RETAIN=0 does not replace; [MQTT-3.3.1-10]
+/// empty payload deletes and is forwarded; [MQTT-3.3.1-11] empty is never stored.
+#[test]
+fn v311_mqtt_3_3_1_10_replace_keep_delete() {
+    let broker = start();
+    let mut p = Client::connect(broker.local_addr(), "rd-pub");
+    p.publish("t", b"old", QoS::AtLeastOnce, true, 1);
+    p.publish("t", b"new", QoS::AtMostOnce, true, 0);
+    p.publish("t", b"plain", QoS::AtLeastOnce, false, 2);
+    let mut s = Client::connect(broker.local_addr(), "rd-sub1");
+    s.subscribe(&[("t", QoS::AtLeastOnce)]);
+    assert_eq!(&s.recv_publish_ack().payload[..], b"new", "[MQTT-3.3.1-7] [MQTT-3.3.1-12]");
+    p.publish("t", b"", QoS::AtLeastOnce, true, 3);
+    let live = s.recv_publish_ack();
+    assert!(live.payload.is_empty(), "[MQTT-3.3.1-10] forwarded as usual");
+    let mut s2 = Client::connect(broker.local_addr(), "rd-sub2");
+    s2.subscribe(&[("t", QoS::AtLeastOnce)]);
+    s2.expect_nothing();
+    p.publish("never", b"", QoS::AtMostOnce, true, 0);
+    let mut s3 = Client::connect(broker.local_addr(), "rd-sub3");
+    s3.subscribe(&[("never", QoS::AtMostOnce)]);
+    s3.expect_nothing(); // [MQTT-3.3.1-11]
+}
+
+/// [MQTT-3.8.4-3] re-subscribing re-sends matching retained messages.
+#[test]
+fn v311_mqtt_3_8_4_3_resubscribe_resends_retained() {
+    let broker = start();
+    let mut p = Client::connect(broker.local_addr(), "rr-pub");
+    p.publish("rr", b"again", QoS::AtMostOnce, true, 0);
+    let mut s = Client::connect(broker.local_addr(), "rr-sub");
+    s.subscribe(&[("rr", QoS::AtMostOnce)]);
+    assert!(s.recv_publish().retain);
+    s.subscribe_id(2, &[("rr", QoS::AtLeastOnce)]);
+    assert!(s.recv_publish().retain, "[MQTT-3.8.4-3]");
+}
+
+/// 100,000 retained messages reach one slow `#` subscriber whole: paced by the output limit,
+/// not dropped.
+#[test]
+fn many_retained_to_slow_wildcard_subscriber_arrive_whole() {
+    const N: usize = 100_000;
+    let broker = start_with(|c| c.max_output_bytes = 64 * 1024);
+    let mut p = Client::connect(broker.local_addr(), "bulk-pub");
+    let mut bytes = Vec::with_capacity(N * 16);
+    for i in 0..N {
+        let t = format!("bulk/{i}");
+        bytes.extend_from_slice(&[0x31, (2 + t.len() + 1) as u8, 0, t.len() as u8]);
+        bytes.extend_from_slice(t.as_bytes());
+        bytes.push(b'x');
+    }
+    p.send_raw(&bytes);
+    p.send_raw(&[0xC0, 0x00]);
+    assert!(p.recv().is_some(), "all retained publishes processed");
+    let mut s = Client::connect(broker.local_addr(), "bulk-sub");
+    s.subscribe(&[("bulk/#", QoS::AtMostOnce)]);
+    let mut seen = vec![false; N];
+    for _ in 0..N {
+        let got = s.recv_publish();
+        assert!(got.retain);
+        let i: usize = got.topic.as_str()[5..].parse().unwrap();
+        seen[i] = true;
+    }
+    assert!(seen.iter().all(|&b| b), "every retained message arrived");
+    s.expect_nothing();
+}
