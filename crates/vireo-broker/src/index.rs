@@ -424,18 +424,17 @@ impl<T> Shard<T> {
     fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
     }
-
-    fn added(&self) {
-        self.len.fetch_add(1, Ordering::Release);
-    }
-
-    fn removed(&self) {
-        self.len.fetch_sub(1, Ordering::Release);
-    }
 }
 
 /// Filters without wildcards, keyed by the whole filter string.
 type ExactFilters = HashMap<Box<str>, Subscribers>;
+
+/// A subscription came or went.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Added,
+    Removed,
+}
 
 /// Where a filter is stored.
 enum Place<'a> {
@@ -524,7 +523,7 @@ impl SubscriptionIndex {
     /// already be valid (`vireo_codec::validate_topic_filter`); it is stored literally, so a
     /// shared subscription's `$share/{group}/` prefix is the caller's to strip.
     pub fn subscribe(&self, session: SessionId, filter: &str, qos: QoS) -> bool {
-        let new = match Place::of(filter) {
+        match Place::of(filter) {
             Place::Exact => {
                 let shard = &self.exact[self.shard_of(filter)];
                 let mut map = shard.data.write();
@@ -533,29 +532,26 @@ impl SubscriptionIndex {
                     None => map.entry(filter.into()).or_default().insert(session, qos),
                 };
                 if new {
-                    shard.added();
+                    self.count(shard, Change::Added);
                 }
                 new
             }
             place => {
                 let shard = self.trie_shard(&place);
-                let new = trie_insert(&mut shard.data.write(), filter, session, qos);
+                let mut root = shard.data.write();
+                let new = trie_insert(&mut root, filter, session, qos);
                 if new {
-                    shard.added();
+                    self.count(shard, Change::Added);
                 }
                 new
             }
-        };
-        if new {
-            self.len.fetch_add(1, Ordering::Relaxed);
         }
-        new
     }
 
     /// Removes the subscription of `session` whose filter is literally `filter`: no wildcard
     /// matching, so `a/#` does not remove `a/+` [MQTT-3.10.4-1]. Returns whether one existed.
     pub fn unsubscribe(&self, session: SessionId, filter: &str) -> bool {
-        let removed = match Place::of(filter) {
+        match Place::of(filter) {
             Place::Exact => {
                 let shard = &self.exact[self.shard_of(filter)];
                 let mut map = shard.data.write();
@@ -567,23 +563,35 @@ impl SubscriptionIndex {
                     map.remove(filter);
                 }
                 if removed {
-                    shard.removed();
+                    self.count(shard, Change::Removed);
                 }
                 removed
             }
             place => {
                 let shard = self.trie_shard(&place);
-                let removed = trie_remove(&mut shard.data.write(), filter, session);
+                let mut root = shard.data.write();
+                let removed = trie_remove(&mut root, filter, session);
                 if removed {
-                    shard.removed();
+                    self.count(shard, Change::Removed);
                 }
                 removed
             }
-        };
-        if removed {
-            self.len.fetch_sub(1, Ordering::Relaxed);
         }
-        removed
+    }
+
+    /// Updates the shard's and the total count. Called under the shard's write lock, so each
+    /// subscription's increment is ordered before its decrement and no count dips below zero.
+    fn count<T>(&self, shard: &Shard<T>, change: Change) {
+        match change {
+            Change::Added => {
+                shard.len.fetch_add(1, Ordering::Release);
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            Change::Removed => {
+                shard.len.fetch_sub(1, Ordering::Release);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Appends to `out` every session with a subscription matching `topic`, each once at the
