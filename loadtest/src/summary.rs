@@ -1,0 +1,162 @@
+//! Assembles the [`Report`] from what the controller measured and the workers' final figures,
+//! and decides whether the run failed.
+
+use vireo_codec::QoS;
+
+use crate::controller::{Controller, Measured};
+use crate::report::{
+    Connections, Failure, Generator, Latency, Messages, Report, Throughput,
+};
+use crate::shared::new_histogram;
+use crate::sys::Machine;
+use crate::tracker::TrackerTotals;
+
+/// Inputs gathered outside the controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Extra {
+    /// Broker RSS before the run, KiB.
+    pub rss_before_kib: Option<u64>,
+    /// Open-files limit in force.
+    pub open_files_limit: u64,
+}
+
+/// Builds the report; `failures` lists every check the run broke.
+pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Report {
+    let config = ctl.config;
+    let publishers = config.scenario.publishers() as usize;
+    let receivers = config.scenario.receivers_per_publisher();
+    let mut sent = vec![0u64; publishers];
+    let mut unique = vec![0u64; publishers];
+    let mut tracker = TrackerTotals::default();
+    let mut connect_latency = new_histogram();
+    let (mut unrecognised, mut unacked, mut protocol_errors, mut pings) = (0, 0, 0, 0);
+    for r in &ctl.finals {
+        for &(id, n) in &r.sent {
+            if let Some(s) = sent.get_mut(id as usize) {
+                *s = n;
+            }
+        }
+        for (u, n) in unique.iter_mut().zip(&r.unique_per_publisher) {
+            *u += n;
+        }
+        tracker += r.tracker;
+        let _ = connect_latency.add(&*r.connect_latency);
+        unrecognised += r.unrecognised + r.tracker.unexpected;
+        unacked += r.inflight;
+        protocol_errors += r.protocol_errors;
+        pings += r.pings;
+    }
+    let totals = ctl.shared.totals();
+    let published: u64 = sent.iter().sum();
+    let lost: u64 = sent
+        .iter()
+        .zip(&unique)
+        .map(|(s, u)| (s * receivers).saturating_sub(*u))
+        .sum();
+    let messages = Messages {
+        published,
+        acked: totals.acked,
+        unacked,
+        expected: published * receivers,
+        delivered: totals.delivered,
+        unique: tracker.unique,
+        lost,
+        duplicated: tracker.duplicated,
+        out_of_order: tracker.out_of_order,
+        unrecognised,
+    };
+    ctl.errors.protocol_errors = protocol_errors;
+    let connected = totals.ready + ctl.errors.dropped;
+    let connections = Connections {
+        attempted: ctl.total_clients,
+        connected,
+        failed: totals.failed,
+        dropped: ctl.errors.dropped,
+        connect_rate: connected as f64 / m.setup_secs.max(1e-9),
+        broker_rss_before_kib: extra.rss_before_kib,
+        broker_rss_after_kib: m.rss_after_kib,
+        broker_bytes_per_connection: match (extra.rss_before_kib, m.rss_after_kib) {
+            (Some(b), Some(a)) if connected > 0 => {
+                Some((a as f64 - b as f64) * 1024.0 / connected as f64)
+            }
+            _ => None,
+        },
+        pings,
+    };
+    let cores = Machine::current().cores;
+    let threads = ctl.finals.len().max(1);
+    let cpu_percent = m.cpu.total() / m.wall_secs.max(1e-9) * 100.0;
+    let generator = Generator {
+        threads,
+        cpu: m.cpu,
+        cpu_percent,
+        saturated: cpu_percent >= 90.0 * threads.min(cores) as f64,
+        open_files_limit: extra.open_files_limit,
+    };
+    let co = config.rate.is_some();
+    let mut report = Report {
+        scenario: config.scenario.name(),
+        config: config.clone(),
+        broker: ctl.addr.to_string(),
+        machine: Machine::current(),
+        setup_secs: m.setup_secs,
+        run_secs: m.run_secs,
+        drain_secs: m.drain_secs,
+        throughput: Throughput {
+            published_per_sec: published as f64 / m.run_secs.max(1e-9),
+            delivered_per_sec: totals.delivered as f64 / m.delivery_secs.max(1e-9),
+        },
+        latency: Latency::from_histogram(&ctl.latency, co),
+        connect_latency: Latency::from_histogram(&connect_latency, false),
+        connections,
+        generator,
+        timeline: std::mem::take(&mut ctl.timeline),
+        errors: std::mem::take(&mut ctl.errors),
+        failures: Vec::new(),
+        histogram: std::mem::replace(&mut ctl.latency, new_histogram()),
+        messages,
+    };
+    report.failures = failures(&report, m.stalled);
+    report
+}
+
+/// The checks a run must pass.
+fn failures(r: &Report, stalled: Option<f64>) -> Vec<Failure> {
+    let mut out = Vec::new();
+    let m = &r.messages;
+    let qos = r.config.effective_qos();
+    if qos != QoS::AtMostOnce && m.lost > 0 {
+        out.push(Failure::Loss {
+            lost: m.lost,
+            qos: qos as u8,
+        });
+    }
+    if qos == QoS::ExactlyOnce && m.duplicated > 0 {
+        out.push(Failure::Duplicates {
+            duplicated: m.duplicated,
+        });
+    }
+    if m.unacked > 0 {
+        out.push(Failure::Unacknowledged { unacked: m.unacked });
+    }
+    if r.connections.dropped > 0 {
+        out.push(Failure::Dropped {
+            connections: r.connections.dropped,
+        });
+    }
+    if r.connections.failed > 0 {
+        out.push(Failure::ConnectFailures {
+            failed: r.connections.failed,
+            attempted: r.connections.attempted,
+        });
+    }
+    if r.errors.protocol_errors > 0 {
+        out.push(Failure::ProtocolErrors {
+            count: r.errors.protocol_errors,
+        });
+    }
+    if let Some(secs) = stalled {
+        out.push(Failure::Stalled { secs });
+    }
+    out
+}
