@@ -64,7 +64,11 @@ pub enum Outgoing {
 #[derive(Debug)]
 enum InflightState {
     /// QoS 1 awaiting PUBACK, or QoS 2 awaiting PUBREC.
-    AwaitingAck { qos: QoS, retain: bool, msg: Arc<Message> },
+    AwaitingAck {
+        qos: QoS,
+        retain: bool,
+        msg: Arc<Message>,
+    },
     /// QoS 2 awaiting PUBCOMP: the PUBLISH is never sent again, only the PUBREL [MQTT-4.3.3-1].
     AwaitingPubComp,
 }
@@ -212,7 +216,10 @@ impl Session {
             Some(i)
                 if matches!(
                     self.inflight[i].1,
-                    InflightState::AwaitingAck { qos: QoS::AtLeastOnce, .. }
+                    InflightState::AwaitingAck {
+                        qos: QoS::AtLeastOnce,
+                        ..
+                    }
                 ) =>
             {
                 self.forget(i);
@@ -234,13 +241,17 @@ impl Session {
         if let Some(i) = self.position(pid)
             && matches!(
                 self.inflight[i].1,
-                InflightState::AwaitingAck { qos: QoS::ExactlyOnce, .. }
+                InflightState::AwaitingAck {
+                    qos: QoS::ExactlyOnce,
+                    ..
+                }
             )
         {
             // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order
             // the PUBRECs arrived in [MQTT-4.6.0-4].
             self.inflight.remove(i);
-            self.inflight.push_back((pid, InflightState::AwaitingPubComp));
+            self.inflight
+                .push_back((pid, InflightState::AwaitingPubComp));
         }
         Outgoing::PubRel(pid)
     }
@@ -349,9 +360,15 @@ mod tests {
         let ids: HashSet<_> = sent.iter().map(pid_of).collect();
         assert_eq!(ids.len(), 3);
         assert!(s.on_puback(pid_of(&sent[1])));
-        assert!(!s.on_puback(pid_of(&sent[1])), "second PUBACK matches nothing");
+        assert!(
+            !s.on_puback(pid_of(&sent[1])),
+            "second PUBACK matches nothing"
+        );
         let next = s.next_outgoing().unwrap();
-        assert!(!ids.contains(&pid_of(&next)), "no unacked id handed out again");
+        assert!(
+            !ids.contains(&pid_of(&next)),
+            "no unacked id handed out again"
+        );
     }
 
     /// [MQTT-4.4.0-1] [MQTT-4.3.3-1] resend: PUBLISH with DUP for unacked, PUBREL once PUBREC'd.
@@ -393,7 +410,10 @@ mod tests {
         let mut s = session(limits);
         assert_eq!(s.enqueue(msg(1), QoS::AtLeastOnce, false), Enqueued::Queued);
         assert_eq!(s.enqueue(msg(2), QoS::AtLeastOnce, false), Enqueued::Queued);
-        assert_eq!(s.enqueue(msg(3), QoS::AtLeastOnce, false), Enqueued::Dropped);
+        assert_eq!(
+            s.enqueue(msg(3), QoS::AtLeastOnce, false),
+            Enqueued::Dropped
+        );
         assert_eq!(s.queued_len(), 2);
         let mut s = session(SessionLimits {
             drop_oldest: true,

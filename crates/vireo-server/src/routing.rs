@@ -71,12 +71,18 @@ impl Worker {
     }
 
     fn on_publish(&mut self, key: usize, skey: usize, p: Publish) -> Result<(), Close> {
-        self.shared.stats.publishes_in.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .publishes_in
+            .fetch_add(1, Ordering::Relaxed);
         let config = &self.shared.config;
         if p.topic.len() > config.max_topic_length
             || p.topic.split('/').count() > config.max_topic_levels
         {
-            tracing::info!(topic_len = p.topic.len(), "topic over the configured length/levels");
+            tracing::info!(
+                topic_len = p.topic.len(),
+                "topic over the configured length/levels"
+            );
             return Err(Close::Limit);
         }
         let deliver = match p.qos {
@@ -175,7 +181,10 @@ impl Worker {
             };
             if conn.out_bytes() >= limit {
                 // Slow consumer: drop and count; nobody else waits for it.
-                self.shared.stats.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .dropped_qos0
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let frame = frame.get_or_insert_with(|| encode_qos0(msg, false)).clone();
@@ -187,7 +196,10 @@ impl Worker {
         match slot.session.enqueue(Arc::clone(msg), qos, false) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
-                self.shared.stats.dropped_queued.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .dropped_queued
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(key) = slot.conn {
@@ -349,7 +361,9 @@ fn encode_qos0(msg: &Message, retain: bool) -> Bytes {
         properties: vireo_codec::Properties::new(),
         payload: msg.payload.clone(),
     };
-    let mut buf = BytesMut::with_capacity(publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len());
+    let mut buf = BytesMut::with_capacity(
+        publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len(),
+    );
     let _ = publish.encode_header(vireo_codec::ProtocolVersion::V311, &mut buf);
     buf.extend_from_slice(&msg.payload);
     buf.freeze()

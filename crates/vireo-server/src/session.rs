@@ -11,7 +11,11 @@ use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
 
 impl Worker {
     /// The first packet: decide the connection's home worker, then accept or refuse.
-    pub(crate) fn on_connect(&mut self, key: usize, mut connect: Box<Connect>) -> Result<(), Close> {
+    pub(crate) fn on_connect(
+        &mut self,
+        key: usize,
+        mut connect: Box<Connect>,
+    ) -> Result<(), Close> {
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(());
         };
@@ -103,7 +107,8 @@ impl Worker {
                 }
                 let id = self.new_session_id();
                 let limits = self.shared.config.session_limits();
-                let session = Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
+                let session =
+                    Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
                 let skey = self.sessions.insert(SessionSlot {
                     session,
                     conn: None,

@@ -171,7 +171,8 @@ impl Worker {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     let stats = &self.shared.stats;
-                    if stats.connections.load(Ordering::Relaxed) >= self.shared.config.max_connections
+                    if stats.connections.load(Ordering::Relaxed)
+                        >= self.shared.config.max_connections
                     {
                         tracing::warn!(%peer, "max_connections reached; connection refused");
                         continue;
@@ -208,7 +209,10 @@ impl Worker {
             self.conns.remove(key);
             return None;
         }
-        self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
         Some(key)
     }
 
@@ -216,7 +220,10 @@ impl Worker {
     pub(crate) fn unregister(&mut self, key: usize) -> Option<Conn> {
         let mut conn = self.conns.try_remove(key)?;
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
         Some(conn)
     }
 
@@ -296,8 +303,10 @@ impl Worker {
                         .protocol_errors
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %conn.peer, error = %e, "malformed packet; closing");
-                    if let (ConnState::AwaitingConnect, vireo_codec::DecodeError::UnsupportedProtocolLevel(_)) =
-                        (conn.state, e)
+                    if let (
+                        ConnState::AwaitingConnect,
+                        vireo_codec::DecodeError::UnsupportedProtocolLevel(_),
+                    ) = (conn.state, e)
                     {
                         // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
                         conn.push(Bytes::from_static(&[0x20, 0x02, 0x00, 0x01]));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -31,15 +31,20 @@ fn v311_mqtt_7_0_0_2_rumqttc_pubsub_all_qos() {
         event.expect("subscriber connection");
     }
     let publisher = std::thread::spawn(move || {
-        for (i, qos) in [RQoS::AtMostOnce, RQoS::AtLeastOnce, RQoS::ExactlyOnce].into_iter().enumerate() {
-            publ.publish(format!("r/{i}"), qos, false, vec![i as u8; 10]).unwrap();
+        for (i, qos) in [RQoS::AtMostOnce, RQoS::AtLeastOnce, RQoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+        {
+            publ.publish(format!("r/{i}"), qos, false, vec![i as u8; 10])
+                .unwrap();
         }
         // Run the publisher's event loop until all three are acknowledged (QoS 0 needs none).
         let mut acks = 0;
         for event in pub_conn.iter() {
-            match event.expect("publisher connection") {
-                Event::Incoming(RPacket::PubAck(_) | RPacket::PubComp(_)) => acks += 1,
-                _ => {}
+            if let Event::Incoming(RPacket::PubAck(_) | RPacket::PubComp(_)) =
+                event.expect("publisher connection")
+            {
+                acks += 1;
             }
             if acks == 2 {
                 break;
@@ -72,7 +77,11 @@ fn mosquitto(tool: &str, port: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{tool} not runnable ({e}): apt-get install mosquitto-clients"));
-    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -84,18 +93,39 @@ fn mosquitto(tool: &str, port: &str, args: &[&str]) -> std::process::Output {
 fn mosquitto_clients_end_to_end() {
     let broker = start();
     let port = broker.local_addr().port().to_string();
-    mosquitto("mosquitto_sub", &port, &["-c", "-i", "msub", "-q", "1", "-t", "m/#", "-E"]);
+    mosquitto(
+        "mosquitto_sub",
+        &port,
+        &["-c", "-i", "msub", "-q", "1", "-t", "m/#", "-E"],
+    );
     for (t, m) in [("m/a", "alpha"), ("m/b", "beta")] {
-        mosquitto("mosquitto_pub", &port, &["-t", t, "-m", m, "-q", "1", "-i", "mpub"]);
+        mosquitto(
+            "mosquitto_pub",
+            &port,
+            &["-t", t, "-m", m, "-q", "1", "-i", "mpub"],
+        );
     }
     let out = mosquitto(
         "mosquitto_sub",
         &port,
-        &["-c", "-i", "msub", "-q", "1", "-t", "m/#", "-C", "2", "-W", "10", "-v"],
+        &[
+            "-c", "-i", "msub", "-q", "1", "-t", "m/#", "-C", "2", "-W", "10", "-v",
+        ],
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "m/a alpha\nm/b beta\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "m/a alpha\nm/b beta\n"
+    );
 
-    mosquitto("mosquitto_pub", &port, &["-t", "m/kept", "-m", "retained!", "-r", "-i", "mret"]);
-    let out = mosquitto("mosquitto_sub", &port, &["-t", "m/kept", "-C", "1", "-W", "5", "-i", "mlate"]);
+    mosquitto(
+        "mosquitto_pub",
+        &port,
+        &["-t", "m/kept", "-m", "retained!", "-r", "-i", "mret"],
+    );
+    let out = mosquitto(
+        "mosquitto_sub",
+        &port,
+        &["-t", "m/kept", "-C", "1", "-W", "5", "-i", "mlate"],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "retained!\n");
 }

@@ -48,7 +48,9 @@ fn v311_mqtt_3_1_0_2_second_connect_closes() {
 fn v311_mqtt_3_1_2_1_bad_protocol_name_closes() {
     let broker = start();
     let mut c = Client::open(broker.local_addr());
-    c.send_raw(&[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'X', 4, 2, 0, 60, 0, 1, b'a']);
+    c.send_raw(&[
+        0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'X', 4, 2, 0, 60, 0, 1, b'a',
+    ]);
     assert!(c.closed_silently(), "[MQTT-3.1.2-1]");
 }
 
@@ -58,14 +60,19 @@ fn v311_mqtt_3_1_2_1_bad_protocol_name_closes() {
 fn v311_mqtt_3_1_2_2_unsupported_level_connack_01() {
     let broker = start();
     let mut c = Client::open(broker.local_addr());
-    let mut bytes = vec![0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 7, 2, 0, 60, 0, 1, b'a'];
+    let mut bytes = vec![
+        0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 7, 2, 0, 60, 0, 1, b'a',
+    ];
     // A retained PUBLISH pipelined behind it must not be stored [MQTT-3.1.4-5].
     bytes.extend_from_slice(&[0x31, 0x05, 0x00, 0x01, b'z', b'h', b'i']);
     c.send_raw(&bytes);
     let mut got = [0u8; 4];
     std::io::Read::read_exact(&mut c.stream, &mut got).unwrap();
     assert_eq!(got, [0x20, 0x02, 0x00, 0x01], "[MQTT-3.1.2-2]");
-    assert!(c.closed_within(WAIT, false), "[MQTT-3.2.2-5] closed after refusal");
+    assert!(
+        c.closed_within(WAIT, false),
+        "[MQTT-3.2.2-5] closed after refusal"
+    );
     let mut s = Client::connect(broker.local_addr(), "watcher");
     s.subscribe(&[("z", QoS::AtMostOnce)]);
     s.expect_nothing();
@@ -76,7 +83,9 @@ fn v311_mqtt_3_1_2_2_unsupported_level_connack_01() {
 fn v311_mqtt_3_1_2_3_reserved_flag_closes() {
     let broker = start();
     let mut c = Client::open(broker.local_addr());
-    c.send_raw(&[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'a']);
+    c.send_raw(&[
+        0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'a',
+    ]);
     assert!(c.closed_silently(), "[MQTT-3.1.2-3]");
 }
 
@@ -86,7 +95,9 @@ fn v311_mqtt_3_1_2_13_inconsistent_flags_close() {
     let broker = start();
     for flags in [0x0A, 0x22, 0x42, 0x1E] {
         let mut c = Client::open(broker.local_addr());
-        c.send_raw(&[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'a']);
+        c.send_raw(&[
+            0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'a',
+        ]);
         assert!(c.closed_silently(), "flags {flags:#04x} [MQTT-3.1.2-13]");
     }
 }
@@ -101,12 +112,17 @@ fn v311_mqtt_3_1_4_1_malformed_connect_closes_silently() {
         // No payload at all (no client id) [MQTT-3.1.3-3].
         &[0x10, 0x0A, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60],
         // Client id with an encoded surrogate [MQTT-1.5.3-1].
-        &[0x10, 0x0F, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 3, 0xED, 0xA0, 0x80],
+        &[
+            0x10, 0x0F, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 3, 0xED, 0xA0, 0x80,
+        ],
     ];
     for bytes in cases {
         let mut c = Client::open(broker.local_addr());
         c.send_raw(bytes);
-        assert!(c.closed_silently(), "[MQTT-3.1.4-1] [MQTT-3.2.2-6] {bytes:02x?}");
+        assert!(
+            c.closed_silently(),
+            "[MQTT-3.1.4-1] [MQTT-3.2.2-6] {bytes:02x?}"
+        );
     }
 }
 
@@ -155,7 +171,10 @@ fn v311_mqtt_3_1_4_2_takeover_closes_old_connection() {
     let broker = start();
     let mut a = Client::connect(broker.local_addr(), "dup");
     let mut b = Client::connect(broker.local_addr(), "dup");
-    assert!(a.closed_within(WAIT, false), "[MQTT-3.1.4-2] old connection closed");
+    assert!(
+        a.closed_within(WAIT, false),
+        "[MQTT-3.1.4-2] old connection closed"
+    );
     b.subscribe(&[("x", QoS::AtMostOnce)]);
     b.publish("x", b"ok", QoS::AtMostOnce, false, 0);
     assert_eq!(&b.recv_publish().payload[..], b"ok", "new connection works");
@@ -168,7 +187,10 @@ fn v31_connect_accepted_and_pubsub_works() {
     let mut connect = Connect::new("old-client");
     connect.protocol = ProtocolVersion::V31;
     let (mut c, ack) = Client::connect_with(broker.local_addr(), connect);
-    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0), "{ack:?}");
+    assert!(
+        matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0),
+        "{ack:?}"
+    );
     c.subscribe(&[("v31", QoS::AtLeastOnce)]);
     c.publish("v31", b"hi", QoS::AtLeastOnce, false, 3);
     assert_eq!(&c.recv_publish_ack().payload[..], b"hi");
@@ -181,7 +203,10 @@ fn v31_long_client_id_rejected() {
     let mut connect = Connect::new("x".repeat(24));
     connect.protocol = ProtocolVersion::V31;
     let (_, ack) = Client::connect_with(broker.local_addr(), connect);
-    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 2), "[MQTT-3.1.3-9] {ack:?}");
+    assert!(
+        matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 2),
+        "[MQTT-3.1.3-9] {ack:?}"
+    );
 }
 
 /// [MQTT-3.12.4-1] PINGREQ gets PINGRESP `D0 00`.
@@ -208,10 +233,21 @@ fn v311_mqtt_3_14_1_1_bad_disconnect_flags() {
     let broker = start();
     let mut w = Client::connect(broker.local_addr(), "watch");
     w.subscribe(&[("will/bad", QoS::AtMostOnce)]);
-    let mut c = Client::connect_will(broker.local_addr(), "baddisc", "will/bad", "gone", QoS::AtMostOnce, false);
+    let mut c = Client::connect_will(
+        broker.local_addr(),
+        "baddisc",
+        "will/bad",
+        "gone",
+        QoS::AtMostOnce,
+        false,
+    );
     c.send_raw(&[0xE1, 0x00]);
     assert!(c.closed_silently(), "[MQTT-3.14.1-1]");
-    assert_eq!(&w.recv_publish().payload[..], b"gone", "Will still published");
+    assert_eq!(
+        &w.recv_publish().payload[..],
+        b"gone",
+        "Will still published"
+    );
 }
 
 /// [MQTT-4.8.0-1] a server-to-client packet (CONNACK) from a client closes the connection.
@@ -231,9 +267,15 @@ fn v311_mqtt_3_1_2_24_keep_alive_expiry_closes_connection() {
     connect.keep_alive = 1;
     let (mut c, _) = Client::connect_with(broker.local_addr(), connect);
     let start = Instant::now();
-    assert!(c.closed_within(Duration::from_secs(4), false), "[MQTT-3.1.2-24] dropped");
+    assert!(
+        c.closed_within(Duration::from_secs(4), false),
+        "[MQTT-3.1.2-24] dropped"
+    );
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(1000), "not before the keep alive: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1000),
+        "not before the keep alive: {elapsed:?}"
+    );
 }
 
 /// [MQTT-3.1.2-24] traffic within the keep alive keeps the connection open.
@@ -267,6 +309,9 @@ fn v5_connect_refused_with_unsupported_version() {
     let mut connect = Connect::new("five");
     connect.protocol = ProtocolVersion::V5;
     let (mut c, ack) = Client::connect_with(broker.local_addr(), connect);
-    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0x84), "{ack:?}");
+    assert!(
+        matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0x84),
+        "{ack:?}"
+    );
     assert!(c.closed_within(WAIT, false));
 }

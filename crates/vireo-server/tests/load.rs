@@ -21,11 +21,16 @@ fn two_thousand_connections_qos1_nothing_lost() {
     let mut subs: Vec<Client> = (0..PAIRS)
         .map(|i| {
             let mut s = Client::connect(addr, &format!("ls-{i}"));
-            assert_eq!(s.subscribe(&[(&format!("load/{i}"), QoS::AtLeastOnce)]), vec![1]);
+            assert_eq!(
+                s.subscribe(&[(&format!("load/{i}"), QoS::AtLeastOnce)]),
+                vec![1]
+            );
             s
         })
         .collect();
-    let mut pubs: Vec<Client> = (0..PAIRS).map(|i| Client::connect(addr, &format!("lp-{i}"))).collect();
+    let mut pubs: Vec<Client> = (0..PAIRS)
+        .map(|i| Client::connect(addr, &format!("lp-{i}")))
+        .collect();
     for (i, p) in pubs.iter_mut().enumerate() {
         let mut wire = BytesMut::new();
         for n in 1..=PER_PUBLISHER {
@@ -54,7 +59,10 @@ fn two_thousand_connections_qos1_nothing_lost() {
         }
     }
     assert_eq!(broker.stats().dropped_queued.load(Ordering::Relaxed), 0);
-    assert_eq!(broker.stats().connections.load(Ordering::Relaxed), 2 * PAIRS);
+    assert_eq!(
+        broker.stats().connections.load(Ordering::Relaxed),
+        2 * PAIRS
+    );
 }
 
 fn rss_bytes() -> usize {
@@ -118,7 +126,10 @@ fn slow_consumer_does_not_hurt_fast_one_and_memory_is_bounded() {
     let fast = reader.join().unwrap();
     let grown = peak.saturating_sub(rss_before);
     let dropped = broker.stats().dropped_qos0.load(Ordering::Relaxed);
-    assert!(dropped > 0, "the stalled subscriber's QoS 0 copies were dropped");
+    assert!(
+        dropped > 0,
+        "the stalled subscriber's QoS 0 copies were dropped"
+    );
     assert!(
         grown < 64 * 1024 * 1024,
         "memory grew {} MiB while 200 MB went through; the output limit is 4 MiB",

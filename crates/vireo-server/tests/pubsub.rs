@@ -45,7 +45,11 @@ fn v311_mqtt_3_8_4_6_qos_matrix() {
         for (pi, published) in levels.into_iter().enumerate() {
             publisher.publish("m", b"x", published, false, (gi * 3 + pi + 1) as u16);
             let p = sub.recv_publish_ack();
-            assert_eq!(p.qos(), published.min(granted), "[MQTT-3.8.4-6] p={published:?} g={granted:?}");
+            assert_eq!(
+                p.qos(),
+                published.min(granted),
+                "[MQTT-3.8.4-6] p={published:?} g={granted:?}"
+            );
             if p.qos() == QoS::AtMostOnce {
                 assert!(!p.dup, "[MQTT-3.3.1-2] QoS 0 has DUP 0");
             }
@@ -58,7 +62,11 @@ fn v311_mqtt_3_8_4_6_qos_matrix() {
 fn v311_mqtt_3_3_5_1_overlap_highest_qos_once() {
     let broker = start();
     let mut s = Client::connect(broker.local_addr(), "overlap");
-    s.subscribe(&[("a/#", QoS::AtMostOnce), ("a/b", QoS::ExactlyOnce), ("a/+", QoS::AtLeastOnce)]);
+    s.subscribe(&[
+        ("a/#", QoS::AtMostOnce),
+        ("a/b", QoS::ExactlyOnce),
+        ("a/+", QoS::AtLeastOnce),
+    ]);
     let mut p = Client::connect(broker.local_addr(), "overlap-pub");
     p.publish("a/b", b"one", QoS::ExactlyOnce, false, 1);
     let got = s.recv_publish_ack();
@@ -90,7 +98,11 @@ fn v311_mqtt_4_7_2_1_dollar_topics() {
     dollar.subscribe(&[("$foo/#", QoS::AtMostOnce)]);
     let mut p = Client::connect(broker.local_addr(), "dollar-pub");
     p.publish("$foo/x", b"d", QoS::AtMostOnce, false, 0);
-    assert_eq!(dollar.recv_publish().topic.as_str(), "$foo/x", "[MQTT-4.7.2-1]");
+    assert_eq!(
+        dollar.recv_publish().topic.as_str(),
+        "$foo/x",
+        "[MQTT-4.7.2-1]"
+    );
     wild.expect_nothing();
 }
 
@@ -99,7 +111,10 @@ fn v311_mqtt_4_7_2_1_dollar_topics() {
 fn v311_mqtt_4_7_3_4_exact_bytes() {
     let broker = start();
     let mut s = Client::connect(broker.local_addr(), "exact");
-    s.subscribe(&[("caf\u{e9}", QoS::AtMostOnce), ("\u{feff}t", QoS::AtMostOnce)]);
+    s.subscribe(&[
+        ("caf\u{e9}", QoS::AtMostOnce),
+        ("\u{feff}t", QoS::AtMostOnce),
+    ]);
     let mut p = Client::connect(broker.local_addr(), "exact-pub");
     p.publish("cafe\u{301}", b"nfd", QoS::AtMostOnce, false, 0);
     p.publish("CAF\u{c9}", b"upper", QoS::AtMostOnce, false, 0);
@@ -168,7 +183,7 @@ fn v311_mqtt_3_9_3_1_suback_codes_in_order() {
 fn v311_mqtt_3_8_3_3_malformed_subscribes_close() {
     let broker = start();
     let cases: [&[u8]; 4] = [
-        &[0x82, 0x02, 0x00, 0x01],                         // no filter [MQTT-3.8.3-3]
+        &[0x82, 0x02, 0x00, 0x01], // no filter [MQTT-3.8.3-3]
         &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03], // QoS 3 [MQTT-3.8.3-4]
         &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x41], // reserved bits [MQTT-3.8.3-4]
         &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00], // flags 0000 [MQTT-3.8.1-1]
@@ -184,13 +199,19 @@ fn v311_mqtt_3_8_3_3_malformed_subscribes_close() {
 #[test]
 fn v311_mqtt_3_10_3_2_malformed_unsubscribes_close() {
     let broker = start();
-    for (i, bytes) in [&[0xA2u8, 0x02, 0x00, 0x01][..], &[0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']]
-        .into_iter()
-        .enumerate()
+    for (i, bytes) in [
+        &[0xA2u8, 0x02, 0x00, 0x01][..],
+        &[0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a'],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut c = Client::connect(broker.local_addr(), &format!("badunsub-{i}"));
         c.send_raw(bytes);
-        assert!(c.closed_silently(), "case {i} [MQTT-3.10.3-2] [MQTT-3.10.1-1]");
+        assert!(
+            c.closed_silently(),
+            "case {i} [MQTT-3.10.3-2] [MQTT-3.10.1-1]"
+        );
     }
 }
 
@@ -200,12 +221,21 @@ fn v311_mqtt_3_10_3_2_malformed_unsubscribes_close() {
 fn v311_mqtt_3_10_4_1_unsubscribe_is_literal() {
     let broker = start();
     let mut s = Client::connect(broker.local_addr(), "unsub");
-    s.subscribe(&[("a/b", QoS::AtMostOnce), ("a/+", QoS::AtMostOnce), ("x", QoS::AtMostOnce), ("y", QoS::AtMostOnce)]);
+    s.subscribe(&[
+        ("a/b", QoS::AtMostOnce),
+        ("a/+", QoS::AtMostOnce),
+        ("x", QoS::AtMostOnce),
+        ("y", QoS::AtMostOnce),
+    ]);
     let mut p = Client::connect(broker.local_addr(), "unsub-pub");
     s.unsubscribe(2, &["a/#"]); // removes nothing [MQTT-3.10.4-5]
     s.unsubscribe(3, &["a/+"]);
     p.publish("a/b", b"still", QoS::AtMostOnce, false, 0);
-    assert_eq!(&s.recv_publish().payload[..], b"still", "[MQTT-3.10.4-1] via a/b");
+    assert_eq!(
+        &s.recv_publish().payload[..],
+        b"still",
+        "[MQTT-3.10.4-1] via a/b"
+    );
     s.unsubscribe(4, &["a/b", "x", "y"]);
     for t in ["a/b", "x", "y"] {
         p.publish(t, b"gone", QoS::AtMostOnce, false, 0);
@@ -222,7 +252,11 @@ fn v311_mqtt_3_8_4_3_resubscribe_replaces() {
     s.subscribe_id(2, &[("t", QoS::ExactlyOnce)]);
     let mut p = Client::connect(broker.local_addr(), "resub-pub");
     p.publish("t", b"q2", QoS::ExactlyOnce, false, 1);
-    assert_eq!(s.recv_publish_ack().qos(), QoS::ExactlyOnce, "[MQTT-3.8.4-3]");
+    assert_eq!(
+        s.recv_publish_ack().qos(),
+        QoS::ExactlyOnce,
+        "[MQTT-3.8.4-3]"
+    );
     s.expect_nothing();
 }
 
@@ -234,7 +268,10 @@ fn v311_mqtt_4_6_0_6_ordering_per_publisher() {
     let mut s = Client::connect(broker.local_addr(), "order-sub");
     s.subscribe(&[("o/#", QoS::ExactlyOnce)]);
     let mut p = Client::connect(broker.local_addr(), "order-pub");
-    for (qi, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+    for (qi, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
         let t = format!("o/{qi}");
         for n in 1..=200u16 {
             p.publish(&t, &n.to_be_bytes(), qos, false, n);
@@ -256,7 +293,10 @@ fn v311_mqtt_4_6_0_6_ordering_per_publisher() {
         }));
     }
     for n in 1..=10u16 {
-        assert!(matches!(p.recv(), Some(Packet::PubAck(a)) if a.packet_id == pid(n)), "[MQTT-4.6.0-2]");
+        assert!(
+            matches!(p.recv(), Some(Packet::PubAck(a)) if a.packet_id == pid(n)),
+            "[MQTT-4.6.0-2]"
+        );
     }
 }
 
@@ -268,11 +308,17 @@ fn v311_mqtt_4_3_2_2_qos1_id_reuse_is_new_message() {
     s.subscribe(&[("q1", QoS::AtLeastOnce)]);
     let mut p = Client::connect(broker.local_addr(), "q1-pub");
     p.publish("q1", b"first", QoS::AtLeastOnce, false, 5);
-    p.send_raw(&[0x3A, 0x0A, 0x00, 0x02, b'q', b'1', 0x00, 0x05, b'a', b'g', b'a', b'i']);
+    p.send_raw(&[
+        0x3A, 0x0A, 0x00, 0x02, b'q', b'1', 0x00, 0x05, b'a', b'g', b'a', b'i',
+    ]);
     assert!(matches!(p.recv(), Some(Packet::PubAck(a)) if a.packet_id == pid(5)));
     let a = s.recv_publish_ack();
     let b = s.recv_publish_ack();
-    assert_eq!((&a.payload[..], &b.payload[..]), (&b"first"[..], &b"agai"[..]), "[MQTT-4.3.2-2]");
+    assert_eq!(
+        (&a.payload[..], &b.payload[..]),
+        (&b"first"[..], &b"agai"[..]),
+        "[MQTT-4.3.2-2]"
+    );
     // [MQTT-3.3.1-3] the incoming DUP is not copied to the subscriber's first copy.
     assert!(!b.dup, "[MQTT-3.3.1-3]");
 }
@@ -285,12 +331,18 @@ fn v311_mqtt_2_3_1_5_qos0_delivery_has_no_packet_id() {
     s.subscribe(&[("kfb_topic", QoS::AtMostOnce)]);
     let mut p = Client::connect(broker.local_addr(), "q0len-pub");
     // The QoS 0 PUBLISH from the seeds.
-    p.send_raw(&[0x30, 0x0E, 0x00, 0x09, 0x6B, 0x66, 0x62, 0x5F, 0x74, 0x6F, 0x70, 0x69, 0x63, 0x31, 0x32, 0x33]);
+    p.send_raw(&[
+        0x30, 0x0E, 0x00, 0x09, 0x6B, 0x66, 0x62, 0x5F, 0x74, 0x6F, 0x70, 0x69, 0x63, 0x31, 0x32,
+        0x33,
+    ]);
     let mut got = [0u8; 16];
     std::io::Read::read_exact(&mut s.stream, &mut got).unwrap();
     assert_eq!(
         got,
-        [0x30, 0x0E, 0x00, 0x09, 0x6B, 0x66, 0x62, 0x5F, 0x74, 0x6F, 0x70, 0x69, 0x63, 0x31, 0x32, 0x33],
+        [
+            0x30, 0x0E, 0x00, 0x09, 0x6B, 0x66, 0x62, 0x5F, 0x74, 0x6F, 0x70, 0x69, 0x63, 0x31,
+            0x32, 0x33
+        ],
         "[MQTT-2.3.1-5]"
     );
 }
@@ -310,7 +362,12 @@ fn oversized_packet_closes_connection() {
 fn max_subscriptions_enforced() {
     let broker = start_with(|c| c.max_subscriptions = 2);
     let mut c = Client::connect(broker.local_addr(), "many");
-    let codes = c.subscribe(&[("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtMostOnce), ("a", QoS::AtLeastOnce)]);
+    let codes = c.subscribe(&[
+        ("a", QoS::AtMostOnce),
+        ("b", QoS::AtMostOnce),
+        ("c", QoS::AtMostOnce),
+        ("a", QoS::AtLeastOnce),
+    ]);
     assert_eq!(codes, vec![0, 0, 0x80, 1]);
 }
 

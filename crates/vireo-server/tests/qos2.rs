@@ -29,14 +29,21 @@ fn v311_mqtt_4_3_3_2_inbound_duplicate_delivered_once() {
     p.send(&q2("q2", 9, false, b"once"));
     assert!(matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)));
     p.send(&q2("q2", 9, true, b"once"));
-    assert!(matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)), "PUBREC again");
+    assert!(
+        matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)),
+        "PUBREC again"
+    );
     p.send(&Packet::PubRel(Ack::new(pid(9))));
     assert!(matches!(p.recv(), Some(Packet::PubComp(a)) if a.packet_id == pid(9)));
     assert_eq!(&s.recv_publish_ack().payload[..], b"once");
     s.expect_nothing();
     // The id is free again: a new message with it is delivered.
     p.publish("q2", b"again", QoS::ExactlyOnce, false, 9);
-    assert_eq!(&s.recv_publish_ack().payload[..], b"again", "[MQTT-4.3.3-2]");
+    assert_eq!(
+        &s.recv_publish_ack().payload[..],
+        b"again",
+        "[MQTT-4.3.3-2]"
+    );
 }
 
 /// An unknown PUBREL still gets PUBCOMP; [MQTT-3.6.1-1] PUBREL with flags 0000 closes.
@@ -60,7 +67,10 @@ fn v311_mqtt_4_6_0_3_interleaved_qos2_ids() {
         p.send(&q2("i", id, false, b"x"));
     }
     for id in 1..=20 {
-        assert!(matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(id)), "[MQTT-4.6.0-3]");
+        assert!(
+            matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(id)),
+            "[MQTT-4.6.0-3]"
+        );
     }
     for id in (1..=20).rev() {
         p.send(&Packet::PubRel(Ack::new(pid(id))));
@@ -79,12 +89,17 @@ fn v311_mqtt_4_3_3_1_outbound_qos2_and_pubrel_resend() {
     for n in 1..=3u16 {
         p.publish("o", &n.to_be_bytes(), QoS::ExactlyOnce, false, n);
     }
-    let ids: Vec<_> = (0..3).map(|_| s.recv_publish().qos.packet_id().unwrap()).collect();
+    let ids: Vec<_> = (0..3)
+        .map(|_| s.recv_publish().qos.packet_id().unwrap())
+        .collect();
     for &i in &[ids[2], ids[0], ids[1]] {
         s.send(&Packet::PubRec(Ack::new(i)));
     }
     for &i in &[ids[2], ids[0], ids[1]] {
-        assert!(matches!(s.recv(), Some(Packet::PubRel(a)) if a.packet_id == i), "[MQTT-4.6.0-4]");
+        assert!(
+            matches!(s.recv(), Some(Packet::PubRel(a)) if a.packet_id == i),
+            "[MQTT-4.6.0-4]"
+        );
     }
     s.drop_connection();
     let (mut s, present) = Client::connect_session(broker.local_addr(), "q2-out", false);
@@ -118,5 +133,9 @@ fn v311_mqtt_3_10_4_3_inflight_completes_after_unsubscribe() {
     s.unsubscribe(5, &["u"]);
     s.send(&Packet::PubComp(Ack::new(id)));
     s.send_raw(&[0xC0, 0x00]);
-    assert_eq!(s.recv(), Some(Packet::PingResp), "connection fine after PUBCOMP");
+    assert_eq!(
+        s.recv(),
+        Some(Packet::PingResp),
+        "connection fine after PUBCOMP"
+    );
 }

@@ -19,7 +19,11 @@ fn v311_mqtt_3_3_1_5_retained_stored_and_sent_on_subscribe() {
     s.subscribe(&[("r", QoS::ExactlyOnce)]);
     let got = s.recv_publish_ack();
     assert!(got.retain, "[MQTT-3.3.1-8]");
-    assert_eq!(got.qos(), QoS::AtLeastOnce, "[MQTT-3.3.1-5] min(stored, granted)");
+    assert_eq!(
+        got.qos(),
+        QoS::AtLeastOnce,
+        "[MQTT-3.3.1-5] min(stored, granted)"
+    );
     assert_eq!(&got.payload[..], b"kept", "[MQTT-3.1.2-7]");
 }
 
@@ -46,9 +50,16 @@ fn v311_mqtt_3_3_1_6_wildcard_gets_all_retained() {
     assert!(p.recv().is_some());
     let mut s = Client::connect(broker.local_addr(), "wr-sub");
     s.subscribe(&[("a/+", QoS::AtMostOnce)]);
-    let mut got: Vec<_> = (0..2).map(|_| s.recv_publish()).map(|p| (p.retain, p.payload)).collect();
+    let mut got: Vec<_> = (0..2)
+        .map(|_| s.recv_publish())
+        .map(|p| (p.retain, p.payload))
+        .collect();
     got.sort();
-    assert_eq!(got, vec![(true, "one".into()), (true, "two".into())], "[MQTT-3.3.1-6]");
+    assert_eq!(
+        got,
+        vec![(true, "one".into()), (true, "two".into())],
+        "[MQTT-3.3.1-6]"
+    );
     s.expect_nothing();
 }
 
@@ -63,10 +74,17 @@ fn v311_mqtt_3_3_1_10_replace_keep_delete() {
     p.publish("t", b"plain", QoS::AtLeastOnce, false, 2);
     let mut s = Client::connect(broker.local_addr(), "rd-sub1");
     s.subscribe(&[("t", QoS::AtLeastOnce)]);
-    assert_eq!(&s.recv_publish_ack().payload[..], b"new", "[MQTT-3.3.1-7] [MQTT-3.3.1-12]");
+    assert_eq!(
+        &s.recv_publish_ack().payload[..],
+        b"new",
+        "[MQTT-3.3.1-7] [MQTT-3.3.1-12]"
+    );
     p.publish("t", b"", QoS::AtLeastOnce, true, 3);
     let live = s.recv_publish_ack();
-    assert!(live.payload.is_empty(), "[MQTT-3.3.1-10] forwarded as usual");
+    assert!(
+        live.payload.is_empty(),
+        "[MQTT-3.3.1-10] forwarded as usual"
+    );
     let mut s2 = Client::connect(broker.local_addr(), "rd-sub2");
     s2.subscribe(&[("t", QoS::AtLeastOnce)]);
     s2.expect_nothing();

@@ -19,7 +19,11 @@ fn v311_mqtt_3_1_2_4_persistent_session_resumes() {
     assert!(present, "[MQTT-3.2.2-2]");
     let mut p = Client::connect(broker.local_addr(), "keeper-pub");
     p.publish("k", b"still here", QoS::AtLeastOnce, false, 1);
-    assert_eq!(&c.recv_publish_ack().payload[..], b"still here", "[MQTT-3.1.2-4]");
+    assert_eq!(
+        &c.recv_publish_ack().payload[..],
+        b"still here",
+        "[MQTT-3.1.2-4]"
+    );
 }
 
 /// [MQTT-3.1.2-6] [MQTT-3.2.2-1] CleanSession=1 discards the stored session.
@@ -36,7 +40,10 @@ fn v311_mqtt_3_1_2_6_clean_session_discards() {
     c.expect_nothing();
     c.disconnect();
     let (_, present) = Client::connect_session(broker.local_addr(), "cleaner", false);
-    assert!(!present, "[MQTT-3.1.2-6] nothing kept from the clean session");
+    assert!(
+        !present,
+        "[MQTT-3.1.2-6] nothing kept from the clean session"
+    );
 }
 
 /// [MQTT-3.1.3-2] sessions are keyed by client id.
@@ -103,7 +110,10 @@ fn v311_mqtt_4_4_0_1_unacked_resent_with_dup_same_ids() {
     }
     let first: Vec<_> = (0..5).map(|_| c.recv_publish()).collect();
     let ids: Vec<_> = first.iter().map(|p| p.qos.packet_id().unwrap()).collect();
-    assert!(first.iter().all(|p| !p.dup), "[MQTT-4.3.2-1] first send DUP=0");
+    assert!(
+        first.iter().all(|p| !p.dup),
+        "[MQTT-4.3.2-1] first send DUP=0"
+    );
     c.drop_connection(); // killed mid-flight, no acks
     let (mut c, present) = Client::connect_session(broker.local_addr(), "unacked", false);
     assert!(present);
@@ -152,10 +162,20 @@ fn offline_queue_bounded() {
     }
     let (mut c, _) = Client::connect_session(broker.local_addr(), "bounded", false);
     for n in 1..=10u16 {
-        assert_eq!(&c.recv_publish_ack().payload[..], &n.to_be_bytes(), "oldest kept");
+        assert_eq!(
+            &c.recv_publish_ack().payload[..],
+            &n.to_be_bytes(),
+            "oldest kept"
+        );
     }
     c.expect_nothing();
-    assert_eq!(broker.stats().dropped_queued.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(
+        broker
+            .stats()
+            .dropped_queued
+            .load(std::sync::atomic::Ordering::Relaxed),
+        40
+    );
 }
 
 /// Session expiry discards an abandoned persistent session (expiry is a timer: the test
@@ -167,7 +187,10 @@ fn session_expiry_discards_abandoned_session() {
     c.subscribe(&[("e", QoS::AtLeastOnce)]);
     c.disconnect();
     let mut idle = Client::connect(broker.local_addr(), "expiring-idle");
-    assert!(idle.recv_within(std::time::Duration::from_millis(1600)).is_none());
+    assert!(
+        idle.recv_within(std::time::Duration::from_millis(1600))
+            .is_none()
+    );
     let (_, present) = Client::connect_session(broker.local_addr(), "expiring", false);
     assert!(!present, "expired session was discarded");
 }

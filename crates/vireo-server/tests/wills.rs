@@ -21,7 +21,14 @@ fn watcher(broker: &vireo_server::ServerHandle, name: &str, t: &str) -> Client {
 fn v311_mqtt_3_1_2_8_will_on_socket_close() {
     let broker = start();
     let mut w = watcher(&broker, "w1", "will/1");
-    let c = Client::connect_will(broker.local_addr(), "dies", "will/1", "bye", QoS::AtLeastOnce, false);
+    let c = Client::connect_will(
+        broker.local_addr(),
+        "dies",
+        "will/1",
+        "bye",
+        QoS::AtLeastOnce,
+        false,
+    );
     c.drop_connection();
     let got = w.recv_publish_ack();
     assert_eq!(&got.payload[..], b"bye", "[MQTT-3.1.2-8]");
@@ -37,7 +44,14 @@ fn v311_mqtt_3_1_2_8_will_on_socket_close() {
 fn v311_mqtt_3_14_4_3_no_will_after_disconnect() {
     let broker = start();
     let mut w = watcher(&broker, "w2", "will/2");
-    let c = Client::connect_will(broker.local_addr(), "polite", "will/2", "bye", QoS::AtMostOnce, false);
+    let c = Client::connect_will(
+        broker.local_addr(),
+        "polite",
+        "will/2",
+        "bye",
+        QoS::AtMostOnce,
+        false,
+    );
     c.disconnect();
     w.expect_nothing();
 }
@@ -46,7 +60,14 @@ fn v311_mqtt_3_14_4_3_no_will_after_disconnect() {
 #[test]
 fn v311_mqtt_3_1_2_17_retained_will() {
     let broker = start();
-    let c = Client::connect_will(broker.local_addr(), "ret-will", "will/3", "stored", QoS::AtMostOnce, true);
+    let c = Client::connect_will(
+        broker.local_addr(),
+        "ret-will",
+        "will/3",
+        "stored",
+        QoS::AtMostOnce,
+        true,
+    );
     let mut w = watcher(&broker, "w3", "will/3");
     c.drop_connection();
     assert_eq!(&w.recv_publish().payload[..], b"stored");
@@ -71,7 +92,10 @@ fn v311_mqtt_3_1_2_24_will_on_keepalive_timeout() {
     });
     let (_c, _) = Client::connect_with(broker.local_addr(), connect);
     let got = w.recv_within(Duration::from_secs(4));
-    assert!(matches!(got, Some(vireo_codec::Packet::Publish(ref p)) if &p.payload[..] == b"timeout"), "{got:?}");
+    assert!(
+        matches!(got, Some(vireo_codec::Packet::Publish(ref p)) if &p.payload[..] == b"timeout"),
+        "{got:?}"
+    );
 }
 
 /// [MQTT-4.8.0-1] a protocol violation publishes the Will.
@@ -79,7 +103,14 @@ fn v311_mqtt_3_1_2_24_will_on_keepalive_timeout() {
 fn v311_mqtt_4_8_0_1_will_on_protocol_violation() {
     let broker = start();
     let mut w = watcher(&broker, "w5", "will/5");
-    let mut c = Client::connect_will(broker.local_addr(), "violator", "will/5", "bad", QoS::AtMostOnce, false);
+    let mut c = Client::connect_will(
+        broker.local_addr(),
+        "violator",
+        "will/5",
+        "bad",
+        QoS::AtMostOnce,
+        false,
+    );
     c.send_raw(&[0x30, 0x03, 0x00, 0x01, b'#']);
     assert!(c.closed_silently());
     assert_eq!(&w.recv_publish().payload[..], b"bad");
@@ -90,7 +121,14 @@ fn v311_mqtt_4_8_0_1_will_on_protocol_violation() {
 fn v311_mqtt_3_1_4_2_will_on_takeover() {
     let broker = start();
     let mut w = watcher(&broker, "w6", "will/6");
-    let _old = Client::connect_will(broker.local_addr(), "taken", "will/6", "replaced", QoS::AtMostOnce, false);
+    let _old = Client::connect_will(
+        broker.local_addr(),
+        "taken",
+        "will/6",
+        "replaced",
+        QoS::AtMostOnce,
+        false,
+    );
     let _new = Client::connect(broker.local_addr(), "taken");
     assert_eq!(&w.recv_publish().payload[..], b"replaced");
 }

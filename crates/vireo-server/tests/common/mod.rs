@@ -94,7 +94,14 @@ impl Client {
     }
 
     /// Connects with a Will.
-    pub fn connect_will(addr: SocketAddr, id: &str, will_topic: &str, payload: &str, qos: QoS, retain: bool) -> Self {
+    pub fn connect_will(
+        addr: SocketAddr,
+        id: &str,
+        will_topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Self {
         let mut connect = Connect::new(id);
         connect.will = Some(LastWill {
             topic: topic(will_topic),
@@ -104,7 +111,10 @@ impl Client {
             properties: Default::default(),
         });
         let (c, ack) = Self::connect_with(addr, connect);
-        assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0), "{ack:?}");
+        assert!(
+            matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0),
+            "{ack:?}"
+        );
         c
     }
 
@@ -207,12 +217,16 @@ impl Client {
                 Err(e) => panic!("broker sent a malformed packet: {e}"),
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
                 Err(_) => return None,
             }
         }
@@ -267,7 +281,9 @@ impl Client {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             match self.stream.read(&mut chunk) {
                 Ok(0) => return allow_packets || self.buf.is_empty(),
                 Ok(n) => {
@@ -275,7 +291,9 @@ impl Client {
                         panic!("expected a silent close, got bytes {:02x?}", &chunk[..n]);
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false;
+                }
                 Err(_) => return true, // reset counts as closed
             }
         }
@@ -289,6 +307,9 @@ impl Client {
     pub fn disconnect(mut self) {
         self.send_raw(&[0xE0, 0x00]);
         // Wait for the broker to close its side, so the DISCONNECT is processed.
-        assert!(self.closed_within(WAIT, true), "broker closes after DISCONNECT");
+        assert!(
+            self.closed_within(WAIT, true),
+            "broker closes after DISCONNECT"
+        );
     }
 }
