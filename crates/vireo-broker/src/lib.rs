@@ -11,8 +11,10 @@ mod ids;
 mod index;
 mod message;
 mod retained;
+mod session;
 
 pub use ids::SessionId;
 pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;
 pub use retained::{RetainOutcome, RetainedStore};
+pub use session::{Enqueued, Outgoing, Session, SessionLimits};
