@@ -194,3 +194,27 @@ fn session_expiry_discards_abandoned_session() {
     let (_, present) = Client::connect_session(broker.local_addr(), "expiring", false);
     assert!(!present, "expired session was discarded");
 }
+
+/// [MQTT-3.1.4-2] [MQTT-4.4.0-1] a takeover by a persistent reconnect moves the session with
+/// its inflight state: unacked messages are re-sent on the new connection, none lost.
+#[test]
+fn v311_mqtt_3_1_4_2_takeover_keeps_inflight_state() {
+    let broker = start();
+    let (mut old, _) = Client::connect_session(broker.local_addr(), "mover", false);
+    old.subscribe(&[("mv", QoS::AtLeastOnce)]);
+    let mut p = Client::connect(broker.local_addr(), "mover-pub");
+    p.publish("mv", b"1", QoS::AtLeastOnce, false, 1);
+    let first = old.recv_publish();
+    let (mut new, present) = Client::connect_session(broker.local_addr(), "mover", false);
+    assert!(present);
+    assert!(old.closed_within(WAIT, true), "old connection closed");
+    let again = new.recv_publish();
+    assert!(again.dup);
+    assert_eq!(again.qos.packet_id(), first.qos.packet_id());
+    new.send(&Packet::PubAck(vireo_codec::Ack::new(
+        again.qos.packet_id().unwrap(),
+    )));
+    p.publish("mv", b"2", QoS::AtLeastOnce, false, 2);
+    assert_eq!(&new.recv_publish_ack().payload[..], b"2");
+    new.expect_nothing();
+}
