@@ -34,6 +34,7 @@ mod inflight;
 mod plan;
 mod shared;
 mod summary;
+mod timer;
 mod worker;
 
 pub use config::{Config, ConfigError, Scenario};

@@ -17,11 +17,14 @@ use vireo_codec::Connect;
 
 use crate::client::{Client, Meter, Produce, Role, State};
 use crate::error::ClientError;
+use crate::timer::Timer;
 use crate::shared::{Notice, Phase, Shared, WorkerReport, new_histogram};
 use crate::tracker::TrackerTotals;
 
 /// Token of the waker the controller uses on phase changes and ticks.
 pub const WAKER: Token = Token(usize::MAX);
+/// Token of the timer that wakes the loop when the next message is due.
+const TIMER: Token = Token(usize::MAX - 1);
 /// Handshakes (TCP connect to CONNACK/SUBACK) one thread keeps going at once when no connect
 /// rate is set: enough to ramp fast, few enough not to overflow a broker's accept backlog.
 const MAX_HANDSHAKES: usize = 256;
@@ -84,6 +87,9 @@ pub struct Worker {
     last_tick: u64,
     next_housekeeping_ns: u64,
     running_since: Option<u64>,
+    /// Precise wake-ups for due messages; `None` if it could not be created (the poll timeout,
+    /// with its millisecond granularity, takes over).
+    timer: Option<Timer>,
 }
 
 impl Worker {
@@ -107,6 +113,9 @@ impl Worker {
             last_tick: 0,
             next_housekeeping_ns: 0,
             running_since: None,
+            timer: Timer::new(s.poll.registry(), TIMER)
+                .ok()
+                .filter(Timer::is_precise),
             s,
         }
     }
@@ -125,14 +134,21 @@ impl Worker {
             }
             let mut wait = self.start_connects(now, phase);
             if phase == Phase::Running {
-                wait = wait.min(self.produce(now));
+                wait = earliest(wait, self.produce(now));
             }
             if !self.continue_reads() {
                 wait = Some(0);
             }
             self.flush_dirty(now);
             self.publish_counters(phase);
-            let timeout = self.timeout(now, wait);
+            let timeout = match (wait, &mut self.timer) {
+                (Some(t), _) if t <= now => Duration::ZERO,
+                (Some(t), Some(timer)) => {
+                    timer.arm(t, now);
+                    self.timeout(now, None)
+                }
+                (w, _) => self.timeout(now, w),
+            };
             if let Err(e) = self.s.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     break;
@@ -192,7 +208,7 @@ impl Worker {
             }
             match result {
                 Ok(Produce::More) => wait = Some(now),
-                Ok(Produce::DueAt(t)) => wait = Some(wait.map_or(t, |w: u64| w.min(t))),
+                Ok(Produce::DueAt(t)) => wait = earliest(wait, Some(t)),
                 Ok(Produce::Blocked) => {}
                 Ok(Produce::Finished) => self.publishers_done += 1,
                 Ok(Produce::Idle) => {}
@@ -216,6 +232,12 @@ impl Worker {
     fn on_event(&mut self, event: &Event) {
         let i = event.token().0;
         if event.token() == WAKER {
+            return;
+        }
+        if event.token() == TIMER {
+            if let Some(t) = &mut self.timer {
+                t.on_fire();
+            }
             return;
         }
         // A stale token (a closed client) has no socket and is ignored.
@@ -393,5 +415,13 @@ impl Worker {
             }
         }
         let _ = self.s.tx.send(Notice::Final(Box::new(report)));
+    }
+}
+
+/// The earlier of two optional deadlines (`None`: no deadline).
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
