@@ -40,6 +40,9 @@ pub struct Config {
     pub max_topic_length: usize,
     /// Topic name / filter levels.
     pub max_topic_levels: usize,
+    /// Whether filters with `+` or `#` are accepted; when false they get SUBACK 0x80
+    /// [MQTT-3.8.3-2].
+    pub wildcard_subscriptions: bool,
     /// Highest QoS granted to a subscription.
     pub max_qos: u8,
     /// Retained messages kept, at most.
@@ -70,6 +73,7 @@ impl Default for Config {
             max_subscriptions: 1024,
             max_topic_length: 65_535,
             max_topic_levels: 128,
+            wildcard_subscriptions: true,
             max_qos: 2,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1024 * 1024 * 1024,

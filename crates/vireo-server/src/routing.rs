@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
-    Ack, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe,
+    Ack, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard,
     validate_topic_filter,
 };
 
@@ -296,6 +296,7 @@ impl Worker {
         let config = &self.shared.config;
         let (max_qos, max_subs) = (config.max_qos(), config.max_subscriptions);
         let (max_len, max_levels) = (config.max_topic_length, config.max_topic_levels);
+        let wildcards = config.wildcard_subscriptions;
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };
@@ -305,7 +306,8 @@ impl Worker {
         for (filter, options) in &sub.filters {
             let valid = validate_topic_filter(filter).is_ok()
                 && filter.len() <= max_len
-                && filter.split('/').count() <= max_levels;
+                && filter.split('/').count() <= max_levels
+                && (wildcards || !has_wildcard(filter));
             let room = slot.session.subscriptions.len() < max_subs
                 || slot.session.subscriptions.contains_key(filter);
             if !valid || !room {

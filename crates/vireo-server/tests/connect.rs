@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use vireo_codec::{Connect, Packet, ProtocolVersion, QoS};
 
-/// [MQTT-3.1.4-4] a valid CONNECT gets exactly `20 02 00 00`; [MQTT-2.2.2-1] first byte 0x20.
+/// [MQTT-3.1.4-4] a valid CONNECT gets exactly `20 02 00 00`; [MQTT-2.2.2-1] first byte 0x20;
+/// [MQTT-7.1.1-1] over plain TCP.
 #[test]
 fn v311_mqtt_3_1_4_4_connack_bytes() {
     let broker = start();

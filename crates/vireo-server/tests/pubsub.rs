@@ -51,7 +51,7 @@ fn v311_mqtt_3_8_4_6_qos_matrix() {
                 "[MQTT-3.8.4-6] p={published:?} g={granted:?}"
             );
             if p.qos() == QoS::AtMostOnce {
-                assert!(!p.dup, "[MQTT-3.3.1-2] QoS 0 has DUP 0");
+                assert!(!p.dup, "[MQTT-3.3.1-2] [MQTT-4.3.1-1] QoS 0 has DUP 0");
             }
         }
     }
@@ -161,6 +161,7 @@ fn v311_mqtt_3_3_1_4_malformed_publishes_close() {
 }
 
 /// [MQTT-3.8.4-5] [MQTT-3.9.3-1] [MQTT-3.9.3-2] invalid filters get 0x80, in order;
+/// [MQTT-3.8.4-4] one SUBACK for a multi-filter SUBSCRIBE;
 /// [MQTT-4.7.1-2] [MQTT-4.7.1-3] bad wildcard use refused.
 #[test]
 fn v311_mqtt_3_9_3_1_suback_codes_in_order() {
@@ -260,7 +261,8 @@ fn v311_mqtt_3_8_4_3_resubscribe_replaces() {
     s.expect_nothing();
 }
 
-/// [MQTT-4.6.0-6] one publisher's QoS 0, 1 and 2 messages arrive in order;
+/// [MQTT-4.6.0-6] [MQTT-4.6.0-5] with the default configuration, one publisher's QoS 0, 1 and 2
+/// messages arrive in order;
 /// [MQTT-4.6.0-2] PUBACKs come back in publish order.
 #[test]
 fn v311_mqtt_4_6_0_6_ordering_per_publisher() {
@@ -377,4 +379,42 @@ fn max_qos_caps_granted_qos() {
     let broker = start_with(|c| c.max_qos = 1);
     let mut c = Client::connect(broker.local_addr(), "capped");
     assert_eq!(c.subscribe(&[("a", QoS::ExactlyOnce)]), vec![1]);
+}
+
+/// [MQTT-3.8.3-2] with wildcard subscriptions switched off, a wildcard filter gets 0x80.
+#[test]
+fn v311_mqtt_3_8_3_2_wildcards_switched_off() {
+    let broker = start_with(|c| c.wildcard_subscriptions = false);
+    let mut c = Client::connect(broker.local_addr(), "nowild");
+    assert_eq!(
+        c.subscribe(&[
+            ("a/+", QoS::AtMostOnce),
+            ("a/b", QoS::AtMostOnce),
+            ("#", QoS::AtMostOnce)
+        ]),
+        vec![0x80, 0, 0x80]
+    );
+}
+
+/// [MQTT-4.1.0-2] a clean session lasts as long as its connection: still receiving after
+/// several keep-alive periods.
+#[test]
+fn v311_mqtt_4_1_0_2_session_lasts_with_connection() {
+    let broker = start();
+    let mut connect = vireo_codec::Connect::new("long-lived");
+    connect.keep_alive = 1;
+    let (mut c, _) = Client::connect_with(broker.local_addr(), connect);
+    c.subscribe(&[("ll", QoS::AtMostOnce)]);
+    let mut p = Client::connect(broker.local_addr(), "long-lived-pub");
+    for round in 0..4u8 {
+        // Each round spans most of a keep-alive period; the PINGREQ keeps the link alive.
+        assert!(
+            c.recv_within(std::time::Duration::from_millis(700))
+                .is_none()
+        );
+        c.send_raw(&[0xC0, 0x00]);
+        assert_eq!(c.recv(), Some(Packet::PingResp));
+        p.publish("ll", &[round], QoS::AtMostOnce, false, 0);
+        assert_eq!(&c.recv_publish().payload[..], &[round]);
+    }
 }

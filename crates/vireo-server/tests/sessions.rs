@@ -26,7 +26,7 @@ fn v311_mqtt_3_1_2_4_persistent_session_resumes() {
     );
 }
 
-/// [MQTT-3.1.2-6] [MQTT-3.2.2-1] CleanSession=1 discards the stored session.
+/// [MQTT-3.1.2-6] [MQTT-3.2.2-1] [MQTT-3.1.4-3] CleanSession=1 discards the stored session.
 #[test]
 fn v311_mqtt_3_1_2_6_clean_session_discards() {
     let broker = start();
