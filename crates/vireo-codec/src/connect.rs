@@ -100,7 +100,7 @@ impl Connect {
         let client_id = r.string()?;
         let will = if has_will {
             let properties = read_props(&mut r, protocol, PropertyContext::Will)?;
-            let topic = TopicName::new(r.string()?)?;
+            let topic = TopicName::decode(r.binary()?, false)?;
             let payload = r.binary()?;
             Some(LastWill {
                 topic,

@@ -70,12 +70,7 @@ impl Publish {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
-        let name = r.string()?;
-        let topic = if version.is_v5() {
-            TopicName::new_allow_empty(name)?
-        } else {
-            TopicName::new(name)?
-        };
+        let topic = TopicName::decode(r.binary()?, version.is_v5())?;
         let qos = match qos {
             QoS::AtMostOnce => QosPid::AtMostOnce,
             QoS::AtLeastOnce => QosPid::AtLeastOnce(r.packet_id()?),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Deref;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::DecodeError;
@@ -20,13 +21,22 @@ impl TopicName {
         Ok(Self(name))
     }
 
-    /// Wraps a name that may be empty (v5 topic alias), checking everything else.
-    pub(crate) fn new_allow_empty(name: ByteString) -> Result<Self, DecodeError> {
-        if name.is_empty() {
-            Ok(Self(name))
-        } else {
-            Self::new(name)
+    /// Decodes a topic-name field read off the wire, with one scan for U+0000 and wildcards
+    /// before the UTF-8 check (the hot path of every PUBLISH). `allow_empty`: a v5 PUBLISH may
+    /// name its topic by alias alone. Errors come in the order the separate checks give them.
+    pub(crate) fn decode(bytes: Bytes, allow_empty: bool) -> Result<Self, DecodeError> {
+        let found = scan_topic_bytes(&bytes);
+        if found & HAS_NUL != 0 {
+            return Err(DecodeError::NullCharacter);
         }
+        let name = ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+        if name.is_empty() && !allow_empty {
+            return Err(DecodeError::EmptyTopic);
+        }
+        if found & HAS_WILDCARD != 0 {
+            return Err(DecodeError::WildcardInTopicName);
+        }
+        Ok(Self(name))
     }
 
     /// The name as `&str`.
@@ -80,10 +90,28 @@ pub fn validate_topic_name(name: &str) -> Result<(), DecodeError> {
     if name.len() > usize::from(u16::MAX) {
         return Err(DecodeError::Truncated);
     }
-    match memchr::memchr3(b'+', b'#', 0, name.as_bytes()) {
-        None => Ok(()),
-        Some(i) if name.as_bytes()[i] == 0 => Err(DecodeError::NullCharacter),
-        Some(_) => Err(DecodeError::WildcardInTopicName),
+    let found = scan_topic_bytes(name.as_bytes());
+    if found & HAS_NUL != 0 {
+        Err(DecodeError::NullCharacter)
+    } else if found & HAS_WILDCARD != 0 {
+        Err(DecodeError::WildcardInTopicName)
+    } else {
+        Ok(())
+    }
+}
+
+/// [`scan_topic_bytes`] found a U+0000.
+const HAS_NUL: u8 = 1;
+/// [`scan_topic_bytes`] found a `+` or `#`.
+const HAS_WILDCARD: u8 = 2;
+
+/// Looks for the bytes a topic name may not hold, in one pass (it runs on every PUBLISH).
+fn scan_topic_bytes(bytes: &[u8]) -> u8 {
+    match memchr::memchr3(0, b'+', b'#', bytes) {
+        None => 0,
+        Some(i) if bytes[i] == 0 => HAS_NUL,
+        // A wildcard first: a U+0000 later would still win.
+        Some(i) => HAS_WILDCARD | if bytes[i..].contains(&0) { HAS_NUL } else { 0 },
     }
 }
 
@@ -141,18 +169,42 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     if t.first() == Some(&b'$') && matches!(f.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut fi = filter.split('/');
-    let mut ti = topic.split('/');
+    // One pass over both, level by level, without splitting or calling out to compare: `i` and
+    // `j` are at the start of a level of the filter and of the topic.
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (fi.next(), ti.next()) {
-            (Some("#"), _) => return true,
-            (Some(fl), Some(tl)) => {
-                if fl != "+" && fl != tl {
+        if is_level(f, i, b'#') {
+            return true;
+        }
+        if is_level(f, i, b'+') {
+            i += 1;
+            while j < t.len() && t[j] != b'/' {
+                j += 1;
+            }
+        } else {
+            while i < f.len() && f[i] != b'/' {
+                if t.get(j) != Some(&f[i]) {
                     return false;
                 }
+                i += 1;
+                j += 1;
             }
-            (None, None) => return true,
-            _ => return false,
+            if j < t.len() && t[j] != b'/' {
+                return false;
+            }
+        }
+        // Both at the end of a level: at a `/` or at the end of the string.
+        match (i < f.len(), j < t.len()) {
+            (true, true) => (i, j) = (i + 1, j + 1),
+            (false, false) => return true,
+            // The topic ended: `a/#` still matches `a`, its parent level.
+            (true, false) => return is_level(f, i + 1, b'#'),
+            (false, true) => return false,
         }
     }
+}
+
+/// Whether the level starting at `at` in `s` is the single character `c`.
+fn is_level(s: &[u8], at: usize, c: u8) -> bool {
+    s.get(at) == Some(&c) && matches!(s.get(at + 1), None | Some(b'/'))
 }
