@@ -248,7 +248,11 @@ impl Client {
     }
 
     /// Checks a connect in progress after a readiness event; on success queues CONNECT.
-    pub fn finish_connect(&mut self, connect: &mut Connect, meter: &mut Meter) -> Result<(), ClientError> {
+    pub fn finish_connect(
+        &mut self,
+        connect: &mut Connect,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
         let Some(sock) = &self.sock else {
             return Err(ClientError::Closed);
         };
@@ -262,7 +266,6 @@ impl Client {
             Err(e) => return Err(ClientError::Connect(e)),
         }
         sock.set_nodelay(true).map_err(ClientError::Io)?;
-        self.rbuf.reserve(64 * 1024 + meter.max_packet.min(1 << 20));
         connect.client_id = ByteString::from(self.name.as_str());
         Packet::Connect(Box::new(connect.clone()))
             .encode(meter.version, &mut self.wbuf)
@@ -273,7 +276,11 @@ impl Client {
 
     /// Reads what the socket has (up to a budget), handling every complete packet. Returns
     /// whether more may be waiting (budget spent before `WouldBlock`).
-    pub fn on_readable(&mut self, scratch: &mut [u8], meter: &mut Meter) -> Result<bool, ClientError> {
+    pub fn on_readable(
+        &mut self,
+        scratch: &mut [u8],
+        meter: &mut Meter,
+    ) -> Result<bool, ClientError> {
         for _ in 0..MAX_READS_PER_WAKE {
             let Some(sock) = &mut self.sock else {
                 return Ok(false);
@@ -352,7 +359,10 @@ impl Client {
         if self.state != State::Ready || keepalive_ns == 0 || idle < keepalive_ns / 4 * 3 {
             return false;
         }
-        if Packet::PingReq.encode(meter.version, &mut self.wbuf).is_err() {
+        if Packet::PingReq
+            .encode(meter.version, &mut self.wbuf)
+            .is_err()
+        {
             return false;
         }
         self.last_sent_ns = now_ns;
@@ -412,14 +422,19 @@ impl Client {
         Ok(Produce::More)
     }
 
-    fn on_packet(&mut self, packet: Packet, now_ns: u64, meter: &mut Meter) -> Result<(), ClientError> {
+    fn on_packet(
+        &mut self,
+        packet: Packet,
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
         match packet {
             Packet::ConnAck(ack) => self.on_connack(ack.code.0, now_ns, meter),
             Packet::SubAck(ack) => self.on_suback(ack.codes.first().map(|c| c.0)),
             Packet::Publish(publish) => self.on_publish(&publish, now_ns, meter),
-            Packet::PubAck(a) => self.on_ack(a.packet_id, AckKind::PubAck, meter),
-            Packet::PubRec(a) => self.on_ack(a.packet_id, AckKind::PubRec, meter),
-            Packet::PubComp(a) => self.on_ack(a.packet_id, AckKind::PubComp, meter),
+            Packet::PubAck(a) => self.on_ack(a.packet_id, AckKind::Ack, meter),
+            Packet::PubRec(a) => self.on_ack(a.packet_id, AckKind::Rec, meter),
+            Packet::PubComp(a) => self.on_ack(a.packet_id, AckKind::Comp, meter),
             Packet::PubRel(a) => self.queue_ack(Packet::PubComp(Ack::new(a.packet_id)), meter),
             Packet::PingResp => Ok(()),
             Packet::Disconnect(_) => Err(ClientError::Closed),
@@ -466,7 +481,12 @@ impl Client {
         }
     }
 
-    fn on_publish(&mut self, publish: &Publish, now_ns: u64, meter: &mut Meter) -> Result<(), ClientError> {
+    fn on_publish(
+        &mut self,
+        publish: &Publish,
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
         meter.stats.delivered += 1;
         match (Stamp::read(meter.magic, &publish.payload), &mut self.role) {
             (Some(stamp), Role::Subscriber(s)) => {
@@ -487,19 +507,24 @@ impl Client {
         }
     }
 
-    fn on_ack(&mut self, id: PacketId, kind: AckKind, meter: &mut Meter) -> Result<(), ClientError> {
+    fn on_ack(
+        &mut self,
+        id: PacketId,
+        kind: AckKind,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
         let Role::Publisher(p) = &mut self.role else {
             meter.stats.protocol_errors += 1;
             return Ok(());
         };
         let result = match kind {
-            AckKind::PubAck => p.window.on_puback(id),
-            AckKind::PubRec => p.window.on_pubrec(id),
-            AckKind::PubComp => p.window.on_pubcomp(id),
+            AckKind::Ack => p.window.on_puback(id),
+            AckKind::Rec => p.window.on_pubrec(id),
+            AckKind::Comp => p.window.on_pubcomp(id),
         };
         match (result, kind) {
             (Err(_), _) => meter.stats.protocol_errors += 1,
-            (Ok(()), AckKind::PubRec) => {
+            (Ok(()), AckKind::Rec) => {
                 return self.queue_ack(Packet::PubRel(Ack::new(id)), meter);
             }
             (Ok(()), _) => meter.stats.acked += 1,
@@ -513,11 +538,12 @@ impl Client {
     }
 }
 
+/// Which acknowledgement of a publish arrived: PUBACK, PUBREC or PUBCOMP.
 #[derive(Debug, Clone, Copy)]
 enum AckKind {
-    PubAck,
-    PubRec,
-    PubComp,
+    Ack,
+    Rec,
+    Comp,
 }
 
 /// `EINPROGRESS` on Linux: a non-blocking connect has started (std has no stable kind for it).
@@ -534,7 +560,8 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream
     }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))

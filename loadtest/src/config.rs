@@ -65,7 +65,9 @@ impl Scenario {
     /// Subscribing clients.
     pub fn subscribers(&self) -> u32 {
         match *self {
-            Scenario::FanIn { subscribers, .. } | Scenario::FanOut { subscribers, .. } => subscribers,
+            Scenario::FanIn { subscribers, .. } | Scenario::FanOut { subscribers, .. } => {
+                subscribers
+            }
             Scenario::P2p { pairs } => pairs,
             Scenario::Connections { .. } => 0,
         }
@@ -158,7 +160,9 @@ pub enum ConfigError {
     #[error("the scenario needs at least one publisher and one subscriber (or connection)")]
     NoClients,
     /// `--payload` below the stamp size.
-    #[error("--payload {0} is below the minimum of {STAMP_LEN} bytes (publisher id, sequence, timestamp)")]
+    #[error(
+        "--payload {0} is below the minimum of {STAMP_LEN} bytes (publisher id, sequence, timestamp)"
+    )]
     PayloadTooSmall(usize),
     /// `--payload` above what MQTT can carry.
     #[error("--payload {0} exceeds the MQTT maximum packet size")]
@@ -271,7 +275,11 @@ impl Config {
             .map_err(|_| resolve())?
             .next()
             .ok_or_else(resolve)?;
-        if let Some(ip) = self.source_ips.iter().find(|ip| ip.is_ipv4() != addr.is_ipv4()) {
+        if let Some(ip) = self
+            .source_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() != addr.is_ipv4())
+        {
             return Err(ConfigError::SourceFamily(*ip));
         }
         Ok(addr)
@@ -307,7 +315,10 @@ mod tests {
     fn rejects_small_payload_and_empty_scenarios() {
         let mut c = Config::new(Scenario::P2p { pairs: 1 });
         c.payload = STAMP_LEN - 1;
-        assert_eq!(c.validate(), Err(ConfigError::PayloadTooSmall(STAMP_LEN - 1)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::PayloadTooSmall(STAMP_LEN - 1))
+        );
         let c = Config::new(Scenario::FanOut {
             publishers: 0,
             subscribers: 3,

@@ -131,7 +131,10 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
         connect.clean_start = config.clean_session;
         connect.keep_alive = config.keepalive;
         connect.username = config.username.as_deref().map(Into::into);
-        connect.password = config.password.as_deref().map(|p| p.as_bytes().to_vec().into());
+        connect.password = config
+            .password
+            .as_deref()
+            .map(|p| p.as_bytes().to_vec().into());
         let mut wakers: Vec<Arc<Waker>> = Vec::new();
         let mut handles = Vec::new();
         let spawned = (|| {
@@ -217,9 +220,11 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
 
     /// Runs every phase; the caller stops the workers whatever this returns.
     pub fn drive(&mut self) -> Result<Measured, Error> {
-        let mut m = Measured::default();
-        m.setup_secs = self.setup()?;
-        m.rss_after_kib = self.config.broker_pid.and_then(sys::rss_kib);
+        let mut m = Measured {
+            setup_secs: self.setup()?,
+            rss_after_kib: self.config.broker_pid.and_then(sys::rss_kib),
+            ..Measured::default()
+        };
         let run_start = self.now();
         m.stalled = self.run_phase();
         m.run_secs = secs(self.now() - run_start);
@@ -239,16 +244,21 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
     fn setup(&mut self) -> Result<f64, Error> {
         loop {
             let t = self.shared.totals();
-            if self.is_pubsub() {
-                if let Some((client_id, e)) = self.first_failure.take() {
-                    return Err(Error::from_setup(self.addr, client_id, e));
-                }
+            // Workers send a failure's notice before counting it: take what is queued so the
+            // counts just read are explained.
+            while let Ok(n) = self.rx.try_recv() {
+                self.on_notice(n);
+            }
+            if self.is_pubsub()
+                && let Some((client_id, e)) = self.first_failure.take()
+            {
+                return Err(Error::from_setup(self.addr, client_id, e));
             }
             if t.ready + t.failed >= self.total_clients {
-                if t.ready == 0 {
-                    if let Some((client_id, e)) = self.first_failure.take() {
-                        return Err(Error::from_setup(self.addr, client_id, e));
-                    }
+                if t.ready == 0
+                    && let Some((client_id, e)) = self.first_failure.take()
+                {
+                    return Err(Error::from_setup(self.addr, client_id, e));
                 }
                 return Ok(secs(self.now()));
             }
@@ -330,10 +340,10 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             }
         }
         for r in &self.finals {
-            if let Some(h) = self.handles.get_mut(r.worker).and_then(Option::take) {
-                if h.join().is_err() {
-                    return Err(Error::WorkerLost(r.worker));
-                }
+            if let Some(h) = self.handles.get_mut(r.worker).and_then(Option::take)
+                && h.join().is_err()
+            {
+                return Err(Error::WorkerLost(r.worker));
             }
         }
         match self.handles.iter().position(Option::is_some) {
@@ -349,7 +359,10 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             self.second(now);
         }
         let until = (now + step.as_nanos() as u64).min(self.next_second_ns);
-        match self.rx.recv_timeout(Duration::from_nanos(until.saturating_sub(now))) {
+        match self
+            .rx
+            .recv_timeout(Duration::from_nanos(until.saturating_sub(now)))
+        {
             Ok(notice) => {
                 self.on_notice(notice);
                 // Take whatever else is queued without waiting.
@@ -401,12 +414,12 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             return;
         }
         let us = |v: u64| v as f64 / 1000.0;
-        if let Some(second) = self.timeline.get_mut(tick as usize - 1) {
-            if !h.is_empty() {
-                second.p50_us = Some(us(h.value_at_quantile(0.5)));
-                second.p99_us = Some(us(h.value_at_quantile(0.99)));
-                second.max_us = Some(us(h.max()));
-            }
+        if let Some(second) = self.timeline.get_mut(tick as usize - 1)
+            && !h.is_empty()
+        {
+            second.p50_us = Some(us(h.value_at_quantile(0.5)));
+            second.p99_us = Some(us(h.value_at_quantile(0.99)));
+            second.max_us = Some(us(h.max()));
         }
         self.ticks.remove(&tick);
     }

@@ -69,7 +69,12 @@ impl Inflight {
         usize::from(id.get()) - 1
     }
 
-    fn expect(&mut self, id: PacketId, want: Slot, packet: &'static str) -> Result<(), UnexpectedAck> {
+    fn expect(
+        &mut self,
+        id: PacketId,
+        want: Slot,
+        packet: &'static str,
+    ) -> Result<(), UnexpectedAck> {
         match self.slots.get_mut(Self::index(id)) {
             Some(slot) if *slot == want => {
                 *slot = Slot::Free;

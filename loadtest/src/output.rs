@@ -99,7 +99,8 @@ pub fn write_plot(report: &Report, path: &Path) -> Result<(), Error> {
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type PlotResult<'a> = Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBackend>::ErrorType>>;
+type PlotResult<'a> =
+    Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBackend>::ErrorType>>;
 
 fn plot_percentiles<'a>(report: &Report, area: &Area<'a>) -> PlotResult<'a> {
     let h = &report.histogram;

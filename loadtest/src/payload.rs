@@ -35,7 +35,8 @@ impl Stamp {
     /// Reads a stamp from the front of a payload; `None` if it is too short or from another run.
     pub fn read(magic: u32, payload: &[u8]) -> Option<Self> {
         let head: &[u8; STAMP_LEN] = payload.get(..STAMP_LEN)?.try_into().ok()?;
-        let u32_at = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
         if u32_at(0) != magic {
             return None;

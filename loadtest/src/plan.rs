@@ -41,7 +41,11 @@ pub fn clients(config: &Config, workers: usize) -> Result<Vec<Vec<Client>>, Conf
             qos: config.sub_qos,
             tracker,
         };
-        push(format!("{prefix}-sub-{i}"), Role::Subscriber(Box::new(sub)), 0);
+        push(
+            format!("{prefix}-sub-{i}"),
+            Role::Subscriber(Box::new(sub)),
+            0,
+        );
     }
     // One zeroed buffer sized like the payload, shared by every template: only its length is
     // used, the bytes on the wire are the stamp and padding written per message.

@@ -11,7 +11,7 @@ use crate::shared::LatencyHistogram;
 use crate::sys::{CpuTimes, Machine};
 
 /// Everything a run measured.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: &'static str,
@@ -48,6 +48,23 @@ pub struct Report {
     /// The merged latency histogram (nanoseconds), for `.hgrm` files and plots.
     #[serde(skip)]
     pub histogram: LatencyHistogram,
+}
+
+impl fmt::Debug for Report {
+    /// Everything but the histogram's counts array, which would run to megabytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report")
+            .field("scenario", &self.scenario)
+            .field("broker", &self.broker)
+            .field("messages", &self.messages)
+            .field("throughput", &self.throughput)
+            .field("latency", &self.latency)
+            .field("connections", &self.connections)
+            .field("generator", &self.generator)
+            .field("errors", &self.errors)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Message accounting over the run.

@@ -152,7 +152,7 @@ impl Shared {
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for c in &self.counters {
-            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let get = |a: &AtomicU64| a.load(Ordering::Acquire);
             t.published += get(&c.published);
             t.acked += get(&c.acked);
             t.delivered += get(&c.delivered);

@@ -24,8 +24,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use vireo_codec::{
-    Ack, ByteString, ConnAck, Packet, PacketId, ProtocolVersion, Publish, QoS, QosPid,
-    ReasonCode, SubAck, decode, has_wildcard, topic_matches, validate_topic_filter,
+    Ack, ByteString, ConnAck, Packet, PacketId, ProtocolVersion, Publish, QoS, QosPid, ReasonCode,
+    SubAck, decode, has_wildcard, topic_matches, validate_topic_filter,
 };
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -240,7 +240,12 @@ impl Relay {
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if self.poll.registry().register(&mut sock, token, interest).is_ok() {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut sock, token, interest)
+                        .is_ok()
+                    {
                         entry.insert(Conn {
                             sock,
                             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -355,7 +360,11 @@ impl Relay {
                 for f in &u.filters {
                     self.unsubscribe(i, Some(f));
                 }
-                conn_queue(&mut self.conns, i, &Packet::UnsubAck(SubAck::new(u.packet_id, Vec::new())))
+                conn_queue(
+                    &mut self.conns,
+                    i,
+                    &Packet::UnsubAck(SubAck::new(u.packet_id, Vec::new())),
+                )
             }
             Packet::PingReq => conn.queue(&Packet::PingResp),
             _ => Err(refuse()),
@@ -395,11 +404,12 @@ impl Relay {
     }
 
     fn mark_dirty(&mut self, i: usize) {
-        if let Some(c) = self.conns.get_mut(i) {
-            if !c.queued && !c.wbuf.is_empty() {
-                c.queued = true;
-                self.dirty.push(i);
-            }
+        if let Some(c) = self.conns.get_mut(i)
+            && !c.queued
+            && !c.wbuf.is_empty()
+        {
+            c.queued = true;
+            self.dirty.push(i);
         }
     }
 

@@ -4,9 +4,7 @@
 use vireo_codec::QoS;
 
 use crate::controller::{Controller, Measured};
-use crate::report::{
-    Connections, Failure, Generator, Latency, Messages, Report, Throughput,
-};
+use crate::report::{Connections, Failure, Generator, Latency, Messages, Report, Throughput};
 use crate::shared::new_histogram;
 use crate::sys::Machine;
 use crate::tracker::TrackerTotals;

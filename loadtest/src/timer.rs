@@ -51,7 +51,7 @@ impl Timer {
         self.armed = Some(deadline_ns);
         #[cfg(target_os = "linux")]
         {
-            use rustix::time::{Itimerspec, Timespec, TimerfdTimerFlags, timerfd_settime};
+            use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
             // Zero would disarm the timer: a deadline already passed fires after 1 ns.
             let delta = deadline_ns.saturating_sub(now_ns).max(1);
             let spec = Itimerspec {

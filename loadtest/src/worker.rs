@@ -17,8 +17,8 @@ use vireo_codec::Connect;
 
 use crate::client::{Client, Meter, Produce, Role, State};
 use crate::error::ClientError;
-use crate::timer::Timer;
 use crate::shared::{Notice, Phase, Shared, WorkerReport, new_histogram};
+use crate::timer::Timer;
 use crate::tracker::TrackerTotals;
 
 /// Token of the waker the controller uses on phase changes and ticks.
@@ -149,10 +149,10 @@ impl Worker {
                 }
                 (w, _) => self.timeout(now, w),
             };
-            if let Err(e) = self.s.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    break;
-                }
+            if let Err(e) = self.s.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                break;
             }
             for event in events.iter() {
                 self.on_event(event);
@@ -349,7 +349,8 @@ impl Worker {
             (&c.failed, self.failed),
             (&c.publishers_done, self.publishers_done),
         ] {
-            atomic.store(value, Ordering::Relaxed);
+            // Release: a controller that reads these values also sees the notices sent before.
+            atomic.store(value, Ordering::Release);
         }
         c.seen_phase.store(phase as u8, Ordering::Release);
     }
@@ -387,7 +388,10 @@ impl Worker {
         let now = self.s.meter.clock.now_ns();
         let mut report = WorkerReport {
             worker: self.s.index,
-            latency: Box::new(std::mem::replace(&mut self.s.meter.latency, new_histogram())),
+            latency: Box::new(std::mem::replace(
+                &mut self.s.meter.latency,
+                new_histogram(),
+            )),
             connect_latency: Box::new(std::mem::replace(
                 &mut self.s.meter.connect_latency,
                 new_histogram(),
