@@ -36,7 +36,11 @@ fn check_round_trip(p: &Packet, version: ProtocolVersion) {
     let mut encoded = BytesMut::new();
     p.encode(version, &mut encoded)
         .expect("a packet that decoded must encode");
-    assert_eq!(encoded.len(), p.encoded_len(version), "encoded_len of {p:?}");
+    assert_eq!(
+        encoded.len(),
+        p.encoded_len(version),
+        "encoded_len of {p:?}"
+    );
     let again = decode(&mut encoded, version, usize::MAX)
         .expect("re-encoded packet must decode")
         .expect("re-encoded packet is complete");
@@ -45,7 +49,11 @@ fn check_round_trip(p: &Packet, version: ProtocolVersion) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+    for version in [
+        ProtocolVersion::V31,
+        ProtocolVersion::V311,
+        ProtocolVersion::V5,
+    ] {
         let mut whole_buf = BytesMut::from(data);
         let mut whole = Vec::new();
         let whole_failed = drain(&mut whole_buf, version, &mut whole);
@@ -53,7 +61,9 @@ fuzz_target!(|data: &[u8]| {
             check_round_trip(p, version);
         }
 
-        let cut = data.first().map_or(0, |&b| usize::from(b) % (data.len() + 1));
+        let cut = data
+            .first()
+            .map_or(0, |&b| usize::from(b) % (data.len() + 1));
         let mut split_buf = BytesMut::from(&data[..cut]);
         let mut split = Vec::new();
         let mut split_failed = drain(&mut split_buf, version, &mut split);

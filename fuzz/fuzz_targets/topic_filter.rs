@@ -53,7 +53,10 @@ fuzz_target!(|input: (&str, &str)| {
         assert_eq!(topic_matches("#", topic), !topic.starts_with('$'));
     }
     if topic_ok {
-        assert!(validate_topic_filter(topic).is_ok(), "a topic name is a filter");
+        assert!(
+            validate_topic_filter(topic).is_ok(),
+            "a topic name is a filter"
+        );
         assert!(topic_matches(topic, topic), "{topic:?} matches itself");
     }
     if let Ok(Some((group, inner))) = parse_shared(filter) {
