@@ -136,6 +136,9 @@ pub struct Common {
     /// Longest wait for deliveries after publishing stops, seconds.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
+    /// The drain also ends once nothing has arrived for this long, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub drain_quiet: f64,
     /// Per-client time allowed for CONNACK/SUBACK, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
@@ -200,6 +203,7 @@ impl Common {
         };
         c.inflight = self.inflight;
         c.drain_timeout = secs(self.drain_timeout);
+        c.drain_quiet = secs(self.drain_quiet);
         c.connect_timeout = secs(self.connect_timeout);
         c.broker_pid = self.broker_pid;
         c.topic_prefix.clone_from(&self.topic_prefix);

@@ -85,8 +85,9 @@ pub struct Controller<'a, F> {
     pub(crate) total_clients: u64,
     /// Every latency recorded so far, nanoseconds.
     pub(crate) latency: LatencyHistogram,
-    /// Interval histograms per tick until every worker has sent its own.
-    ticks: BTreeMap<u64, (LatencyHistogram, usize)>,
+    /// Per tick, until every worker has sent its interval histogram: the histograms so far,
+    /// how many arrived, and the progress snapshot to show once they all have.
+    ticks: BTreeMap<u64, (LatencyHistogram, usize, Snapshot)>,
     pub(crate) timeline: Vec<Second>,
     last_sample: (u64, Totals, CpuTimes),
     next_second_ns: u64,
@@ -126,15 +127,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
         let clock = Clock::start();
         let shared = Arc::new(Shared::new(threads, run_magic(), clock));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut connect = Connect::new("");
-        connect.protocol = config.mqtt_version;
-        connect.clean_start = config.clean_session;
-        connect.keep_alive = config.keepalive;
-        connect.username = config.username.as_deref().map(Into::into);
-        connect.password = config
-            .password
-            .as_deref()
-            .map(|p| p.as_bytes().to_vec().into());
+        let connect = connect_template(config);
         let mut wakers: Vec<Arc<Waker>> = Vec::new();
         let mut handles = Vec::new();
         let spawned = (|| {
@@ -152,15 +145,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
                     keepalive_ns: u64::from(config.keepalive) * 1_000_000_000,
                     connect_timeout_ns: config.connect_timeout.as_nanos() as u64,
                     total_publishers: config.scenario.publishers(),
-                    meter: Meter {
-                        clock,
-                        magic: shared.magic,
-                        version: config.mqtt_version,
-                        max_packet: config.payload + PACKET_HEADROOM,
-                        latency: new_histogram(),
-                        connect_latency: new_histogram(),
-                        stats: LocalStats::default(),
-                    },
+                    meter: meter(config, &shared),
                 };
                 let handle = std::thread::Builder::new()
                     .name(format!("vireo-lt-{index}"))
@@ -286,6 +271,10 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             if self.config.count.is_some() && t.publishers_done >= publishers {
                 return None;
             }
+            if self.is_pubsub() && t.ready == 0 {
+                // Every client was lost: nothing more can happen.
+                return None;
+            }
             if self.is_pubsub() {
                 let moved = t.published + t.delivered;
                 if moved != progress.1 {
@@ -405,7 +394,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
     fn on_interval(&mut self, tick: u64, latency: &LatencyHistogram) {
         let _ = self.latency.add(latency);
         let workers = self.handles.len();
-        let Some((h, n)) = self.ticks.get_mut(&tick) else {
+        let Some((h, n, _)) = self.ticks.get_mut(&tick) else {
             return;
         };
         let _ = h.add(latency);
@@ -414,14 +403,20 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             return;
         }
         let us = |v: u64| v as f64 / 1000.0;
-        if let Some(second) = self.timeline.get_mut(tick as usize - 1)
+        if let Some(second) = tick
+            .checked_sub(1)
+            .and_then(|i| self.timeline.get_mut(i as usize))
             && !h.is_empty()
         {
             second.p50_us = Some(us(h.value_at_quantile(0.5)));
             second.p99_us = Some(us(h.value_at_quantile(0.99)));
             second.max_us = Some(us(h.max()));
         }
-        self.ticks.remove(&tick);
+        if let Some((_, _, mut snapshot)) = self.ticks.remove(&tick) {
+            snapshot.p99_us =
+                (!self.latency.is_empty()).then(|| us(self.latency.value_at_quantile(0.99)));
+            (self.observe)(&snapshot);
+        }
     }
 
     /// Closes one second: samples counters and CPU, asks workers for their interval
@@ -441,21 +436,47 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
             cpu_percent: cpu.since(&last_cpu).total() / dt * 100.0,
             ..Second::default()
         });
-        let tick = self.shared.next_tick();
-        self.ticks.insert(tick, (new_histogram(), 0));
-        self.wake_all();
         self.last_sample = (now, totals, cpu);
         let snapshot = Snapshot {
             elapsed: Duration::from_nanos(now),
             phase: self.phase,
             published_per_sec: ((totals.published - last.published) as f64 / dt) as u64,
             delivered_per_sec: ((totals.delivered - last.delivered) as f64 / dt) as u64,
-            p99_us: (!self.latency.is_empty())
-                .then(|| self.latency.value_at_quantile(0.99) as f64 / 1000.0),
+            p99_us: None,
             connected: totals.ready,
             errors: totals.failed + totals.errors,
         };
-        (self.observe)(&snapshot);
+        // Shown once every worker has sent this second's latencies (see `on_interval`).
+        let tick = self.shared.next_tick();
+        self.ticks.insert(tick, (new_histogram(), 0, snapshot));
+        self.wake_all();
+    }
+}
+
+/// The CONNECT every client sends, less its client id.
+fn connect_template(config: &Config) -> Connect {
+    let mut connect = Connect::new("");
+    connect.protocol = config.mqtt_version;
+    connect.clean_start = config.clean_session;
+    connect.keep_alive = config.keepalive;
+    connect.username = config.username.as_deref().map(Into::into);
+    connect.password = config
+        .password
+        .as_deref()
+        .map(|p| p.as_bytes().to_vec().into());
+    connect
+}
+
+/// A worker's measurement state.
+fn meter(config: &Config, shared: &Shared) -> Meter {
+    Meter {
+        clock: shared.clock,
+        magic: shared.magic,
+        version: config.mqtt_version,
+        max_packet: config.payload + PACKET_HEADROOM,
+        latency: new_histogram(),
+        connect_latency: new_histogram(),
+        stats: LocalStats::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use vireo_codec::QoS;
 
 use crate::controller::{Controller, Measured};
 use crate::report::{Connections, Failure, Generator, Latency, Messages, Report, Throughput};
-use crate::shared::new_histogram;
+use crate::shared::{LatencyHistogram, WorkerReport, new_histogram};
 use crate::sys::Machine;
 use crate::tracker::TrackerTotals;
 
@@ -21,49 +21,30 @@ pub struct Extra {
 /// Builds the report; `failures` lists every check the run broke.
 pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Report {
     let config = ctl.config;
-    let publishers = config.scenario.publishers() as usize;
     let receivers = config.scenario.receivers_per_publisher();
-    let mut sent = vec![0u64; publishers];
-    let mut unique = vec![0u64; publishers];
-    let mut tracker = TrackerTotals::default();
-    let mut connect_latency = new_histogram();
-    let (mut unrecognised, mut unacked, mut protocol_errors, mut pings) = (0, 0, 0, 0);
-    for r in &ctl.finals {
-        for &(id, n) in &r.sent {
-            if let Some(s) = sent.get_mut(id as usize) {
-                *s = n;
-            }
-        }
-        for (u, n) in unique.iter_mut().zip(&r.unique_per_publisher) {
-            *u += n;
-        }
-        tracker += r.tracker;
-        let _ = connect_latency.add(&*r.connect_latency);
-        unrecognised += r.unrecognised + r.tracker.unexpected;
-        unacked += r.inflight;
-        protocol_errors += r.protocol_errors;
-        pings += r.pings;
-    }
+    let w = Collected::from(&ctl.finals, config.scenario.publishers() as usize);
     let totals = ctl.shared.totals();
-    let published: u64 = sent.iter().sum();
-    let lost: u64 = sent
+    let published: u64 = w.sent.iter().sum();
+    // Loss per publisher: what each of its receivers should have had, minus what arrived.
+    let lost: u64 = w
+        .sent
         .iter()
-        .zip(&unique)
+        .zip(&w.unique)
         .map(|(s, u)| (s * receivers).saturating_sub(*u))
         .sum();
     let messages = Messages {
         published,
         acked: totals.acked,
-        unacked,
+        unacked: w.unacked,
         expected: published * receivers,
         delivered: totals.delivered,
-        unique: tracker.unique,
+        unique: w.tracker.unique,
         lost,
-        duplicated: tracker.duplicated,
-        out_of_order: tracker.out_of_order,
-        unrecognised,
+        duplicated: w.tracker.duplicated,
+        out_of_order: w.tracker.out_of_order,
+        unrecognised: w.unrecognised,
     };
-    ctl.errors.protocol_errors = protocol_errors;
+    ctl.errors.protocol_errors = w.protocol_errors;
     let connected = totals.ready + ctl.errors.dropped;
     let connections = Connections {
         attempted: ctl.total_clients,
@@ -79,7 +60,7 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
             }
             _ => None,
         },
-        pings,
+        pings: w.pings,
     };
     let cores = Machine::current().cores;
     let threads = ctl.finals.len().max(1);
@@ -105,7 +86,7 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
             delivered_per_sec: totals.delivered as f64 / m.delivery_secs.max(1e-9),
         },
         latency: Latency::from_histogram(&ctl.latency, co),
-        connect_latency: Latency::from_histogram(&connect_latency, false),
+        connect_latency: Latency::from_histogram(&w.connect_latency, false),
         connections,
         generator,
         timeline: std::mem::take(&mut ctl.timeline),
@@ -116,6 +97,53 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
     };
     report.failures = failures(&report, m.stalled);
     report
+}
+
+/// The workers' final figures, summed.
+struct Collected {
+    /// Messages sent, by publisher id.
+    sent: Vec<u64>,
+    /// Unique messages received, by publisher id, over all subscribers.
+    unique: Vec<u64>,
+    tracker: TrackerTotals,
+    connect_latency: LatencyHistogram,
+    unrecognised: u64,
+    unacked: u64,
+    protocol_errors: u64,
+    pings: u64,
+}
+
+impl Collected {
+    fn from(finals: &[WorkerReport], publishers: usize) -> Self {
+        let mut c = Self {
+            sent: vec![0; publishers],
+            unique: vec![0; publishers],
+            tracker: TrackerTotals::default(),
+            connect_latency: new_histogram(),
+            unrecognised: 0,
+            unacked: 0,
+            protocol_errors: 0,
+            pings: 0,
+        };
+        for r in finals {
+            for &(id, n) in &r.sent {
+                if let Some(s) = c.sent.get_mut(id as usize) {
+                    *s = n;
+                }
+            }
+            for (u, n) in c.unique.iter_mut().zip(&r.unique_per_publisher) {
+                *u += n;
+            }
+            c.tracker += r.tracker;
+            // Histograms with equal bounds always add.
+            let _ = c.connect_latency.add(&*r.connect_latency);
+            c.unrecognised += r.unrecognised + r.tracker.unexpected;
+            c.unacked += r.inflight;
+            c.protocol_errors += r.protocol_errors;
+            c.pings += r.pings;
+        }
+        c
+    }
 }
 
 /// The checks a run must pass.
