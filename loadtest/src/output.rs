@@ -128,6 +128,7 @@ fn plot_percentiles<'a>(report: &Report, area: &Area<'a>) -> PlotResult<'a> {
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin(10)
+        .margin_right(40)
         .x_label_area_size(35)
         .y_label_area_size(60)
         .build_cartesian_2d((1.0f64..1e6).log_scale(), 0.0..y_max)?;
@@ -135,8 +136,9 @@ fn plot_percentiles<'a>(report: &Report, area: &Area<'a>) -> PlotResult<'a> {
         .configure_mesh()
         .x_desc("percentile")
         .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 1.0 / x);
-            format!("{p:.4}%")
+            // 10 → 90%, 100 → 99%, 1000 → 99.9%…: as many decimals as the nines need.
+            let decimals = (x.log10().round() as usize).saturating_sub(2);
+            format!("{:.*}%", decimals, 100.0 * (1.0 - 1.0 / x))
         })
         .y_desc("µs")
         .draw()?;

@@ -84,6 +84,8 @@ pub struct Messages {
     pub unique: u64,
     /// Expected minus unique: messages that never arrived.
     pub lost: u64,
+    /// Lost messages by publisher id, for the first publishers that lost any.
+    pub lost_by_publisher: BTreeMap<u32, u64>,
     /// Extra copies received.
     pub duplicated: u64,
     /// Messages that arrived after a newer one from the same publisher.

@@ -9,6 +9,9 @@ use crate::shared::{LatencyHistogram, WorkerReport, new_histogram};
 use crate::sys::Machine;
 use crate::tracker::TrackerTotals;
 
+/// Publishers listed by id in `lost_by_publisher`, at most.
+const LOST_BY_PUBLISHER: usize = 100;
+
 /// Inputs gathered outside the controller.
 #[derive(Debug, Clone, Copy)]
 pub struct Extra {
@@ -32,6 +35,17 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
         .zip(&w.unique)
         .map(|(s, u)| (s * receivers).saturating_sub(*u))
         .sum();
+    let lost_by_publisher = w
+        .sent
+        .iter()
+        .zip(&w.unique)
+        .enumerate()
+        .filter_map(|(id, (s, u))| {
+            let lost = (s * receivers).saturating_sub(*u);
+            (lost > 0).then_some((id as u32, lost))
+        })
+        .take(LOST_BY_PUBLISHER)
+        .collect();
     let messages = Messages {
         published,
         acked: totals.acked,
@@ -40,6 +54,7 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
         delivered: totals.delivered,
         unique: w.tracker.unique,
         lost,
+        lost_by_publisher,
         duplicated: w.tracker.duplicated,
         out_of_order: w.tracker.out_of_order,
         unrecognised: w.unrecognised,

@@ -55,6 +55,9 @@ fn lossy_broker_fails_at_qos1() {
     assert_eq!(m.unique + m.lost, m.expected, "{report}");
     // One publish in ten is dropped (give or take the one in flight when counting stops).
     assert!(m.lost.abs_diff(m.expected / 10) <= 3, "{report}");
+    // The fake drops every 10th publish whoever sent it: every publisher lost some.
+    assert_eq!(m.lost_by_publisher.len(), 3, "{report}");
+    assert_eq!(m.lost_by_publisher.values().sum::<u64>(), m.lost);
     assert!(
         matches!(report.failures[0], Failure::Loss { qos: 1, .. }),
         "{report}"
