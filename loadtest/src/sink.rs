@@ -171,6 +171,8 @@ struct Relay {
     /// Publishers whose reads wait for the congestion to clear.
     deferred: Vec<usize>,
     targets: Vec<(usize, QoS)>,
+    /// The list being worked through (`dirty` or `deferred`), kept to reuse its allocation.
+    spare: Vec<usize>,
     scratch: Box<[u8]>,
 }
 
@@ -187,6 +189,7 @@ impl Relay {
             congested: Vec::new(),
             deferred: Vec::new(),
             targets: Vec::new(),
+            spare: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
         }
     }
@@ -224,9 +227,12 @@ impl Relay {
             }
             self.update_congestion();
             if self.congested.is_empty() {
-                for i in std::mem::take(&mut self.deferred) {
+                std::mem::swap(&mut self.deferred, &mut self.spare);
+                for k in 0..self.spare.len() {
+                    let i = self.spare[k];
                     self.read(i);
                 }
+                self.spare.clear();
             }
             self.flush_dirty();
         }
@@ -414,7 +420,9 @@ impl Relay {
     }
 
     fn flush_dirty(&mut self) {
-        for i in std::mem::take(&mut self.dirty) {
+        std::mem::swap(&mut self.dirty, &mut self.spare);
+        for k in 0..self.spare.len() {
+            let i = self.spare[k];
             let Some(c) = self.conns.get_mut(i) else {
                 continue;
             };
@@ -428,6 +436,7 @@ impl Relay {
                 self.congested.push(i);
             }
         }
+        self.spare.clear();
     }
 
     fn update_congestion(&mut self) {

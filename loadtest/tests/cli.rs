@@ -63,7 +63,8 @@ fn passing_run_writes_every_file() {
     let m = &report["messages"];
     assert_eq!(m["published"], m["unique"]);
     assert!(report["latency"]["p99_9_us"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["timeline"][0]["phase"], "run");
+    let timeline = report["timeline"].as_array().unwrap();
+    assert!(timeline.iter().any(|s| s["phase"] == "run"), "{timeline:?}");
     let hgrm = std::fs::read_to_string(&hgrm).unwrap();
     assert!(hgrm.trim_start().starts_with("Value"), "{hgrm}");
     assert!(hgrm.contains("#[Max"), "{hgrm}");
