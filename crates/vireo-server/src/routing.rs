@@ -14,6 +14,8 @@ use crate::conn::{Close, ConnState};
 use crate::worker::{Worker, home_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
+/// Growth step of the worker's QoS 0 frame arena: one allocation serves hundreds of frames.
+const FRAME_ARENA_CHUNK: usize = 64 * 1024;
 
 impl Worker {
     /// One line per packet type.
@@ -76,8 +78,11 @@ impl Worker {
             .publishes_in
             .fetch_add(1, Ordering::Relaxed);
         let config = &self.shared.config;
+        // Levels can exceed the limit only if the topic is at least that long: skip the count
+        // on the hot path for ordinary topics.
         if p.topic.len() > config.max_topic_length
-            || p.topic.split('/').count() > config.max_topic_levels
+            || (p.topic.len() >= config.max_topic_levels
+                && p.topic.bytes().filter(|&b| b == b'/').count() >= config.max_topic_levels)
         {
             tracing::info!(
                 topic_len = p.topic.len(),
@@ -112,14 +117,18 @@ impl Worker {
                 retain: p.retain,
                 properties: p.properties,
             });
-            self.publish(msg);
+            let throttle = self.publish(msg);
+            if throttle && let Some(conn) = self.conns.get_mut(key) {
+                conn.throttled = true;
+            }
         }
         Ok(())
     }
 
     /// Routes a message: retained store, then every matching session, locally or batched to
-    /// the session's home worker.
-    pub(crate) fn publish(&mut self, msg: Arc<Message>) {
+    /// the session's home worker. Returns whether the publisher should pause: the message went
+    /// at QoS 1/2 to a worker with a backlogged session.
+    pub(crate) fn publish(&mut self, msg: Arc<Message>) -> bool {
         if msg.retain {
             // Stored compacted: a retained message lives long, and must not pin the
             // publisher's whole read buffer.
@@ -137,8 +146,15 @@ impl Worker {
         recipients.clear();
         self.shared.index.matches(&msg.topic, &mut recipients);
         let mut frame = None;
+        let mut throttle = false;
         for r in &recipients {
             let home = home_of_session(r.session);
+            if self.backlogged && r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce {
+                throttle |= self.shared.mailboxes[home]
+                    .backlogged
+                    .load(Ordering::Relaxed)
+                    > 0;
+            }
             if home == self.id {
                 self.deliver_local(r.session, &msg, r.qos, &mut frame);
             } else {
@@ -153,6 +169,7 @@ impl Worker {
             }
         }
         self.recipients = recipients;
+        throttle
     }
 
     /// Delivers to one session of this worker at min(published, granted) QoS
@@ -179,15 +196,20 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.out_bytes() >= limit {
-                // Slow consumer: drop and count; nobody else waits for it.
+            // A full queue is first written out (a long iteration must not pass for a slow
+            // consumer); only if the socket itself is full is the consumer slow: then drop and
+            // count, and nobody else waits for it.
+            if conn.out_bytes() >= limit && (conn.flush().is_err() || conn.out_bytes() >= limit) {
                 self.shared
                     .stats
                     .dropped_qos0
                     .fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let frame = frame.get_or_insert_with(|| encode_qos0(msg, false)).clone();
+            let arena = &mut self.frames;
+            let frame = frame
+                .get_or_insert_with(|| encode_qos0(arena, msg, false))
+                .clone();
             if conn.push(frame) {
                 self.dirty.push(key);
             }
@@ -205,6 +227,7 @@ impl Worker {
         if let Some(key) = slot.conn {
             self.refill(key);
         }
+        self.update_backlog(skey);
     }
 
     /// Moves what the session may send now (window and output limit permitting) onto the
@@ -231,7 +254,7 @@ impl Worker {
                 break;
             };
             if qos == QoS::AtMostOnce {
-                newly_dirty |= conn.push(encode_qos0(&msg, true));
+                newly_dirty |= conn.push(encode_qos0(&mut self.frames, &msg, true));
             } else {
                 slot.session.enqueue(msg, qos, true);
                 if slot.session.has_sendable() {
@@ -253,6 +276,15 @@ impl Worker {
         }
     }
 
+    /// The client completed a delivery: refill its window and re-check its backlog.
+    fn progress(&mut self, key: usize, skey: usize) {
+        if let Some(slot) = self.sessions.get_mut(skey) {
+            slot.last_progress = self.now;
+        }
+        self.refill(key);
+        self.update_backlog(skey);
+    }
+
     fn session_mut(&mut self, skey: usize) -> Option<&mut vireo_broker::Session> {
         self.sessions.get_mut(skey).map(|s| &mut s.session)
     }
@@ -261,7 +293,7 @@ impl Worker {
         if let Some(s) = self.session_mut(skey)
             && s.on_puback(a.packet_id)
         {
-            self.refill(key);
+            self.progress(key, skey);
         }
         Ok(())
     }
@@ -287,7 +319,7 @@ impl Worker {
         if let Some(s) = self.session_mut(skey)
             && s.on_pubcomp(a.packet_id)
         {
-            self.refill(key);
+            self.progress(key, skey);
         }
         Ok(())
     }
@@ -353,8 +385,9 @@ impl Worker {
 }
 
 /// Encodes a QoS 0 PUBLISH frame: header and payload in one buffer, shared by every
-/// subscriber that gets it at QoS 0. DUP is always 0 [MQTT-3.3.1-2].
-fn encode_qos0(msg: &Message, retain: bool) -> Bytes {
+/// subscriber that gets it at QoS 0. DUP is always 0 [MQTT-3.3.1-2]. Frames are cut from the
+/// worker's `arena`, which grows in large chunks, so a frame costs no allocation of its own.
+fn encode_qos0(arena: &mut BytesMut, msg: &Message, retain: bool) -> Bytes {
     let publish = Publish {
         dup: false,
         qos: QosPid::AtMostOnce,
@@ -363,12 +396,13 @@ fn encode_qos0(msg: &Message, retain: bool) -> Bytes {
         properties: vireo_codec::Properties::new(),
         payload: msg.payload.clone(),
     };
-    let mut buf = BytesMut::with_capacity(
-        publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len(),
-    );
-    let _ = publish.encode_header(vireo_codec::ProtocolVersion::V311, &mut buf);
-    buf.extend_from_slice(&msg.payload);
-    buf.freeze()
+    let len = publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len();
+    if arena.capacity() - arena.len() < len {
+        arena.reserve(len.max(FRAME_ARENA_CHUNK));
+    }
+    let _ = publish.encode_header(vireo_codec::ProtocolVersion::V311, arena);
+    arena.extend_from_slice(&msg.payload);
+    arena.split().freeze()
 }
 
 /// Queues a QoS 1/2 PUBLISH (its own small header, the shared payload) or a PUBREL.

@@ -1,6 +1,7 @@
 //! Session lifecycle on a worker: CONNECT, takeover, hand-over between workers, close, Will.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use vireo_broker::{Message, Session};
 use vireo_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
@@ -113,6 +114,8 @@ impl Worker {
                     session,
                     conn: None,
                     expires: None,
+                    backlogged: false,
+                    last_progress: self.now,
                 });
                 self.by_id.insert(id, skey);
                 self.by_client.insert(connect.client_id.clone(), skey);
@@ -127,6 +130,7 @@ impl Worker {
         };
         slot.conn = Some(key);
         slot.expires = None;
+        slot.last_progress = self.now;
         conn.state = ConnState::Connected { session: skey };
         conn.will = connect.will;
         conn.keep_alive = (connect.keep_alive > 0)
@@ -182,6 +186,10 @@ impl Worker {
         };
         if slot.conn == Some(key) {
             slot.conn = None;
+            self.update_backlog(session);
+            let Some(slot) = self.sessions.get_mut(session) else {
+                return;
+            };
             if slot.session.clean {
                 self.discard_session(session);
             } else if self.shared.config.session_expiry_secs > 0 {
@@ -196,6 +204,11 @@ impl Worker {
         let Some(slot) = self.sessions.try_remove(skey) else {
             return;
         };
+        if slot.backlogged {
+            self.shared.mailboxes[self.id]
+                .backlogged
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         let session = slot.session;
         for filter in session.subscriptions.keys() {
             self.shared.index.unsubscribe(session.id, filter);

@@ -31,12 +31,19 @@ const FIRST_CONN: usize = 2;
 /// Events taken from one `poll`.
 const MAX_EVENTS_PER_TICK: usize = 1024;
 /// Bytes read from one connection per iteration before moving on to the others, so that one
-/// fast publisher cannot starve the rest of the worker.
-const READ_BUDGET: usize = 256 * 1024;
+/// fast publisher cannot starve the rest of the worker (and one iteration stays short).
+const READ_BUDGET: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
-/// Channel messages handled per iteration, so a flood from other workers cannot starve I/O.
-const MAX_MAILBOX_PER_TICK: usize = 256;
+/// Deliveries from other workers handled per iteration, so that a flood of them cannot delay
+/// this worker's reads and flushes: an iteration stays around a millisecond.
+const MAX_DELIVERIES_PER_TICK: usize = 4 * 1024;
+/// Poll timeout while reads are paused for back-pressure: how soon a paused worker notices
+/// that the congested one has caught up.
+const CONGESTED_POLL: Duration = Duration::from_millis(1);
+/// A backlogged session that has acknowledged nothing for this long stops holding publishers
+/// back: a stuck consumer must not stall everyone; its queue fills and drops instead.
+const STALL: Duration = Duration::from_secs(1);
 /// How often timeouts and session expiry are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -47,6 +54,10 @@ pub(crate) struct SessionSlot {
     pub conn: Option<usize>,
     /// When an offline persistent session is discarded (session expiry).
     pub expires: Option<Instant>,
+    /// Counted in this worker's `Mailbox::backlogged`.
+    pub backlogged: bool,
+    /// Last time the client acknowledged a QoS 1/2 delivery (or connected).
+    pub last_progress: Instant,
 }
 
 pub(crate) struct Worker {
@@ -66,8 +77,17 @@ pub(crate) struct Worker {
     pub outbox: Vec<Vec<Delivery>>,
     /// Connections with queued output, flushed at the end of the iteration.
     pub dirty: Vec<usize>,
-    /// Connections to read again next iteration (budget ran out).
+    /// Connections to read again next iteration (budget ran out, or reads paused).
     again: Vec<usize>,
+    /// Deliveries received from other workers, not yet handled: the current batch, consumed
+    /// in place.
+    inbox: std::vec::IntoIter<Delivery>,
+    /// Some worker is past its delivery high-water mark: reads pause (back-pressure).
+    congested: bool,
+    /// Some worker has a backlogged session: publishers marked `throttled` pause.
+    pub backlogged: bool,
+    /// Arena QoS 0 frames are encoded into (see `encode_qos0`).
+    pub frames: bytes::BytesMut,
     /// Scratch recipient list reused by every routed message.
     pub recipients: Recipients,
     pub now: Instant,
@@ -101,6 +121,10 @@ impl Worker {
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             dirty: Vec::new(),
             again: Vec::new(),
+            inbox: Vec::new().into_iter(),
+            congested: false,
+            backlogged: false,
+            frames: bytes::BytesMut::new(),
             recipients: Recipients::new(),
             now,
             last_sweep: now,
@@ -111,10 +135,22 @@ impl Worker {
     pub(crate) fn run(&mut self) {
         let mut events = Events::with_capacity(MAX_EVENTS_PER_TICK);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if self.again.is_empty() && self.rx.is_empty() {
-                Some(SWEEP_INTERVAL)
-            } else {
+            self.congested = self.shared.mailboxes.iter().any(|m| m.is_congested());
+            self.backlogged = self
+                .shared
+                .mailboxes
+                .iter()
+                .any(|m| m.backlogged.load(Ordering::Relaxed) > 0);
+            let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
+            } else if !self.again.is_empty() {
+                Some(if self.congested || self.backlogged {
+                    CONGESTED_POLL
+                } else {
+                    Duration::ZERO
+                })
+            } else {
+                Some(SWEEP_INTERVAL)
             };
             let mailbox = &self.shared.mailboxes[self.id];
             mailbox.sleeping.store(true, Ordering::SeqCst);
@@ -236,7 +272,19 @@ impl Worker {
     }
 
     /// Reads what the socket has (up to the budget) and handles every complete packet.
+    /// While some worker is congested, the read is deferred: the connection waits on the
+    /// `again` list and its bytes wait in the kernel, which pushes back on the client.
     pub(crate) fn read(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.throttled && !self.backlogged {
+            conn.throttled = false;
+        }
+        if self.congested || conn.throttled {
+            self.read_later(key);
+            return;
+        }
         let mut budget = READ_BUDGET;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -276,13 +324,17 @@ impl Worker {
                 return self.close(key, reason);
             }
             if budget == 0 {
-                if let Some(conn) = self.conns.get_mut(key)
-                    && !std::mem::replace(&mut conn.read_again, true)
-                {
-                    self.again.push(key);
-                }
+                self.read_later(key);
                 return;
             }
+        }
+    }
+
+    fn read_later(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !std::mem::replace(&mut conn.read_again, true)
+        {
+            self.again.push(key);
         }
     }
 
@@ -319,19 +371,25 @@ impl Worker {
     }
 
     fn drain_mailbox(&mut self) {
-        for _ in 0..MAX_MAILBOX_PER_TICK {
-            match self.rx.try_recv() {
-                Ok(WorkerMsg::Deliver(batch)) => {
-                    for d in batch {
-                        let mut frame = None;
-                        for r in &d.recipients {
-                            self.deliver_local(r.session, &d.msg, r.qos, &mut frame);
-                        }
-                    }
+        let mut budget = MAX_DELIVERIES_PER_TICK;
+        while budget > 0 {
+            let Some(d) = self.inbox.next() else {
+                match self.rx.try_recv() {
+                    Ok(WorkerMsg::Deliver(batch)) => self.inbox = batch.into_iter(),
+                    Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
+                    Err(_) => return,
                 }
-                Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
-                Err(_) => return,
+                continue;
+            };
+            let mut frame = None;
+            for r in &d.recipients {
+                self.deliver_local(r.session, &d.msg, r.qos, &mut frame);
             }
+            let n = d.recipients.len();
+            budget = budget.saturating_sub(n);
+            self.shared.mailboxes[self.id]
+                .queued
+                .fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -340,7 +398,7 @@ impl Worker {
         for (worker, batch) in self.outbox.iter_mut().enumerate() {
             if !batch.is_empty() {
                 let batch = std::mem::take(batch);
-                self.shared.mailboxes[worker].send(WorkerMsg::Deliver(batch));
+                self.shared.mailboxes[worker].send_deliveries(batch);
             }
         }
     }
@@ -407,6 +465,42 @@ impl Worker {
             .collect();
         for key in stale {
             self.discard_session(key);
+        }
+        let backlogged: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.backlogged)
+            .map(|(k, _)| k)
+            .collect();
+        for key in backlogged {
+            self.update_backlog(key);
+        }
+    }
+
+    /// Re-evaluates whether a session holds publishers back: online, more than a window of
+    /// QoS 1/2 messages waiting (with hysteresis: it stays backlogged until the queue is under
+    /// half a window), and not stalled.
+    pub(crate) fn update_backlog(&mut self, skey: usize) {
+        let window = self.shared.config.max_inflight;
+        let now = self.now;
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let queued = slot.session.queued_len();
+        let deep = if slot.backlogged {
+            queued >= window / 2
+        } else {
+            queued > window
+        };
+        let should = slot.conn.is_some() && deep && now.duration_since(slot.last_progress) < STALL;
+        if should != slot.backlogged {
+            slot.backlogged = should;
+            let counter = &self.shared.mailboxes[self.id].backlogged;
+            if should {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
