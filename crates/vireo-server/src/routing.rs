@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
-    Ack, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard,
-    validate_topic_filter,
+    Ack, ByteString, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe,
+    has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
@@ -350,7 +350,10 @@ impl Worker {
             }
             let qos = options.qos.min(max_qos);
             self.shared.index.subscribe(id, filter, qos);
-            slot.session.subscriptions.insert(filter.clone(), qos);
+            // Copied: the session keeps it, and a slice would pin the read buffer.
+            slot.session
+                .subscriptions
+                .insert(ByteString::from(&**filter), qos);
             codes.push(ReasonCode::granted(qos));
             // [MQTT-3.3.1-6] retained messages matching the new subscription.
             let before = retained.len();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use vireo_broker::{Message, Session};
-use vireo_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+use vireo_codec::{ByteString, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode, TopicName};
 
 use crate::conn::{Close, Conn, ConnState};
 use crate::shared::{Adoption, WorkerMsg};
@@ -88,7 +88,14 @@ impl Worker {
     /// Accepts a CONNECT on the session's home worker: takeover, clean/persistent session,
     /// CONNACK, then re-sends what the session still owes.
     fn accept_connect(&mut self, key: usize, connect: Box<Connect>) -> Result<(), Close> {
-        let connect = *connect;
+        let mut connect = *connect;
+        // The CONNECT was decoded zero-copy from the read buffer; what outlives it (client id,
+        // Will) is copied so that an idle connection does not pin a 16 KiB read chunk.
+        connect.client_id = ByteString::from(&*connect.client_id);
+        if let Some(will) = &mut connect.will {
+            will.topic = TopicName::new(ByteString::from(will.topic.as_str())).unwrap_or_default();
+            will.payload = vireo_codec::Bytes::copy_from_slice(&will.payload);
+        }
         let existing = self.by_client.get(&connect.client_id).copied();
         if let Some(skey) = existing
             && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
