@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use vireo_codec::{ByteString, PacketId, QoS};
 
 use crate::{Message, SessionId};
@@ -91,6 +91,35 @@ pub enum Enqueued {
     Dropped,
 }
 
+/// The QoS 1/2 state of a session: allocated on first use, dropped when empty, so that the
+/// common idle session (subscriptions only, nothing in flight) costs no more than its header.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Sent, awaiting acknowledgement, in send order (re-sent in that order [MQTT-4.6.0-1]).
+    inflight: VecDeque<(PacketId, InflightState)>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    incoming_qos2: HashSet<PacketId>,
+    /// Ids held by `inflight`, for O(1) allocation checks on the hot path.
+    used_pids: HashSet<PacketId>,
+}
+
+impl Flow {
+    fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+    }
+
+    fn position(&self, pid: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|(p, _)| *p == pid)
+    }
+
+    fn forget(&mut self, i: usize) {
+        if let Some((pid, _)) = self.inflight.remove(i) {
+            self.used_pids.remove(&pid);
+        }
+    }
+}
+
 /// A client session.
 #[derive(Debug)]
 pub struct Session {
@@ -103,14 +132,10 @@ pub struct Session {
     /// Filters this session subscribes to, with granted QoS; mirrors the index so the session
     /// can remove its own entries when it ends.
     pub subscriptions: HashMap<ByteString, QoS>,
-    limits: SessionLimits,
-    /// Sent, awaiting acknowledgement, in send order (re-sent in that order [MQTT-4.6.0-1]).
-    inflight: VecDeque<(PacketId, InflightState)>,
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
-    incoming_qos2: HashSet<PacketId>,
-    /// Ids held by `inflight`, for O(1) allocation checks on the hot path.
-    used_pids: HashSet<PacketId>,
+    /// Shared by every session of a broker.
+    limits: Arc<SessionLimits>,
+    flow: Option<Box<Flow>>,
+    /// Packet id counter; kept outside `flow` so ids keep advancing across idle periods.
     next_pid: u16,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
@@ -118,64 +143,82 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(id: SessionId, client_id: ByteString, clean: bool, limits: SessionLimits) -> Self {
+    pub fn new(
+        id: SessionId,
+        client_id: ByteString,
+        clean: bool,
+        limits: Arc<SessionLimits>,
+    ) -> Self {
         Self {
             id,
             client_id,
             clean,
             subscriptions: HashMap::new(),
             limits,
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            incoming_qos2: HashSet::new(),
-            used_pids: HashSet::new(),
+            flow: None,
             next_pid: 0,
             dropped: 0,
+        }
+    }
+
+    fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the QoS state once nothing is in it.
+    fn release_if_idle(&mut self) {
+        if self.flow.as_ref().is_some_and(|f| f.is_idle()) {
+            self.flow = None;
         }
     }
 
     /// Queues a QoS 1/2 message ([MQTT-3.1.2-5] while offline, or behind a full window).
     pub fn enqueue(&mut self, msg: Arc<Message>, qos: QoS, retain: bool) -> Enqueued {
         debug_assert!(qos != QoS::AtMostOnce, "QoS 0 never enters the session");
+        let limits = Arc::clone(&self.limits);
         let weight = msg.weight();
-        let mut outcome = Enqueued::Queued;
-        while self.queue.len() >= self.limits.max_queued_messages
-            || (self.queued_bytes + weight > self.limits.max_queued_bytes && !self.queue.is_empty())
-        {
-            if !self.limits.drop_oldest {
-                self.dropped += 1;
-                return Enqueued::Dropped;
-            }
-            if let Some(old) = self.queue.pop_front() {
-                self.queued_bytes -= old.msg.weight();
-                self.dropped += 1;
-                outcome = Enqueued::QueuedDroppedOldest;
-            } else {
-                break;
-            }
-        }
-        if self.limits.max_queued_messages == 0 || weight > self.limits.max_queued_bytes {
+        if limits.max_queued_messages == 0 || weight > limits.max_queued_bytes {
             self.dropped += 1;
             return Enqueued::Dropped;
         }
-        self.queued_bytes += weight;
-        self.queue.push_back(Queued { qos, retain, msg });
+        let flow = self.flow_mut();
+        let mut outcome = Enqueued::Queued;
+        let mut dropped = 0;
+        while flow.queue.len() >= limits.max_queued_messages
+            || (flow.queued_bytes + weight > limits.max_queued_bytes && !flow.queue.is_empty())
+        {
+            if !limits.drop_oldest {
+                outcome = Enqueued::Dropped;
+                dropped += 1;
+                break;
+            }
+            let Some(old) = flow.queue.pop_front() else {
+                break;
+            };
+            flow.queued_bytes -= old.msg.weight();
+            dropped += 1;
+            outcome = Enqueued::QueuedDroppedOldest;
+        }
+        if outcome != Enqueued::Dropped {
+            flow.queued_bytes += weight;
+            flow.queue.push_back(Queued { qos, retain, msg });
+        }
+        self.dropped += dropped;
+        self.release_if_idle();
         outcome
     }
 
     /// Takes the next queued message into the inflight window, if the window has room.
     pub fn next_outgoing(&mut self) -> Option<Outgoing> {
-        if self.inflight.len() >= self.limits.max_inflight || self.queue.is_empty() {
+        let flow = self.flow.as_ref()?;
+        if flow.inflight.len() >= self.limits.max_inflight || flow.queue.is_empty() {
             return None;
         }
         let pid = self.allocate_pid()?;
-        let Some(q) = self.queue.pop_front() else {
-            self.used_pids.remove(&pid);
-            return None;
-        };
-        self.queued_bytes -= q.msg.weight();
-        self.inflight.push_back((
+        let flow = self.flow_mut();
+        let q = flow.queue.pop_front()?;
+        flow.queued_bytes -= q.msg.weight();
+        flow.inflight.push_back((
             pid,
             InflightState::AwaitingAck {
                 qos: q.qos,
@@ -198,7 +241,7 @@ impl Session {
         for _ in 0..=u16::MAX {
             self.next_pid = self.next_pid.wrapping_add(1);
             if let Some(pid) = PacketId::new(self.next_pid)
-                && self.used_pids.insert(pid)
+                && self.flow_mut().used_pids.insert(pid)
             {
                 return Some(pid);
             }
@@ -206,41 +249,36 @@ impl Session {
         None
     }
 
-    fn position(&self, pid: PacketId) -> Option<usize> {
-        self.inflight.iter().position(|(p, _)| *p == pid)
-    }
-
     /// PUBACK: completes a QoS 1 delivery. Returns whether it matched one.
     pub fn on_puback(&mut self, pid: PacketId) -> bool {
-        match self.position(pid) {
+        let Some(flow) = self.flow.as_mut() else {
+            return false;
+        };
+        match flow.position(pid) {
             Some(i)
                 if matches!(
-                    self.inflight[i].1,
+                    flow.inflight[i].1,
                     InflightState::AwaitingAck {
                         qos: QoS::AtLeastOnce,
                         ..
                     }
                 ) =>
             {
-                self.forget(i);
+                flow.forget(i);
+                self.release_if_idle();
                 true
             }
             _ => false,
         }
     }
 
-    fn forget(&mut self, i: usize) {
-        if let Some((pid, _)) = self.inflight.remove(i) {
-            self.used_pids.remove(&pid);
-        }
-    }
-
     /// PUBREC: the QoS 2 delivery moves on to PUBREL, which is returned to send. An unknown id
     /// still gets a PUBREL, so the client can finish its side.
     pub fn on_pubrec(&mut self, pid: PacketId) -> Outgoing {
-        if let Some(i) = self.position(pid)
+        if let Some(flow) = self.flow.as_mut()
+            && let Some(i) = flow.position(pid)
             && matches!(
-                self.inflight[i].1,
+                flow.inflight[i].1,
                 InflightState::AwaitingAck {
                     qos: QoS::ExactlyOnce,
                     ..
@@ -249,8 +287,8 @@ impl Session {
         {
             // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order
             // the PUBRECs arrived in [MQTT-4.6.0-4].
-            self.inflight.remove(i);
-            self.inflight
+            flow.inflight.remove(i);
+            flow.inflight
                 .push_back((pid, InflightState::AwaitingPubComp));
         }
         Outgoing::PubRel(pid)
@@ -258,9 +296,13 @@ impl Session {
 
     /// PUBCOMP: completes a QoS 2 delivery. Returns whether it matched one.
     pub fn on_pubcomp(&mut self, pid: PacketId) -> bool {
-        match self.position(pid) {
-            Some(i) if matches!(self.inflight[i].1, InflightState::AwaitingPubComp) => {
-                self.forget(i);
+        let Some(flow) = self.flow.as_mut() else {
+            return false;
+        };
+        match flow.position(pid) {
+            Some(i) if matches!(flow.inflight[i].1, InflightState::AwaitingPubComp) => {
+                flow.forget(i);
+                self.release_if_idle();
                 true
             }
             _ => false,
@@ -271,16 +313,19 @@ impl Session {
     /// unacknowledged PUBLISHes with DUP set and PUBRELs for those already PUBREC'd
     /// [MQTT-4.4.0-1].
     pub fn resend(&self) -> impl Iterator<Item = Outgoing> + '_ {
-        self.inflight.iter().map(|(pid, state)| match state {
-            InflightState::AwaitingAck { qos, retain, msg } => Outgoing::Publish {
-                pid: *pid,
-                qos: *qos,
-                dup: true,
-                retain: *retain,
-                msg: Arc::clone(msg),
-            },
-            InflightState::AwaitingPubComp => Outgoing::PubRel(*pid),
-        })
+        self.flow
+            .iter()
+            .flat_map(|f| f.inflight.iter())
+            .map(|(pid, state)| match state {
+                InflightState::AwaitingAck { qos, retain, msg } => Outgoing::Publish {
+                    pid: *pid,
+                    qos: *qos,
+                    dup: true,
+                    retain: *retain,
+                    msg: Arc::clone(msg),
+                },
+                InflightState::AwaitingPubComp => Outgoing::PubRel(*pid),
+            })
     }
 
     /// An inbound QoS 2 PUBLISH with `pid`: `Ok(true)` the first time (deliver it onward),
@@ -288,34 +333,42 @@ impl Session {
     /// [MQTT-4.3.3-2]; `Err(())` if the client has too many QoS 2 ids open.
     #[allow(clippy::result_unit_err)]
     pub fn on_incoming_qos2(&mut self, pid: PacketId) -> Result<bool, ()> {
-        if self.incoming_qos2.contains(&pid) {
+        let max = self.limits.max_incoming_qos2;
+        let flow = self.flow_mut();
+        if flow.incoming_qos2.contains(&pid) {
             return Ok(false);
         }
-        if self.incoming_qos2.len() >= self.limits.max_incoming_qos2 {
+        if flow.incoming_qos2.len() >= max {
+            self.release_if_idle();
             return Err(());
         }
-        self.incoming_qos2.insert(pid);
+        flow.incoming_qos2.insert(pid);
         Ok(true)
     }
 
     /// PUBREL for an inbound QoS 2 id: forgets it (the id means a new message afterwards).
     pub fn on_pubrel(&mut self, pid: PacketId) {
-        self.incoming_qos2.remove(&pid);
+        if let Some(flow) = self.flow.as_mut() {
+            flow.incoming_qos2.remove(&pid);
+            self.release_if_idle();
+        }
     }
 
     /// Outbound messages sent and not yet acknowledged.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.flow.as_ref().map_or(0, |f| f.inflight.len())
     }
 
     /// Messages waiting to be sent.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.flow.as_ref().map_or(0, |f| f.queue.len())
     }
 
     /// Whether anything is waiting that the window would let through now.
     pub fn has_sendable(&self) -> bool {
-        !self.queue.is_empty() && self.inflight.len() < self.limits.max_inflight
+        self.flow
+            .as_ref()
+            .is_some_and(|f| !f.queue.is_empty() && f.inflight.len() < self.limits.max_inflight)
     }
 }
 
@@ -336,7 +389,7 @@ mod tests {
     }
 
     fn session(limits: SessionLimits) -> Session {
-        Session::new(SessionId(1), "c".into(), false, limits)
+        Session::new(SessionId(1), "c".into(), false, Arc::new(limits))
     }
 
     fn pid_of(o: &Outgoing) -> PacketId {

@@ -81,7 +81,8 @@ pub(crate) struct Conn {
     pub keep_alive: Option<Duration>,
     /// When this connection times out: CONNECT timeout, then 1.5 x keep alive after each packet.
     pub deadline: Option<Instant>,
-    pub will: Option<LastWill>,
+    /// Boxed: most connections have none, and every byte of `Conn` counts per idle client.
+    pub will: Option<Box<LastWill>>,
     /// On the worker's flush list this iteration.
     pub dirty: bool,
     /// On the worker's read-again list (read budget ran out before WouldBlock).

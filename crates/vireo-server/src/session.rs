@@ -114,7 +114,7 @@ impl Worker {
                     self.discard_session(skey);
                 }
                 let id = self.new_session_id();
-                let limits = self.shared.config.session_limits();
+                let limits = Arc::clone(&self.session_limits);
                 let session =
                     Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
                 let skey = self.sessions.insert(SessionSlot {
@@ -139,7 +139,7 @@ impl Worker {
         slot.expires = None;
         slot.last_progress = self.now;
         conn.state = ConnState::Connected { session: skey };
-        conn.will = connect.will;
+        conn.will = connect.will.map(Box::new);
         conn.keep_alive = (connect.keep_alive > 0)
             .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         conn.deadline = conn.keep_alive.map(|ka| self.now + ka);
@@ -174,7 +174,7 @@ impl Worker {
         let ConnState::Connected { session } = conn.state else {
             return;
         };
-        if let Some(will) = conn.will.take()
+        if let Some(will) = conn.will.take().map(|w| *w)
             && reason.publishes_will()
             && reason != Close::Shutdown
         {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
 use foldhash::{HashMap, HashMapExt};
 use mio::net::TcpListener;
@@ -71,6 +71,8 @@ pub(crate) struct Worker {
     pub by_id: HashMap<SessionId, usize>,
     pub by_client: HashMap<ByteString, usize>,
     next_session: u64,
+    /// Limits shared by every session of this worker.
+    pub session_limits: Arc<vireo_broker::SessionLimits>,
     /// Counter for generated client ids.
     pub generated: u64,
     /// Per destination worker, deliveries batched during this iteration.
@@ -86,6 +88,8 @@ pub(crate) struct Worker {
     congested: bool,
     /// Some worker has a backlogged session: publishers marked `throttled` pause.
     pub backlogged: bool,
+    /// The read buffer lent to whichever connection is being read (see `read`).
+    rbuf: BytesMut,
     /// Arena QoS 0 frames are encoded into (see `encode_qos0`).
     pub frames: bytes::BytesMut,
     /// Scratch recipient list reused by every routed message.
@@ -106,6 +110,7 @@ impl Worker {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let workers = shared.mailboxes.len();
         let now = Instant::now();
+        let session_limits = Arc::new(shared.config.session_limits());
         Ok(Self {
             id,
             shared,
@@ -117,6 +122,7 @@ impl Worker {
             by_id: HashMap::new(),
             by_client: HashMap::new(),
             next_session: 0,
+            session_limits,
             generated: 0,
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             dirty: Vec::new(),
@@ -124,6 +130,7 @@ impl Worker {
             inbox: Vec::new().into_iter(),
             congested: false,
             backlogged: false,
+            rbuf: BytesMut::new(),
             frames: bytes::BytesMut::new(),
             recipients: Recipients::new(),
             now,
@@ -285,11 +292,27 @@ impl Worker {
             self.read_later(key);
             return;
         }
+        // Lend the worker's read buffer to this connection; it keeps only a partial packet
+        // afterwards (see `return_read_buffer`).
+        let lent = conn.rbuf.is_empty();
+        if lent {
+            std::mem::swap(&mut conn.rbuf, &mut self.rbuf);
+        }
+        if let Some(reason) = self.read_loop(key) {
+            return self.close(key, reason);
+        }
+        if lent {
+            self.return_read_buffer(key);
+        } else if let Some(conn) = self.conns.get_mut(key) {
+            conn.shrink_idle();
+        }
+    }
+
+    /// Reads and decodes until `WouldBlock` or the budget; `Some(reason)` to close.
+    fn read_loop(&mut self, key: usize) -> Option<Close> {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
+            let conn = self.conns.get_mut(key)?;
             if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 4 {
                 conn.rbuf.reserve(READ_CHUNK);
             }
@@ -303,31 +326,49 @@ impl Worker {
             };
             conn.rbuf.truncate(len + n);
             match result {
-                Ok(0) => return self.close(key, Close::Eof),
+                Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     if let Some(ka) = conn.keep_alive {
                         conn.deadline = Some(self.now + ka);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.shrink_idle();
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!(peer = %conn.peer, error = %e, "read failed");
-                    return self.close(key, Close::Io);
+                    return Some(Close::Io);
                 }
             }
             if let Err(reason) = self.decode_all(key) {
-                return self.close(key, reason);
+                return Some(reason);
             }
             if budget == 0 {
                 self.read_later(key);
-                return;
+                return None;
             }
         }
+    }
+
+    /// Takes the worker's read buffer back after a read. A connection left holding a partial
+    /// packet keeps a copy of just those bytes; an idle connection holds no buffer at all, so
+    /// tens of thousands of idle clients cost no read buffers (and the heap's high-water mark
+    /// does not grow with how many connections happened to be read in one poll).
+    fn return_read_buffer(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let partial = if conn.rbuf.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&conn.rbuf[..])
+        };
+        let mut lent = std::mem::replace(&mut conn.rbuf, partial);
+        lent.clear();
+        if self.rbuf.capacity() < lent.capacity() {
+            self.rbuf = lent;
+        }
+        conn.shrink_idle();
     }
 
     fn read_later(&mut self, key: usize) {
