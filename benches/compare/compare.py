@@ -352,7 +352,15 @@ def read_report(result: RunResult, report: dict, scenario: Scenario) -> None:
     result.rss_per_conn_bytes = conns.get("broker_bytes_per_connection")
     failures = report.get("failures") or []
     if failures:
-        result.reason = "; ".join(str(f) for f in failures)
+        result.reason = "; ".join(describe_failure(f) for f in failures)
+
+
+def describe_failure(failure) -> str:
+    """A report failure such as {'kind': 'loss', 'lost': 3} as 'loss: lost 3'."""
+    if not isinstance(failure, dict):
+        return str(failure)
+    rest = ", ".join(f"{k} {v}" for k, v in failure.items() if k != "kind")
+    return f"{failure.get('kind', 'failure')}: {rest}" if rest else str(failure.get("kind"))
 
 
 def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repeat: int,
