@@ -15,7 +15,9 @@ import dataclasses
 import datetime
 import json
 import os
+import itertools
 import platform
+import random
 import resource
 import shutil
 import signal
@@ -261,6 +263,20 @@ def wait_listening(proc: subprocess.Popen, port: int, timeout: float = 10.0) -> 
     raise RuntimeError(f"broker not listening on port {port} after {timeout:.0f} s")
 
 
+def listen_overflows() -> int | None:
+    """The kernel's TcpExt ListenOverflows counter (system-wide): SYNs dropped because an
+    accept queue was full. Each costs the client a SYN retransmission (about 1 s)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table["ListenOverflows"]) if "ListenOverflows" in table else None
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -316,6 +332,26 @@ class RunResult:
     connect_rate: float | None = None
     rss_per_conn_bytes: float | None = None
     broker_exit: int | None = None
+    listen_overflows: int | None = None
+
+
+_source_counter = itertools.count()
+_source_octet = random.randrange(16, 250)
+
+
+def fresh_source_ips(connections: int) -> list[str]:
+    """Loopback addresses this harness has not used yet, one per 10,000 connections.
+
+    Idle-connection runs leave thousands of client sockets in TIME_WAIT for 60 s. Reusing the
+    same source address makes the next run's connect() search the ephemeral ports past them
+    (slow, and it fails when they run out); a fresh 127.x.y.z has all its ~28k ports free.
+    """
+    count = max(1, -(-connections // 10000))
+    ips = []
+    for _ in range(count):
+        n = next(_source_counter)
+        ips.append(f"127.{_source_octet}.{n // 250 % 250}.{n % 250 + 1}")
+    return ips
 
 
 def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pid: int,
@@ -331,6 +367,9 @@ def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pi
         cmd += ["--drain-timeout", str(args.drain_timeout)]
     if plot_file is not None:
         cmd += ["--plot", str(plot_file)]
+    if scenario.is_connections and args.source_ips == "auto":
+        for ip in fresh_source_ips(scenario.connections):
+            cmd += ["--source-ip", ip]
     return cmd
 
 
@@ -379,6 +418,7 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
     try:
         wait_listening(proc, port)
         cpu_before = cpu_seconds(proc.pid)
+        overflows_before = listen_overflows()
         cmd = loadtest_command(args, scenario, port, proc.pid, json_file, plot_file)
         log = args.out / "logs" / f"{stem}.loadtest.txt"
         gen = spawn(cmd, log, new_session=False)
@@ -392,6 +432,9 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
         finally:
             if gen in _children:
                 _children.remove(gen)
+        overflows_after = listen_overflows()
+        if overflows_before is not None and overflows_after is not None:
+            result.listen_overflows = overflows_after - overflows_before
         alive = proc.poll() is None
         if alive:
             result.broker_cpu_s = cpu_seconds(proc.pid) - cpu_before
@@ -435,7 +478,7 @@ def last_line(path: Path) -> str:
 
 METRICS = ("delivered_per_sec", "per_broker_cpu_s", "p50_us", "p99_us", "p999_us",
            "broker_peak_rss_kib", "gen_cpu_percent", "connect_rate", "rss_per_conn_bytes",
-           "lost", "connected")
+           "lost", "connected", "listen_overflows")
 
 
 def median_of(runs: list[RunResult]) -> dict:
@@ -498,6 +541,8 @@ def status_cell(s: dict) -> str:
         text = "PASS"
     if not s["failed"] and s.get("lost"):
         text += f", undelivered {fmt_count(s['lost'])}"
+    if s.get("listen_overflows"):
+        text += f", accept queue overflowed {s['listen_overflows']:.0f}×"
     if s["gen_bound"]:
         text += f", generator-bound {s['gen_bound']}/{s['runs']}"
     return text
@@ -666,6 +711,9 @@ def parse_args() -> argparse.Namespace:
                    help="seconds the idle connections are held")
     p.add_argument("--drain-timeout", type=float,
                    help="vireo-loadtest's --drain-timeout (its default: 5 s)")
+    p.add_argument("--source-ips", choices=("auto", "none"), default="auto",
+                   help="connection scenarios: bind clients to fresh 127.x.y.z addresses "
+                   "(auto) or let the kernel pick (none)")
     p.add_argument("--threads", type=int, help="generator threads (default: loadtest's, cores)")
     p.add_argument("--scenarios", help="comma list of scenario numbers or names (default all)")
     p.add_argument("--quick", action="store_true",
