@@ -33,7 +33,7 @@ pub use connect::{ConnAck, Connect, LastWill};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{Auth, FixedHeader, Packet, decode};
 pub use properties::{Properties, Property, PropertyContext};
-pub use publish::Publish;
+pub use publish::{Publish, PublishHeader};
 pub use subscribe::{Subscribe, SubscriptionOptions, Unsubscribe};
 pub use topic::{
     TopicName, has_wildcard, parse_shared, topic_matches, validate_topic_filter,

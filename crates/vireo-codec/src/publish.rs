@@ -125,9 +125,65 @@ impl Publish {
         version: ProtocolVersion,
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        buf.reserve(self.header_len(version));
-        buf.put_u8(self.first_byte());
-        put_var_int(buf, self.body_len(version))?;
+        PublishHeader {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            properties: &self.properties,
+            payload_len: self.payload.len(),
+        }
+        .encode(version, buf)
+    }
+}
+
+/// A PUBLISH header described by borrowed parts, for a server that sends one stored message to
+/// many subscribers: it encodes each subscriber's header (its own packet id, DUP, RETAIN)
+/// without building a [`Publish`], so topic and payload are neither cloned nor copied.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishHeader<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS and packet id.
+    pub qos: QosPid,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a str,
+    /// v5 properties (ignored before v5).
+    pub properties: &'a Properties,
+    /// Length of the payload that will follow the header.
+    pub payload_len: usize,
+}
+
+impl PublishHeader<'_> {
+    fn variable_len(&self, version: ProtocolVersion) -> usize {
+        field_len(self.topic.as_bytes())
+            + if self.qos.packet_id().is_some() { 2 } else { 0 }
+            + props_len(self.properties, version)
+    }
+
+    /// Bytes the header takes on the wire.
+    pub fn len(&self, version: ProtocolVersion) -> usize {
+        let variable = self.variable_len(version);
+        1 + var_int_len(variable + self.payload_len) + variable
+    }
+
+    /// Never empty: a header has at least its fixed part.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends the header to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let variable = self.variable_len(version);
+        buf.reserve(1 + var_int_len(variable + self.payload_len) + variable);
+        buf.put_u8(
+            0x30 | (u8::from(self.dup) << 3)
+                | ((self.qos.qos() as u8) << 1)
+                | u8::from(self.retain),
+        );
+        put_var_int(buf, variable + self.payload_len)?;
         put_binary(buf, self.topic.as_bytes())?;
         if let Some(pid) = self.qos.packet_id() {
             buf.put_u16(pid.get());

@@ -6,14 +6,16 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
-    Ack, ByteString, Packet, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe,
-    has_wildcard, validate_topic_filter,
+    Ack, ByteString, Packet, Properties, ProtocolVersion, Publish, PublishHeader, QoS, QosPid,
+    ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
 use crate::worker::{Worker, home_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
+/// Forwarded 3.1.1 messages carry no properties.
+static NO_PROPERTIES: Properties = Properties::new();
 /// Growth step of the worker's QoS 0 frame arena: one allocation serves hundreds of frames.
 const FRAME_ARENA_CHUNK: usize = 64 * 1024;
 
@@ -391,19 +393,20 @@ impl Worker {
 /// subscriber that gets it at QoS 0. DUP is always 0 [MQTT-3.3.1-2]. Frames are cut from the
 /// worker's `arena`, which grows in large chunks, so a frame costs no allocation of its own.
 fn encode_qos0(arena: &mut BytesMut, msg: &Message, retain: bool) -> Bytes {
-    let publish = Publish {
+    let header = PublishHeader {
         dup: false,
         qos: QosPid::AtMostOnce,
         retain,
-        topic: msg.topic.clone(),
-        properties: vireo_codec::Properties::new(),
-        payload: msg.payload.clone(),
+        topic: &msg.topic,
+        properties: &NO_PROPERTIES,
+        payload_len: msg.payload.len(),
     };
-    let len = publish.header_len(vireo_codec::ProtocolVersion::V311) + msg.payload.len();
+    let len = header.len(ProtocolVersion::V311) + msg.payload.len();
     if arena.capacity() - arena.len() < len {
         arena.reserve(len.max(FRAME_ARENA_CHUNK));
     }
-    let _ = publish.encode_header(vireo_codec::ProtocolVersion::V311, arena);
+    // Encoding into a buffer with room cannot fail for a topic the codec accepted.
+    let _ = header.encode(ProtocolVersion::V311, arena);
     arena.extend_from_slice(&msg.payload);
     arena.split().freeze()
 }
@@ -418,20 +421,20 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
             retain,
             msg,
         } => {
-            let publish = Publish {
+            let header = PublishHeader {
                 dup,
                 qos: QosPid::new(qos, pid),
                 retain,
-                topic: msg.topic.clone(),
-                properties: vireo_codec::Properties::new(),
-                payload: msg.payload.clone(),
+                topic: &msg.topic,
+                properties: &NO_PROPERTIES,
+                payload_len: msg.payload.len(),
             };
             let version = conn.version;
-            if publish.encode_header(version, conn.scratch()).is_err() {
+            if header.encode(version, conn.scratch()).is_err() {
                 return false;
             }
             let dirty = conn.push_scratch();
-            conn.push(publish.payload) || dirty
+            conn.push(msg.payload.clone()) || dirty
         }
         Outgoing::PubRel(pid) => conn.push_packet(&Packet::PubRel(Ack::new(pid))),
     }
