@@ -628,8 +628,12 @@ def machine_info(args: argparse.Namespace, brokers: list[Broker]) -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kib = status_like("/proc/meminfo", "MemTotal")
-    commit = command_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO)
-    dirty = command_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO)
+    if args.commit:
+        commit, dirty = args.commit, ""
+    else:
+        commit = command_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO)
+        dirty = command_output(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO)
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
@@ -699,6 +703,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vireo", default=str(REPO / "target/release/vireo"), help="vireo binary")
     p.add_argument("--loadtest", default=str(REPO / "target/release/vireo-loadtest"),
                    help="vireo-loadtest binary")
+    p.add_argument("--commit", help="the Vireo commit the binaries were built from, for the "
+                   "report (default: this checkout's HEAD, marked if the tree is modified)")
     p.add_argument("--mosquitto", help="mosquitto binary (default: from PATH or /usr/sbin)")
     p.add_argument("--rumqttd", help="rumqttd binary (default: from PATH, if there)")
     p.add_argument("--no-rumqttd", action="store_true", help="leave rumqttd out")
