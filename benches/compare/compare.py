@@ -287,8 +287,13 @@ def cpu_seconds(pid: int) -> float:
 
 def status_kib(pid: int, key: str) -> int | None:
     """A `kB` field of /proc/PID/status, e.g. VmHWM (peak RSS) or VmRSS."""
+    return kib_field(f"/proc/{pid}/status", key)
+
+
+def kib_field(path: str, key: str) -> int | None:
+    """The number after `key:` in a /proc file of `Key:   123 kB` lines."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     except OSError:
@@ -627,7 +632,7 @@ def machine_info(args: argparse.Namespace, brokers: list[Broker]) -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem_kib = status_like("/proc/meminfo", "MemTotal")
+    mem_kib = kib_field("/proc/meminfo", "MemTotal")
     if args.commit:
         commit, dirty = args.commit, ""
     else:
@@ -655,13 +660,6 @@ def machine_info(args: argparse.Namespace, brokers: list[Broker]) -> dict:
         else:
             info[br.key] = command_output([br.binary, "--version"])
     return info
-
-
-def status_like(path: str, key: str) -> int | None:
-    for line in Path(path).read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return None
 
 
 def find_tools(args: argparse.Namespace) -> list[Broker]:
@@ -816,7 +814,7 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
     """results.json (every run and the medians) and results.md (the table)."""
     data = {
         "machine": info,
-        "command": " ".join(sys.argv),
+        "command": "python3 " + " ".join(sys.argv),
         "settings": {"duration": args.duration, "repeats": args.repeats,
                      "conn_counts": args.conn_counts, "conn_hold": args.conn_hold,
                      "payload": PAYLOAD},
@@ -829,7 +827,7 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
     md = [
         "# Vireo vs Mosquitto: comparison run",
         "",
-        f"Command: `{' '.join(sys.argv)}`",
+        f"Command: `python3 {' '.join(sys.argv)}`",
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB, "
         f"kernel {info['kernel']}, load average {' '.join(info['loadavg'])} at the start, "
