@@ -312,10 +312,7 @@ fn trie_collect(root: &Node, topic: &str, out: &mut Recipients, appended: &mut A
             node.exact.append_to(out, appended);
             continue;
         };
-        let (level, next) = match rest.split_once('/') {
-            Some((level, next)) => (level, Some(next)),
-            None => (rest, None),
-        };
+        let (level, next) = split_level(rest);
         if let Some(child) = node.children.get(level) {
             stack.push((child, next));
         }
@@ -407,7 +404,24 @@ fn dedup_few_against_big(tail: &mut [Recipient], big: Range<usize>) -> usize {
 
 /// The first level of a topic or filter.
 fn first_level(s: &str) -> &str {
-    s.split_once('/').map_or(s, |(first, _)| first)
+    split_level(s).0
+}
+
+/// The first level of a topic and the rest after its `/`, if any. Levels are short, so a byte
+/// scan (memchr for long rests): `str::split_once` was ~10% of fan-in instructions, and
+/// memchr's SIMD set-up alone 5% on levels of a few bytes.
+fn split_level(s: &str) -> (&str, Option<&str>) {
+    let bytes = s.as_bytes();
+    let slash = if bytes.len() < 32 {
+        bytes.iter().position(|&b| b == b'/')
+    } else {
+        memchr::memchr(b'/', bytes)
+    };
+    match slash {
+        // `/` is ASCII, so both sides of it are on char boundaries.
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
 }
 
 /// One shard, on its own cache lines so that readers of one shard's lock do not slow another's.

@@ -100,6 +100,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), DecodeError> {
     }
 }
 
+/// Inputs shorter than this are scanned byte by byte rather than with memchr.
+const SHORT: usize = 32;
 /// [`scan_topic_bytes`] found a U+0000.
 const HAS_NUL: u8 = 1;
 /// [`scan_topic_bytes`] found a `+` or `#`.
@@ -107,6 +109,18 @@ const HAS_WILDCARD: u8 = 2;
 
 /// Looks for the bytes a topic name may not hold, in one pass (it runs on every PUBLISH).
 fn scan_topic_bytes(bytes: &[u8]) -> u8 {
+    // Most topics are a few dozen bytes, below the length where memchr's SIMD set-up pays for
+    // itself (callgrind: memchr3 was 4% of a fan-in delivery); scan those byte by byte.
+    if bytes.len() < SHORT {
+        return bytes.iter().fold(0, |found, &b| {
+            found
+                | match b {
+                    0 => HAS_NUL,
+                    b'+' | b'#' => HAS_WILDCARD,
+                    _ => 0,
+                }
+        });
+    }
     match memchr::memchr3(0, b'+', b'#', bytes) {
         None => 0,
         Some(i) if bytes[i] == 0 => HAS_NUL,

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
     Ack, ByteString, Packet, Properties, ProtocolVersion, Publish, PublishHeader, QoS, QosPid,
-    ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
+    ReasonCode, SubAck, Subscribe, TopicName, Unsubscribe, has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
@@ -134,8 +134,9 @@ impl Worker {
         if msg.retain {
             // Stored compacted: a retained message lives long, and must not pin the
             // publisher's whole read buffer.
+            let topic = TopicName::new(ByteString::from(msg.topic.as_str()));
             let stored = Arc::new(Message {
-                topic: msg.topic.clone(),
+                topic: topic.unwrap_or_else(|_| msg.topic.clone()),
                 payload: Bytes::copy_from_slice(&msg.payload),
                 qos: msg.qos,
                 retain: true,
@@ -144,12 +145,14 @@ impl Worker {
             let outcome = self.shared.retained.write().set(stored);
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
         }
-        let mut recipients = std::mem::take(&mut self.recipients);
-        recipients.clear();
-        self.shared.index.matches(&msg.topic, &mut recipients);
+        self.recipients.clear();
+        self.shared.index.matches(&msg.topic, &mut self.recipients);
         let mut frame = None;
         let mut throttle = false;
-        for r in &recipients {
+        // Indexed, not iterated: `deliver_local` needs `&mut self`, and taking the 272-byte
+        // list out of `self` and back cost two memcpys per message (callgrind: 7% of fan-in).
+        for i in 0..self.recipients.len() {
+            let r = self.recipients[i];
             let home = home_of_session(r.session);
             if self.backlogged && r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce {
                 throttle |= self.shared.mailboxes[home]
@@ -162,15 +165,14 @@ impl Worker {
             } else {
                 let batch = &mut self.outbox[home];
                 match batch.last_mut() {
-                    Some(d) if Arc::ptr_eq(&d.msg, &msg) => d.recipients.push(*r),
+                    Some(d) if Arc::ptr_eq(&d.msg, &msg) => d.recipients.push(r),
                     _ => batch.push(crate::shared::Delivery {
                         msg: Arc::clone(&msg),
-                        recipients: std::iter::once(*r).collect(),
+                        recipients: std::iter::once(r).collect(),
                     }),
                 }
             }
         }
-        self.recipients = recipients;
         throttle
     }
 
