@@ -11,7 +11,7 @@ use vireo_codec::{
 };
 
 use crate::conn::{Close, ConnState};
-use crate::worker::{Worker, home_of_session};
+use crate::worker::{Worker, home_of_session, slot_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
 /// Forwarded 3.1.1 messages carry no properties.
@@ -185,12 +185,13 @@ impl Worker {
         granted: QoS,
         frame: &mut Option<Bytes>,
     ) {
-        let Some(&skey) = self.by_id.get(&session) else {
+        let skey = slot_of_session(session);
+        let Some(slot) = self.sessions.get_mut(skey) else {
             return; // session ended while the message was in flight
         };
-        let Some(slot) = self.sessions.get_mut(skey) else {
-            return;
-        };
+        if slot.session.id != session {
+            return; // ... and its slot was reused by another session
+        }
         let qos = msg.qos.min(granted);
         if qos == QoS::AtMostOnce {
             let Some(key) = slot.conn else {

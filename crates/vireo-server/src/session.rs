@@ -113,18 +113,18 @@ impl Worker {
                     // CleanSession=1 discards the stored session [MQTT-3.1.2-6].
                     self.discard_session(skey);
                 }
-                let id = self.new_session_id();
+                let skey = self.sessions.vacant_key();
+                let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
                 let session =
                     Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
-                let skey = self.sessions.insert(SessionSlot {
+                self.sessions.insert(SessionSlot {
                     session,
                     conn: None,
                     expires: None,
                     backlogged: false,
                     last_progress: self.now,
                 });
-                self.by_id.insert(id, skey);
                 self.by_client.insert(connect.client_id.clone(), skey);
                 (skey, false)
             }
@@ -220,7 +220,6 @@ impl Worker {
         for filter in session.subscriptions.keys() {
             self.shared.index.unsubscribe(session.id, filter);
         }
-        self.by_id.remove(&session.id);
         if self.by_client.get(&session.client_id) == Some(&skey) {
             self.by_client.remove(&session.client_id);
         }

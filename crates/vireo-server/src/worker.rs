@@ -68,7 +68,6 @@ pub(crate) struct Worker {
     rx: Receiver<WorkerMsg>,
     pub conns: Slab<Conn>,
     pub sessions: Slab<SessionSlot>,
-    pub by_id: HashMap<SessionId, usize>,
     pub by_client: HashMap<ByteString, usize>,
     next_session: u64,
     /// Limits shared by every session of this worker.
@@ -119,7 +118,6 @@ impl Worker {
             rx,
             conns: Slab::new(),
             sessions: Slab::new(),
-            by_id: HashMap::new(),
             by_client: HashMap::new(),
             next_session: 0,
             session_limits,
@@ -537,11 +535,16 @@ impl Worker {
         }
     }
 
-    /// A new session id homed on this worker: the worker index in the top byte, so any worker
-    /// can tell where a session lives.
-    pub(crate) fn new_session_id(&mut self) -> SessionId {
-        self.next_session += 1;
-        SessionId(((self.id as u64) << 56) | self.next_session)
+    /// A new session id for the session about to take slab slot `skey`. Layout: worker index
+    /// (8 bits) | serial (24 bits) | slot (32 bits). Any worker can tell where a session lives,
+    /// and its home worker finds the slot without a map lookup; the serial tells a reused slot
+    /// from the one a message in flight was routed to (a false match would need 16M sessions
+    /// created in that slot while one message was in flight).
+    pub(crate) fn new_session_id(&mut self, skey: usize) -> SessionId {
+        self.next_session = (self.next_session + 1) & 0xFF_FFFF;
+        SessionId(
+            ((self.id as u64) << 56) | (self.next_session << 32) | (skey as u64 & 0xFFFF_FFFF),
+        )
     }
 
     fn stop(&mut self) {
@@ -571,6 +574,11 @@ fn read_into_spare(stream: &mio::net::TcpStream, buf: &mut BytesMut) -> io::Resu
 /// The worker that owns a session.
 pub(crate) fn home_of_session(id: SessionId) -> usize {
     (id.0 >> 56) as usize
+}
+
+/// The slab slot of a session on its home worker (see `Worker::new_session_id`).
+pub(crate) fn slot_of_session(id: SessionId) -> usize {
+    (id.0 & 0xFFFF_FFFF) as usize
 }
 
 /// The worker that owns a client id's session.
