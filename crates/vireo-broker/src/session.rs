@@ -165,8 +165,11 @@ impl Session {
         self.flow.get_or_insert_with(Box::default)
     }
 
-    /// Frees the QoS state once nothing is in it.
-    fn release_if_idle(&mut self) {
+    /// Frees the QoS 1/2 state if nothing is in it. Not done on every acknowledgement: a
+    /// subscriber that keeps up empties its state after almost every message, and re-allocating
+    /// it each time was most of a QoS 1 fan-in profile's malloc/free (24%). The server calls
+    /// this when the session goes offline and, for online sessions, every few seconds.
+    pub fn shrink_if_idle(&mut self) {
         if self.flow.as_ref().is_some_and(|f| f.is_idle()) {
             self.flow = None;
         }
@@ -204,7 +207,6 @@ impl Session {
             flow.queue.push_back(Queued { qos, retain, msg });
         }
         self.dropped += dropped;
-        self.release_if_idle();
         outcome
     }
 
@@ -265,7 +267,6 @@ impl Session {
                 ) =>
             {
                 flow.forget(i);
-                self.release_if_idle();
                 true
             }
             _ => false,
@@ -302,7 +303,6 @@ impl Session {
         match flow.position(pid) {
             Some(i) if matches!(flow.inflight[i].1, InflightState::AwaitingPubComp) => {
                 flow.forget(i);
-                self.release_if_idle();
                 true
             }
             _ => false,
@@ -339,7 +339,6 @@ impl Session {
             return Ok(false);
         }
         if flow.incoming_qos2.len() >= max {
-            self.release_if_idle();
             return Err(());
         }
         flow.incoming_qos2.insert(pid);
@@ -350,7 +349,6 @@ impl Session {
     pub fn on_pubrel(&mut self, pid: PacketId) {
         if let Some(flow) = self.flow.as_mut() {
             flow.incoming_qos2.remove(&pid);
-            self.release_if_idle();
         }
     }
 

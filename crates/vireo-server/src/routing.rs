@@ -433,7 +433,10 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
                 payload_len: msg.payload.len(),
             };
             let version = conn.version;
-            if header.encode(version, conn.scratch()).is_err() {
+            if header
+                .encode(version, conn.scratch(header.len(version)))
+                .is_err()
+            {
                 return false;
             }
             let dirty = conn.push_scratch();

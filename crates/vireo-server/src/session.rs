@@ -193,6 +193,7 @@ impl Worker {
         };
         if slot.conn == Some(key) {
             slot.conn = None;
+            slot.session.shrink_if_idle();
             self.update_backlog(session);
             let Some(slot) = self.sessions.get_mut(session) else {
                 return;

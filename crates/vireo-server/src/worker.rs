@@ -44,6 +44,8 @@ const CONGESTED_POLL: Duration = Duration::from_millis(1);
 /// A backlogged session that has acknowledged nothing for this long stops holding publishers
 /// back: a stuck consumer must not stall everyone; its queue fills and drops instead.
 const STALL: Duration = Duration::from_secs(1);
+/// Every this many sweeps (10 s), idle sessions release their QoS 1/2 state.
+const SHRINK_EVERY: u64 = 100;
 /// How often timeouts and session expiry are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -95,6 +97,7 @@ pub(crate) struct Worker {
     pub recipients: Recipients,
     pub now: Instant,
     last_sweep: Instant,
+    sweeps: u64,
 }
 
 impl Worker {
@@ -133,6 +136,7 @@ impl Worker {
             recipients: Recipients::new(),
             now,
             last_sweep: now,
+            sweeps: 0,
         })
     }
 
@@ -476,6 +480,12 @@ impl Worker {
     /// Checks connection deadlines and offline session expiry.
     fn sweep(&mut self) {
         let now = self.now;
+        self.sweeps += 1;
+        if self.sweeps.is_multiple_of(SHRINK_EVERY) {
+            for (_, slot) in self.sessions.iter_mut() {
+                slot.session.shrink_if_idle();
+            }
+        }
         let expired: Vec<usize> = self
             .conns
             .iter()
