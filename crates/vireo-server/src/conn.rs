@@ -190,6 +190,12 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        // Everything is written: no frame holds the scratch chunk any more. Release it, so an
+        // idle connection keeps no buffer (at most one allocation per connection per loop
+        // iteration, against one per frame without chunking).
+        if self.scratch.capacity() > 0 {
+            self.scratch = BytesMut::new();
+        }
         Ok(true)
     }
 
