@@ -9,6 +9,11 @@ use serde::Deserialize;
 use vireo_broker::SessionLimits;
 use vireo_codec::QoS;
 
+/// Most worker threads: a session id keeps its worker index in 8 bits.
+const MAX_WORKERS: usize = 256;
+/// Longest session expiry accepted (10 years), so deadlines stay within `Instant`'s range.
+const MAX_SESSION_EXPIRY_SECS: u64 = 315_360_000;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,15 +142,29 @@ impl Config {
         if self.max_inflight == 0 || self.max_inflight > 65_535 {
             return Err(ConfigError::Invalid("max_inflight must be 1..=65535"));
         }
+        if self.workers > MAX_WORKERS {
+            // A session id keeps its worker in 8 bits.
+            return Err(ConfigError::Invalid("workers must be at most 256"));
+        }
+        if self.connect_timeout_secs > 3_600 {
+            return Err(ConfigError::Invalid(
+                "connect_timeout_secs must be at most 3600",
+            ));
+        }
+        if self.session_expiry_secs > MAX_SESSION_EXPIRY_SECS {
+            return Err(ConfigError::Invalid(
+                "session_expiry_secs must be at most 315360000 (10 years)",
+            ));
+        }
         Ok(())
     }
 
-    /// Worker count with 0 resolved to the number of cores.
+    /// Worker count with 0 resolved to the number of cores (at most 256).
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
-            self.workers
+            self.workers.min(MAX_WORKERS)
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
         }
     }
 

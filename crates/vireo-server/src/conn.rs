@@ -25,6 +25,12 @@ use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 /// QoS 0 frames needed a syscall per ~5 KB (fan-in delivered 0.6M msg/s); 512 frames amortise
 /// the syscall over tens of kilobytes.
 const MAX_IOVECS: usize = 512;
+/// What one queued frame costs besides its bytes: its `Bytes` handle in the queue. Counted so
+/// that a flood of 2-byte acks is bounded like a flood of large frames.
+const FRAME_OVERHEAD: usize = 32;
+/// A blocked queue with more frames than this is merged into one buffer, releasing the arena
+/// and read chunks its small frames pin.
+const COALESCE_MIN: usize = 64;
 /// Growth step of a connection's scratch buffer for acks and PUBLISH headers.
 const SCRATCH_CHUNK: usize = 4 * 1024;
 
@@ -92,6 +98,11 @@ pub(crate) struct Conn {
     /// Published QoS 1/2 into a worker with a backlogged session: not read until no session is
     /// backlogged (see `Mailbox::backlogged`).
     pub throttled: bool,
+    /// Not read because its own output queue is over twice the output limit: a client that
+    /// does not read what it is sent cannot make the broker queue replies without bound.
+    pub output_paused: bool,
+    /// The last write hit `WouldBlock`; cleared by the next WRITABLE edge or a full flush.
+    pub write_blocked: bool,
     /// Retained messages owed to this connection after a SUBSCRIBE, sent as the output queue
     /// drains so that a large retained set is paced, not dropped.
     pub retained_backlog: VecDeque<(Arc<Message>, QoS)>,
@@ -114,6 +125,8 @@ impl Conn {
             dirty: false,
             read_again: false,
             throttled: false,
+            output_paused: false,
+            write_blocked: false,
             retained_backlog: VecDeque::new(),
         }
     }
@@ -121,6 +134,11 @@ impl Conn {
     /// Bytes queued for the socket.
     pub(crate) fn out_bytes(&self) -> usize {
         self.out_bytes
+    }
+
+    /// Memory the output queue holds: its bytes plus a handle per frame.
+    pub(crate) fn queued_cost(&self) -> usize {
+        self.out_bytes + self.out.len() * FRAME_OVERHEAD
     }
 
     pub(crate) fn has_output(&self) -> bool {
@@ -185,11 +203,16 @@ impl Conn {
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    self.coalesce();
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.write_blocked = false;
         // Everything is written: no frame holds the scratch chunk any more. Release it, so an
         // idle connection keeps no buffer (at most one allocation per connection per loop
         // iteration, against one per frame without chunking).
@@ -197,6 +220,33 @@ impl Conn {
             self.scratch = BytesMut::new();
         }
         Ok(true)
+    }
+
+    /// Merges a long blocked queue into one buffer. Small frames are slices of larger chunks
+    /// (the worker's frame arena, publishers' read buffers); waiting behind a blocked socket
+    /// they would pin those chunks, far more memory than `out_bytes` says. One copy per
+    /// blocked episode bounds what a stuck subscriber holds to its queued bytes.
+    fn coalesce(&mut self) {
+        if self.out.len() <= COALESCE_MIN {
+            return;
+        }
+        let mut merged = BytesMut::with_capacity(self.out_bytes);
+        for frame in self.out.drain(..) {
+            merged.extend_from_slice(&frame);
+        }
+        self.out.push_back(merged.freeze());
+    }
+
+    /// Reads and discards what the peer already sent (bounded), so that closing after a
+    /// refusing CONNACK sends FIN rather than RST, which could discard the CONNACK.
+    pub(crate) fn drain_input(&mut self) {
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match std::io::Read::read(&mut self.stream, &mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
     }
 
     fn consume(&mut self, mut n: usize) {

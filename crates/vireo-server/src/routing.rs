@@ -11,6 +11,7 @@ use vireo_codec::{
 };
 
 use crate::conn::{Close, ConnState};
+use crate::shared::Mailbox;
 use crate::worker::{Worker, home_of_session, slot_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
@@ -120,7 +121,16 @@ impl Worker {
                 properties: p.properties,
             });
             let throttle = self.publish(msg);
-            if throttle && let Some(conn) = self.conns.get_mut(key) {
+            // A client with deliveries of its own in flight is not throttled: its acks must
+            // keep being read, or its own session would stall.
+            let consuming = self
+                .sessions
+                .get(skey)
+                .is_some_and(|s| s.session.inflight_len() > 0);
+            if throttle
+                && !consuming
+                && let Some(conn) = self.conns.get_mut(key)
+            {
                 conn.throttled = true;
             }
         }
@@ -134,15 +144,7 @@ impl Worker {
         if msg.retain {
             // Stored compacted: a retained message lives long, and must not pin the
             // publisher's whole read buffer.
-            let topic = TopicName::new(ByteString::from(msg.topic.as_str()));
-            let stored = Arc::new(Message {
-                topic: topic.unwrap_or_else(|_| msg.topic.clone()),
-                payload: Bytes::copy_from_slice(&msg.payload),
-                qos: msg.qos,
-                retain: true,
-                properties: msg.properties.clone(),
-            });
-            let outcome = self.shared.retained.write().set(stored);
+            let outcome = self.shared.retained.write().set(compact(&msg));
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
         }
         self.recipients.clear();
@@ -163,6 +165,11 @@ impl Worker {
             if home == self.id {
                 self.deliver_local(r.session, &msg, r.qos, &mut frame);
             } else {
+                self.outbox_pending += 1;
+                if self.outbox_pending > Mailbox::HIGH_WATER {
+                    // Reads stop now, not at the next iteration's check (see `read_loop`).
+                    self.congested = true;
+                }
                 let batch = &mut self.outbox[home];
                 match batch.last_mut() {
                     Some(d) if Arc::ptr_eq(&d.msg, &msg) => d.recipients.push(r),
@@ -204,7 +211,11 @@ impl Worker {
             // A full queue is first written out (a long iteration must not pass for a slow
             // consumer); only if the socket itself is full is the consumer slow: then drop and
             // count, and nobody else waits for it.
-            if conn.out_bytes() >= limit && (conn.flush().is_err() || conn.out_bytes() >= limit) {
+            // Tried once per blocked episode: a known-blocked socket is not written again for
+            // every message dropped on it.
+            if conn.out_bytes() >= limit
+                && (conn.write_blocked || conn.flush().is_err() || conn.out_bytes() >= limit)
+            {
                 self.shared
                     .stats
                     .dropped_qos0
@@ -220,7 +231,13 @@ impl Worker {
             }
             return;
         }
-        match slot.session.enqueue(Arc::clone(msg), qos, false) {
+        // A message that will wait in the queue (client away, or window full) is stored
+        // compacted: as a slice it would pin the publisher's whole read chunk for as long as it
+        // waits, which `max_queued_bytes` does not see.
+        let waits =
+            slot.conn.is_none() || slot.session.queued_len() > 0 || !slot.session.window_open();
+        let stored = if waits { compact(msg) } else { Arc::clone(msg) };
+        match slot.session.enqueue(stored, qos, false) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
                 self.shared
@@ -334,13 +351,15 @@ impl Worker {
         let (max_qos, max_subs) = (config.max_qos(), config.max_subscriptions);
         let (max_len, max_levels) = (config.max_topic_length, config.max_topic_levels);
         let wildcards = config.wildcard_subscriptions;
+        // Owed retained messages per connection are bounded like the retained store itself.
+        let max_owed = config.max_retained_messages;
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };
         let id = slot.session.id;
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
-        for (filter, options) in &sub.filters {
+        for (i, (filter, options)) in sub.filters.iter().enumerate() {
             let valid = validate_topic_filter(filter).is_ok()
                 && filter.len() <= max_len
                 && filter.split('/').count() <= max_levels
@@ -360,15 +379,24 @@ impl Worker {
                 .subscriptions
                 .insert(ByteString::from(&**filter), qos);
             codes.push(ReasonCode::granted(qos));
-            // [MQTT-3.3.1-6] retained messages matching the new subscription.
+            // [MQTT-3.3.1-6] retained messages matching the new subscription: once per distinct
+            // filter of this SUBSCRIBE, and not past `max_owed` already owed (a SUBSCRIBE
+            // repeating `#` must not copy the whole store per repetition).
+            let repeated = sub.filters[..i].iter().any(|(f, _)| f == filter);
+            let owed_now = self.conns.get(key).map_or(0, |c| c.retained_backlog.len());
+            if repeated || owed_now >= max_owed {
+                continue;
+            }
             let before = retained.len();
             self.shared.retained.read().matching(filter, &mut retained);
             if let Some(conn) = self.conns.get_mut(key) {
-                let owed = retained.drain(before..).map(|m| {
+                let room = max_owed.saturating_sub(conn.retained_backlog.len());
+                let owed = retained.drain(before..).take(room).map(|m| {
                     let q = m.qos.min(qos);
                     (m, q)
                 });
                 conn.retained_backlog.extend(owed);
+                retained.clear();
             }
         }
         // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].
@@ -390,6 +418,19 @@ impl Worker {
         self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, Vec::new())));
         Ok(())
     }
+}
+
+/// A copy of `msg` that owns its topic and payload, for storage that outlives the read buffer
+/// the message was decoded from.
+pub(crate) fn compact(msg: &Arc<Message>) -> Arc<Message> {
+    let topic = TopicName::new(ByteString::from(msg.topic.as_str()));
+    Arc::new(Message {
+        topic: topic.unwrap_or_else(|_| msg.topic.clone()),
+        payload: Bytes::copy_from_slice(&msg.payload),
+        qos: msg.qos,
+        retain: msg.retain,
+        properties: msg.properties.clone(),
+    })
 }
 
 /// Encodes a QoS 0 PUBLISH frame: header and payload in one buffer, shared by every

@@ -39,7 +39,8 @@ impl Worker {
         let workers = self.shared.mailboxes.len();
         if connect.client_id.is_empty() {
             // [MQTT-3.1.3-6]: invent a unique id homed on this worker.
-            connect.client_id = generated_client_id(self.id, workers, &mut self.generated);
+            connect.client_id =
+                generated_client_id(self.id, workers, &mut self.generated, &self.by_client);
         }
         let home = home_of_client(&connect.client_id, workers);
         if home == self.id {
@@ -100,10 +101,11 @@ impl Worker {
         if let Some(skey) = existing
             && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
         {
+            self.final_read(old);
             if let Some(c) = self.conns.get(old) {
                 tracing::info!(client = %connect.client_id, old = %c.peer, "session taken over [MQTT-3.1.4-2]");
+                self.close(old, Close::TakenOver);
             }
-            self.close(old, Close::TakenOver);
         }
         let existing = self.by_client.get(&connect.client_id).copied();
         let (skey, session_present) = match existing {
@@ -161,6 +163,16 @@ impl Worker {
         Ok(())
     }
 
+    /// Reads what a connection about to be taken over has already sent, ignoring back-pressure:
+    /// a DISCONNECT waiting there must still discard the Will [MQTT-3.1.2-10] (this read
+    /// closes the connection itself in that case).
+    fn final_read(&mut self, key: usize) {
+        // `read_loop` stops early while congested; this read must not.
+        let congested = std::mem::replace(&mut self.congested, false);
+        self.read_now(key);
+        self.congested = congested;
+    }
+
     /// Closes a connection: publishes its Will unless it ended with DISCONNECT, and ends a
     /// clean session with it.
     pub(crate) fn close(&mut self, key: usize, reason: Close) {
@@ -168,8 +180,10 @@ impl Worker {
             return;
         };
         if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown) {
-            // Best effort: a refusing CONNACK should reach the client before the close.
+            // Best effort: a refusing CONNACK should reach the client before the close, and
+            // unread input would turn the close into a reset that can discard it.
             let _ = conn.flush();
+            conn.drain_input();
         }
         let ConnState::Connected { session } = conn.state else {
             return;
@@ -202,7 +216,7 @@ impl Worker {
                 self.discard_session(session);
             } else if self.shared.config.session_expiry_secs > 0 {
                 let ttl = std::time::Duration::from_secs(self.shared.config.session_expiry_secs);
-                slot.expires = Some(self.now + ttl);
+                slot.expires = self.now.checked_add(ttl);
             }
         }
     }

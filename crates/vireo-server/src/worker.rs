@@ -46,6 +46,8 @@ const CONGESTED_POLL: Duration = Duration::from_millis(1);
 const STALL: Duration = Duration::from_secs(1);
 /// Every this many sweeps (10 s), idle sessions release their QoS 1/2 state.
 const SHRINK_EVERY: u64 = 100;
+/// Poll timeout while `accept` waits to be retried after a failure such as EMFILE.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How often timeouts and session expiry are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -86,9 +88,15 @@ pub(crate) struct Worker {
     /// in place.
     inbox: std::vec::IntoIter<Delivery>,
     /// Some worker is past its delivery high-water mark: reads pause (back-pressure).
-    congested: bool,
+    pub congested: bool,
     /// Some worker has a backlogged session: publishers marked `throttled` pause.
     pub backlogged: bool,
+    /// Recipients added to the outbox this iteration; past the high-water mark reads stop at
+    /// once instead of at the next iteration's congestion check.
+    pub outbox_pending: usize,
+    /// `accept` failed (e.g. EMFILE): retry next iteration, since no new edge will come for
+    /// connections already in the backlog.
+    accept_retry: bool,
     /// The read buffer lent to whichever connection is being read (see `read`).
     rbuf: BytesMut,
     /// Arena QoS 0 frames are encoded into (see `encode_qos0`).
@@ -131,6 +139,8 @@ impl Worker {
             inbox: Vec::new().into_iter(),
             congested: false,
             backlogged: false,
+            outbox_pending: 0,
+            accept_retry: false,
             rbuf: BytesMut::new(),
             frames: bytes::BytesMut::new(),
             recipients: Recipients::new(),
@@ -152,6 +162,8 @@ impl Worker {
                 .any(|m| m.backlogged.load(Ordering::Relaxed) > 0);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
+            } else if self.accept_retry {
+                Some(ACCEPT_RETRY)
             } else if !self.again.is_empty() {
                 Some(if self.congested || self.backlogged {
                     CONGESTED_POLL
@@ -179,6 +191,9 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
+            if std::mem::take(&mut self.accept_retry) {
+                self.accept();
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -186,6 +201,9 @@ impl Worker {
                     Token(t) => {
                         let key = t - FIRST_CONN;
                         if event.is_writable() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.write_blocked = false;
+                            }
                             self.mark_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -207,6 +225,8 @@ impl Worker {
             }
             self.send_outbox();
             self.flush_dirty();
+            // Closes during the flush may have published Wills.
+            self.send_outbox();
         }
         self.stop();
     }
@@ -231,8 +251,10 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next readiness edge.
+                    // EMFILE and friends: retry next iteration (`accept_retry`): no new edge
+                    // comes for connections already waiting in the backlog.
                     tracing::warn!(worker = self.id, error = %e, "accept failed");
+                    self.accept_retry = true;
                     return;
                 }
             }
@@ -290,10 +312,23 @@ impl Worker {
         if conn.throttled && !self.backlogged {
             conn.throttled = false;
         }
+        if conn.queued_cost() > 2 * self.shared.config.max_output_bytes {
+            // Resumed by `flush_dirty` once the queue drains.
+            conn.output_paused = true;
+            return;
+        }
         if self.congested || conn.throttled {
             self.read_later(key);
             return;
         }
+        self.read_now(key);
+    }
+
+    /// Reads regardless of back-pressure (see `read` for the checks).
+    pub(crate) fn read_now(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         // Lend the worker's read buffer to this connection; it keeps only a partial packet
         // afterwards (see `return_read_buffer`).
         let lent = conn.rbuf.is_empty();
@@ -337,7 +372,7 @@ impl Worker {
             if let Err(reason) = self.decode_all(key) {
                 return Some(reason);
             }
-            if budget == 0 {
+            if budget == 0 || self.congested {
                 self.read_later(key);
                 return None;
             }
@@ -430,6 +465,7 @@ impl Worker {
 
     /// Sends each other worker the deliveries batched for it this iteration.
     fn send_outbox(&mut self) {
+        self.outbox_pending = 0;
         for (worker, batch) in self.outbox.iter_mut().enumerate() {
             if !batch.is_empty() {
                 let batch = std::mem::take(batch);
@@ -451,6 +487,13 @@ impl Worker {
             conn.dirty = false;
             match conn.flush() {
                 Ok(_) => {
+                    if conn.output_paused && conn.queued_cost() <= limit {
+                        conn.output_paused = false;
+                        self.read_later(key);
+                    }
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
                     if conn.out_bytes() < limit {
                         self.refill(key);
                         if let Some(conn) = self.conns.get_mut(key)
@@ -489,6 +532,10 @@ impl Worker {
         let expired: Vec<usize> = self
             .conns
             .iter()
+            // A connection whose reads the broker paused (back-pressure) may have sent packets
+            // that wait unread in the kernel: it is not silent, so it does not time out
+            // [MQTT-3.1.2-24].
+            .filter(|(_, c)| !c.read_again && !c.output_paused)
             .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
             .map(|(k, _)| k)
             .collect();
@@ -533,7 +580,13 @@ impl Worker {
         } else {
             queued > window
         };
-        let should = slot.conn.is_some() && deep && now.duration_since(slot.last_progress) < STALL;
+        // A session whose own connection is throttled cannot make progress (its acks are not
+        // read), so it must not hold publishers back.
+        let online = slot
+            .conn
+            .and_then(|k| self.conns.get(k))
+            .is_some_and(|c| !c.throttled);
+        let should = online && deep && now.duration_since(slot.last_progress) < STALL;
         if should != slot.backlogged {
             slot.backlogged = should;
             let counter = &self.shared.mailboxes[self.id].backlogged;
@@ -599,11 +652,17 @@ pub(crate) fn home_of_client(client_id: &str, workers: usize) -> usize {
 }
 
 /// A generated client id for an empty one [MQTT-3.1.3-6], homed on `worker`.
-pub(crate) fn generated_client_id(worker: usize, workers: usize, counter: &mut u64) -> ByteString {
+/// Skips ids already in use, so an anonymous client never takes over a named one.
+pub(crate) fn generated_client_id(
+    worker: usize,
+    workers: usize,
+    counter: &mut u64,
+    in_use: &HashMap<ByteString, usize>,
+) -> ByteString {
     loop {
         *counter += 1;
         let id = format!("vireo-{worker}-{counter}");
-        if home_of_client(&id, workers) == worker {
+        if home_of_client(&id, workers) == worker && !in_use.contains_key(id.as_str()) {
             return ByteString::from(id);
         }
     }

@@ -1,0 +1,316 @@
+//! Hostile and awkward clients, from an independent review of the runtime: each test here
+//! reproduced a defect before its fix. Sleeps appear only as the deliberate pace of a slow
+//! client; the broker's progress is awaited with PINGREQ round trips.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use vireo_codec::{Ack, Bytes, BytesMut, Connect, LastWill, Packet, Publish, QoS, QosPid};
+
+fn rss_mb() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096 / (1024 * 1024)
+}
+
+fn qos1(t: &str, id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QosPid::new(QoS::AtLeastOnce, pid(id)),
+        retain: false,
+        topic: topic(t),
+        properties: Default::default(),
+        payload: Bytes::from_static(b"x"),
+    })
+}
+
+/// Waits until the broker has handled everything `c` sent before (its PINGRESP follows it).
+fn sync(c: &mut Client) {
+    c.send_raw(&[0xC0, 0x00]);
+    loop {
+        match c.recv() {
+            Some(Packet::PingResp) => return,
+            Some(_) => {}
+            None => panic!("no PINGRESP"),
+        }
+    }
+}
+
+fn will(topic_name: &str) -> Option<LastWill> {
+    Some(LastWill {
+        topic: topic(topic_name),
+        payload: Bytes::from_static(b"died"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    })
+}
+
+/// A client that floods PINGREQs and never reads: the broker stops reading it once its replies
+/// pass twice `max_output_bytes`, so the client's writes block and broker memory stays flat.
+#[test]
+fn client_that_never_reads_is_back_pressured_not_buffered() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_output_bytes = 64 * 1024;
+    });
+    let mut c = Client::connect(broker.local_addr(), "flooder");
+    let before = rss_mb();
+    c.stream.set_nonblocking(true).unwrap();
+    let chunk = [0xC0u8, 0x00].repeat(64 * 1024);
+    let (mut sent, mut blocked_since) = (0usize, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Write until writes have been blocked for a while: the broker stopped reading.
+    while blocked_since.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(500)) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker kept reading ({sent} bytes)"
+        );
+        match c.stream.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                blocked_since.get_or_insert_with(Instant::now);
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let grown = rss_mb().saturating_sub(before);
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "broker read {sent} bytes of PINGREQ"
+    );
+    assert!(grown < 32, "broker RSS grew {grown} MiB");
+}
+
+/// Generated client ids never take over a client that chose the same-looking id.
+#[test]
+fn generated_ids_never_take_over_named_clients() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut named = Vec::new();
+    for w in 0..2 {
+        for n in 1..=20 {
+            let id = format!("vireo-{w}-{n}");
+            named.push((id.clone(), Client::connect_session(addr, &id, false).0));
+        }
+    }
+    let (_anon, ack) = Client::connect_with(addr, Connect::new(""));
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0));
+    for (id, c) in &mut named {
+        sync(c);
+        assert!(c.stream.peer_addr().is_ok(), "{id} was closed");
+    }
+}
+
+/// Starts a throttling scenario: a slow QoS 1 subscriber (one PUBACK per 200 ms) and a QoS 1
+/// publisher that outruns it, in one burst or (`two_bursts`) in two, the second sent once the
+/// broker has handled the first, so that it meets a backlogged session and is throttled.
+/// Returns the publisher and the subscriber's thread.
+fn throttled(
+    addr: std::net::SocketAddr,
+    connect: Connect,
+    two_bursts: bool,
+) -> (Client, std::thread::JoinHandle<()>) {
+    let mut sub = Client::connect(addr, "slow");
+    sub.subscribe(&[("t", QoS::AtLeastOnce)]);
+    let (mut publ, ack) = Client::connect_with(addr, connect);
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0));
+    for id in 1..=20 {
+        publ.send(&qos1("t", id));
+    }
+    if two_bursts {
+        sync(&mut publ);
+    }
+    for id in 21..=40 {
+        publ.send(&qos1("t", id));
+    }
+    let acker = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < end {
+            if let Some(Packet::Publish(p)) = sub.recv_within(Duration::from_millis(200))
+                && let QosPid::AtLeastOnce(id) = p.qos
+            {
+                std::thread::sleep(Duration::from_millis(200)); // the slow consumer's pace
+                sub.send(&Packet::PubAck(Ack::new(id)));
+            }
+        }
+    });
+    (publ, acker)
+}
+
+/// [MQTT-3.1.2-24] a publisher held back by a slow subscriber keeps pinging and must not be
+/// timed out (nor its Will published) just because the broker stopped reading it.
+#[test]
+fn v311_mqtt_3_1_2_24_throttled_publisher_is_not_timed_out() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_inflight = 2;
+    });
+    let addr = broker.local_addr();
+    let mut watcher = Client::connect(addr, "watcher");
+    watcher.subscribe(&[("will", QoS::AtMostOnce)]);
+    let mut connect = Connect::new("pub");
+    connect.keep_alive = 1;
+    connect.will = will("will");
+    let (mut publ, acker) = throttled(addr, connect, true);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        publ.send_raw(&[0xC0, 0x00]);
+        let got = watcher.recv_within(Duration::from_millis(300));
+        assert!(got.is_none(), "publisher timed out while pinging: {got:?}");
+    }
+    acker.join().unwrap();
+}
+
+/// [MQTT-3.1.2-10] a DISCONNECT still waiting unread behind back-pressure when the client
+/// reconnects discards the Will: the takeover reads it first.
+#[test]
+fn v311_mqtt_3_1_2_10_disconnect_before_takeover_discards_will() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_inflight = 2;
+    });
+    let addr = broker.local_addr();
+    let mut watcher = Client::connect(addr, "watcher");
+    watcher.subscribe(&[("will", QoS::AtMostOnce)]);
+    let mut connect = Connect::new("pub");
+    connect.will = will("will");
+    let (mut publ, acker) = throttled(addr, connect, false);
+    publ.send_raw(&[0xE0, 0x00]);
+    publ.drop_connection();
+    let (_again, ack) = Client::connect_with(addr, Connect::new("pub"));
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0));
+    watcher.expect_nothing();
+    acker.join().unwrap();
+}
+
+/// A client that both consumes and publishes QoS 1 is never throttled into a stall: its own
+/// acknowledgements keep being read.
+#[test]
+fn consumer_that_publishes_is_not_stalled() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_inflight = 4;
+    });
+    let mut a = Client::connect(broker.local_addr(), "echo");
+    a.subscribe(&[("t", QoS::AtLeastOnce)]);
+    let mut next = 1u16;
+    for _ in 0..20 {
+        a.send(&qos1("t", next));
+        next += 1;
+    }
+    let mut received = 0;
+    while received < 200 {
+        // Each step must come well within the 1 s a stalled session would take to expire.
+        match a.recv_within(Duration::from_millis(500)) {
+            Some(Packet::Publish(p)) => {
+                if let QosPid::AtLeastOnce(id) = p.qos {
+                    a.send(&Packet::PubAck(Ack::new(id)));
+                }
+                received += 1;
+                a.send(&qos1("t", next));
+                next = next.wrapping_add(1).max(1);
+            }
+            Some(_) => {}
+            None => panic!("stalled after {received} messages"),
+        }
+    }
+}
+
+/// Messages waiting in an offline session's queue are stored compacted: 5,000 one-byte
+/// messages interleaved with 16 KiB ones must not pin 5,000 read chunks.
+#[test]
+fn queued_messages_do_not_pin_read_buffers() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_queued_bytes = 1024 * 1024;
+    });
+    let addr = broker.local_addr();
+    let (mut s, _) = Client::connect_session(addr, "offline", false);
+    s.subscribe(&[("q", QoS::AtLeastOnce)]);
+    s.disconnect();
+    let mut p = Client::connect(addr, "pinner");
+    let before = rss_mb();
+    let mut buf = BytesMut::new();
+    let big = Bytes::from(vec![0u8; 16 * 1024]);
+    for n in 1..=5000u16 {
+        qos1("q", n).encode(p.version, &mut buf).unwrap();
+        let mut filler = Publish::new(topic("nobody"), big.clone());
+        filler.qos = QosPid::AtMostOnce;
+        Packet::Publish(filler).encode(p.version, &mut buf).unwrap();
+        if buf.len() > 1 << 20 {
+            p.stream.write_all(&buf).unwrap();
+            buf.clear();
+            // Drain the PUBACKs as we go so the broker never waits on us.
+            while let Some(Packet::PubAck(_)) = p.recv_within(Duration::from_millis(1)) {}
+        }
+    }
+    p.stream.write_all(&buf).unwrap();
+    sync(&mut p);
+    let grown = rss_mb().saturating_sub(before);
+    assert!(
+        grown < 24,
+        "RSS grew {grown} MiB for 5,000 queued 1-byte messages"
+    );
+}
+
+/// A SUBSCRIBE repeating `#` 5,000 times owes the retained set once, not 5,000 times.
+#[test]
+fn repeated_wildcard_filters_do_not_copy_the_retained_store() {
+    let broker = start_with(|c| c.workers = 1);
+    let addr = broker.local_addr();
+    let mut p = Client::connect(addr, "retainer");
+    for n in 0..1000 {
+        let mut m = Publish::new(topic(&format!("r/{n}")), Bytes::from_static(b"v"));
+        m.retain = true;
+        p.send(&Packet::Publish(m));
+    }
+    sync(&mut p);
+    let mut c = Client::connect(addr, "greedy");
+    let before = rss_mb();
+    let mut body = vec![0x00, 0x01];
+    for _ in 0..5000 {
+        body.extend_from_slice(&[0x00, 0x01, b'#', 0x00]);
+    }
+    let mut pkt = vec![0x82];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        pkt.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    pkt.extend_from_slice(&body);
+    c.send_raw(&pkt);
+    let mut retained = 0;
+    loop {
+        match c.recv() {
+            Some(Packet::SubAck(s)) => assert_eq!(s.codes.len(), 5000),
+            Some(Packet::Publish(m)) => {
+                assert!(m.retain);
+                retained += 1;
+                if retained == 1000 {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.expect_nothing();
+    let grown = rss_mb().saturating_sub(before);
+    assert!(grown < 16, "RSS grew {grown} MiB");
+}
