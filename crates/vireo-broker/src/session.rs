@@ -362,11 +362,6 @@ impl Session {
         self.flow.as_ref().map_or(0, |f| f.queue.len())
     }
 
-    /// Whether the inflight window has room for another message.
-    pub fn window_open(&self) -> bool {
-        self.inflight_len() < self.limits.max_inflight
-    }
-
     /// Whether anything is waiting that the window would let through now.
     pub fn has_sendable(&self) -> bool {
         self.flow

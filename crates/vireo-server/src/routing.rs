@@ -156,7 +156,9 @@ impl Worker {
         for i in 0..self.recipients.len() {
             let r = self.recipients[i];
             let home = home_of_session(r.session);
-            if self.backlogged && r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce {
+            // The target's counter itself, not this iteration's snapshot: a session that became
+            // backlogged a moment ago must hold this publisher back from its next packet on.
+            if r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce {
                 throttle |= self.shared.mailboxes[home]
                     .backlogged
                     .load(Ordering::Relaxed)
@@ -231,11 +233,12 @@ impl Worker {
             }
             return;
         }
-        // A message that will wait in the queue (client away, or window full) is stored
-        // compacted: as a slice it would pin the publisher's whole read chunk for as long as it
-        // waits, which `max_queued_bytes` does not see.
-        let waits =
-            slot.conn.is_none() || slot.session.queued_len() > 0 || !slot.session.window_open();
+        // A message that will wait long (client away, or more than two windows queued) is
+        // stored compacted: as a slice it would pin the publisher's whole read chunk for as
+        // long as it waits, which `max_queued_bytes` does not see. Messages about to be sent
+        // stay zero-copy (compacting every queued one cost QoS 1 fan-in ~15%).
+        let deep = 2 * self.shared.config.max_inflight;
+        let waits = slot.conn.is_none() || slot.session.queued_len() >= deep;
         let stored = if waits { compact(msg) } else { Arc::clone(msg) };
         match slot.session.enqueue(stored, qos, false) {
             Enqueued::Queued => {}

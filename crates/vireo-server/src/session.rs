@@ -167,10 +167,11 @@ impl Worker {
     /// a DISCONNECT waiting there must still discard the Will [MQTT-3.1.2-10] (this read
     /// closes the connection itself in that case).
     fn final_read(&mut self, key: usize) {
-        // `read_loop` stops early while congested; this read must not.
-        let congested = std::mem::replace(&mut self.congested, false);
+        // `read_loop` stops early while congested or throttled; this read must not, even when
+        // the PUBLISHes it finds would throttle the connection again.
+        self.final_read = true;
         self.read_now(key);
-        self.congested = congested;
+        self.final_read = false;
     }
 
     /// Closes a connection: publishes its Will unless it ended with DISCONNECT, and ends a

@@ -94,6 +94,8 @@ pub(crate) struct Worker {
     /// Recipients added to the outbox this iteration; past the high-water mark reads stop at
     /// once instead of at the next iteration's congestion check.
     pub outbox_pending: usize,
+    /// A takeover is reading the old connection to its end (`Worker::final_read`).
+    pub final_read: bool,
     /// `accept` failed (e.g. EMFILE): retry next iteration, since no new edge will come for
     /// connections already in the backlog.
     accept_retry: bool,
@@ -141,6 +143,7 @@ impl Worker {
             backlogged: false,
             outbox_pending: 0,
             accept_retry: false,
+            final_read: false,
             rbuf: BytesMut::new(),
             frames: bytes::BytesMut::new(),
             recipients: Recipients::new(),
@@ -349,12 +352,20 @@ impl Worker {
     fn read_loop(&mut self, key: usize) -> Option<Close> {
         let mut budget = READ_BUDGET;
         loop {
+            // Decode what is buffered first: bytes just read, or packets left behind when
+            // decoding stopped for back-pressure.
+            if let Err(reason) = self.decode_all(key) {
+                return Some(reason);
+            }
+            if budget == 0 || self.paused(key) {
+                self.read_later(key);
+                return None;
+            }
             let conn = self.conns.get_mut(key)?;
             if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 4 {
                 conn.rbuf.reserve(READ_CHUNK);
             }
-            let result = read_into_spare(&conn.stream, &mut conn.rbuf);
-            match result {
+            match read_into_spare(&conn.stream, &mut conn.rbuf) {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
@@ -363,20 +374,20 @@ impl Worker {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(peer = %conn.peer, error = %e, "read failed");
                     return Some(Close::Io);
                 }
             }
-            if let Err(reason) = self.decode_all(key) {
-                return Some(reason);
-            }
-            if budget == 0 || self.congested {
-                self.read_later(key);
-                return None;
-            }
         }
+    }
+
+    /// Whether reading (and decoding) a connection must stop now: the broker is congested, or
+    /// this publisher is throttled. Checked after every packet, so a throttled publisher adds
+    /// at most one more message to a backlogged session, not a whole read buffer's worth.
+    fn paused(&self, key: usize) -> bool {
+        !self.final_read && (self.congested || self.conns.get(key).is_some_and(|c| c.throttled))
     }
 
     /// Takes the worker's read buffer back after a read. A connection left holding a partial
@@ -417,7 +428,12 @@ impl Worker {
                 return Ok(());
             };
             match decode(&mut conn.rbuf, conn.version, max) {
-                Ok(Some(packet)) => self.handle(key, packet)?,
+                Ok(Some(packet)) => {
+                    self.handle(key, packet)?;
+                    if self.paused(key) {
+                        return Ok(()); // the rest waits in the buffer (see `read_loop`)
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     self.shared
