@@ -41,16 +41,6 @@ fn sync(c: &mut Client) {
     }
 }
 
-fn will(topic_name: &str) -> Option<LastWill> {
-    Some(LastWill {
-        topic: topic(topic_name),
-        payload: Bytes::from_static(b"died"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Default::default(),
-    })
-}
-
 /// A client that floods PINGREQs and never reads: the broker stops reading it once its replies
 /// pass twice `max_output_bytes`, so the client's writes block and broker memory stays flat.
 #[test]
@@ -111,27 +101,47 @@ fn generated_ids_never_take_over_named_clients() {
     }
 }
 
-/// Starts a throttling scenario: a slow QoS 1 subscriber (one PUBACK per 200 ms) and a QoS 1
-/// publisher that outruns it, in one burst or (`two_bursts`) in two, the second sent once the
-/// broker has handled the first, so that it meets a backlogged session and is throttled.
-/// Returns the publisher and the subscriber's thread.
-fn throttled(
+/// A throttling scenario: one worker, a window of 2, a watcher of the `will` topic, a slow
+/// QoS 1 subscriber (one PUBACK per 200 ms) and a QoS 1 publisher with a Will that outruns it,
+/// in one burst or (`two_bursts`) in two, the second sent once the broker has handled the
+/// first, so that it meets a backlogged session and is throttled.
+struct Throttled {
+    _broker: vireo_server::ServerHandle,
     addr: std::net::SocketAddr,
-    connect: Connect,
-    two_bursts: bool,
-) -> (Client, std::thread::JoinHandle<()>) {
+    watcher: Client,
+    publisher: Client,
+    acker: std::thread::JoinHandle<()>,
+}
+
+fn throttled(keep_alive: u16, two_bursts: bool) -> Throttled {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_inflight = 2;
+    });
+    let addr = broker.local_addr();
+    let mut watcher = Client::connect(addr, "watcher");
+    watcher.subscribe(&[("will", QoS::AtMostOnce)]);
     let mut sub = Client::connect(addr, "slow");
     sub.subscribe(&[("t", QoS::AtLeastOnce)]);
-    let (mut publ, ack) = Client::connect_with(addr, connect);
+    let mut connect = Connect::new("pub");
+    connect.keep_alive = keep_alive;
+    connect.will = Some(LastWill {
+        topic: topic("will"),
+        payload: Bytes::from_static(b"died"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (mut publisher, ack) = Client::connect_with(addr, connect);
     assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0));
     for id in 1..=20 {
-        publ.send(&qos1("t", id));
+        publisher.send(&qos1("t", id));
     }
     if two_bursts {
-        sync(&mut publ);
+        sync(&mut publisher);
     }
     for id in 21..=40 {
-        publ.send(&qos1("t", id));
+        publisher.send(&qos1("t", id));
     }
     let acker = std::thread::spawn(move || {
         let end = Instant::now() + Duration::from_secs(4);
@@ -144,53 +154,40 @@ fn throttled(
             }
         }
     });
-    (publ, acker)
+    Throttled {
+        _broker: broker,
+        addr,
+        watcher,
+        publisher,
+        acker,
+    }
 }
 
 /// [MQTT-3.1.2-24] a publisher held back by a slow subscriber keeps pinging and must not be
 /// timed out (nor its Will published) just because the broker stopped reading it.
 #[test]
 fn v311_mqtt_3_1_2_24_throttled_publisher_is_not_timed_out() {
-    let broker = start_with(|c| {
-        c.workers = 1;
-        c.max_inflight = 2;
-    });
-    let addr = broker.local_addr();
-    let mut watcher = Client::connect(addr, "watcher");
-    watcher.subscribe(&[("will", QoS::AtMostOnce)]);
-    let mut connect = Connect::new("pub");
-    connect.keep_alive = 1;
-    connect.will = will("will");
-    let (mut publ, acker) = throttled(addr, connect, true);
+    let mut t = throttled(1, true);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
-        publ.send_raw(&[0xC0, 0x00]);
-        let got = watcher.recv_within(Duration::from_millis(300));
+        t.publisher.send_raw(&[0xC0, 0x00]);
+        let got = t.watcher.recv_within(Duration::from_millis(300));
         assert!(got.is_none(), "publisher timed out while pinging: {got:?}");
     }
-    acker.join().unwrap();
+    t.acker.join().unwrap();
 }
 
 /// [MQTT-3.1.2-10] a DISCONNECT still waiting unread behind back-pressure when the client
 /// reconnects discards the Will: the takeover reads it first.
 #[test]
 fn v311_mqtt_3_1_2_10_disconnect_before_takeover_discards_will() {
-    let broker = start_with(|c| {
-        c.workers = 1;
-        c.max_inflight = 2;
-    });
-    let addr = broker.local_addr();
-    let mut watcher = Client::connect(addr, "watcher");
-    watcher.subscribe(&[("will", QoS::AtMostOnce)]);
-    let mut connect = Connect::new("pub");
-    connect.will = will("will");
-    let (mut publ, acker) = throttled(addr, connect, false);
-    publ.send_raw(&[0xE0, 0x00]);
-    publ.drop_connection();
-    let (_again, ack) = Client::connect_with(addr, Connect::new("pub"));
+    let mut t = throttled(60, false);
+    t.publisher.send_raw(&[0xE0, 0x00]);
+    t.publisher.drop_connection();
+    let (_again, ack) = Client::connect_with(t.addr, Connect::new("pub"));
     assert!(matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0));
-    watcher.expect_nothing();
-    acker.join().unwrap();
+    t.watcher.expect_nothing();
+    t.acker.join().unwrap();
 }
 
 /// A client that both consumes and publishes QoS 1 is never throttled into a stall: its own
