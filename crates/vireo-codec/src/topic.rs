@@ -39,6 +39,12 @@ impl TopicName {
         Ok(Self(name))
     }
 
+    /// A copy that owns its bytes instead of sharing the buffer the name was decoded from, for
+    /// storage that outlives that buffer. No re-validation: the name is already valid.
+    pub fn detached(&self) -> Self {
+        Self(ByteString::from(self.as_str()))
+    }
+
     /// The name as `&str`.
     pub fn as_str(&self) -> &str {
         &self.0

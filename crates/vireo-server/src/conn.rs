@@ -67,9 +67,10 @@ pub(crate) enum Close {
 }
 
 impl Close {
-    /// Whether the Will must be published for this close [MQTT-3.1.2-8].
+    /// Whether the Will must be published for this close [MQTT-3.1.2-8]: not after DISCONNECT
+    /// [MQTT-3.14.4-3], not for a refused CONNECT, and not when the broker itself stops.
     pub(crate) fn publishes_will(self) -> bool {
-        !matches!(self, Close::Disconnect | Close::Refused)
+        !matches!(self, Close::Disconnect | Close::Refused | Close::Shutdown)
     }
 }
 
@@ -83,6 +84,8 @@ pub(crate) struct Conn {
     /// Frames waiting for the socket.
     out: VecDeque<Bytes>,
     out_bytes: usize,
+    /// Frames queued since the last `coalesce`, at the back of `out`.
+    unmerged: usize,
     /// Scratch space headers are encoded into and split off, so a frame header costs no
     /// allocation of its own.
     scratch: BytesMut,
@@ -118,6 +121,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             out: VecDeque::new(),
             out_bytes: 0,
+            unmerged: 0,
             scratch: BytesMut::new(),
             keep_alive: None,
             deadline: Some(deadline),
@@ -152,6 +156,7 @@ impl Conn {
             return false;
         }
         self.out_bytes += frame.len();
+        self.unmerged += 1;
         self.out.push_back(frame);
         !std::mem::replace(&mut self.dirty, true)
     }
@@ -225,16 +230,22 @@ impl Conn {
     /// Merges a long blocked queue into one buffer. Small frames are slices of larger chunks
     /// (the worker's frame arena, publishers' read buffers); waiting behind a blocked socket
     /// they would pin those chunks, far more memory than `out_bytes` says. One copy per
-    /// blocked episode bounds what a stuck subscriber holds to its queued bytes.
+    /// blocked episode bounds what a stuck subscriber holds to its queued bytes. Only frames
+    /// queued since the last merge are merged, so each byte is copied at most once however
+    /// often a slow consumer's socket blocks.
     fn coalesce(&mut self) {
-        if self.out.len() <= COALESCE_MIN {
+        let tail = self.unmerged.min(self.out.len());
+        if tail <= COALESCE_MIN {
             return;
         }
-        let mut merged = BytesMut::with_capacity(self.out_bytes);
-        for frame in self.out.drain(..) {
+        let start = self.out.len() - tail;
+        let len: usize = self.out.range(start..).map(Bytes::len).sum();
+        let mut merged = BytesMut::with_capacity(len);
+        for frame in self.out.drain(start..) {
             merged.extend_from_slice(&frame);
         }
         self.out.push_back(merged.freeze());
+        self.unmerged = 0;
     }
 
     /// Reads and discards what the peer already sent (bounded), so that closing after a
@@ -263,13 +274,10 @@ impl Conn {
     }
 
     /// Drops the read buffer's allocation when it holds nothing, so idle connections cost
-    /// little memory.
+    /// little memory. (The scratch chunk is released by the flush that empties the queue.)
     pub(crate) fn shrink_idle(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             self.rbuf = BytesMut::new();
-        }
-        if self.out.is_empty() && self.scratch.capacity() > 0 {
-            self.scratch = BytesMut::new();
         }
     }
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
+use foldhash::{HashSet, HashSetExt};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
     Ack, ByteString, Packet, Properties, ProtocolVersion, Publish, PublishHeader, QoS, QosPid,
-    ReasonCode, SubAck, Subscribe, TopicName, Unsubscribe, has_wildcard, validate_topic_filter,
+    ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
@@ -26,7 +27,7 @@ impl Worker {
         let Some(conn) = self.conns.get(key) else {
             return Ok(());
         };
-        let session = match (conn.state, packet) {
+        let (skey, packet) = match (conn.state, packet) {
             (ConnState::AwaitingConnect, Packet::Connect(c)) => return self.on_connect(key, c),
             (ConnState::AwaitingConnect, p) => {
                 tracing::info!(peer = %conn.peer, packet = p.name(), "first packet is not CONNECT [MQTT-3.1.0-1]");
@@ -34,7 +35,6 @@ impl Worker {
             }
             (ConnState::Connected { session }, packet) => (session, packet),
         };
-        let (skey, packet) = session;
         match packet {
             Packet::Publish(p) => self.on_publish(key, skey, p),
             Packet::PubAck(a) => self.on_puback(key, skey, &a),
@@ -149,7 +149,7 @@ impl Worker {
         }
         self.recipients.clear();
         self.shared.index.matches(&msg.topic, &mut self.recipients);
-        let mut frame = None;
+        let mut copies = MessageCopies::default();
         let mut throttle = false;
         // Indexed, not iterated: `deliver_local` needs `&mut self`, and taking the 272-byte
         // list out of `self` and back cost two memcpys per message (callgrind: 7% of fan-in).
@@ -165,7 +165,7 @@ impl Worker {
                     > 0;
             }
             if home == self.id {
-                self.deliver_local(r.session, &msg, r.qos, &mut frame);
+                self.deliver_local(r.session, &msg, r.qos, &mut copies);
             } else {
                 self.outbox_pending += 1;
                 if self.outbox_pending > Mailbox::HIGH_WATER {
@@ -186,13 +186,13 @@ impl Worker {
     }
 
     /// Delivers to one session of this worker at min(published, granted) QoS
-    /// [MQTT-3.8.4-6]. `frame` caches the QoS 0 frame, encoded once per message.
+    /// [MQTT-3.8.4-6]. `copies` holds what is made once per message for all its recipients.
     pub(crate) fn deliver_local(
         &mut self,
         session: SessionId,
         msg: &Arc<Message>,
         granted: QoS,
-        frame: &mut Option<Bytes>,
+        copies: &mut MessageCopies,
     ) {
         let skey = slot_of_session(session);
         let Some(slot) = self.sessions.get_mut(skey) else {
@@ -225,7 +225,8 @@ impl Worker {
                 return;
             }
             let arena = &mut self.frames;
-            let frame = frame
+            let frame = copies
+                .qos0_frame
                 .get_or_insert_with(|| encode_qos0(arena, msg, false))
                 .clone();
             if conn.push(frame) {
@@ -239,7 +240,11 @@ impl Worker {
         // stay zero-copy (compacting every queued one cost QoS 1 fan-in ~15%).
         let deep = 2 * self.shared.config.max_inflight;
         let waits = slot.conn.is_none() || slot.session.queued_len() >= deep;
-        let stored = if waits { compact(msg) } else { Arc::clone(msg) };
+        let stored = if waits {
+            Arc::clone(copies.compact.get_or_insert_with(|| compact(msg)))
+        } else {
+            Arc::clone(msg)
+        };
         match slot.session.enqueue(stored, qos, false) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
@@ -362,7 +367,10 @@ impl Worker {
         let id = slot.session.id;
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
-        for (i, (filter, options)) in sub.filters.iter().enumerate() {
+        // Filters of this SUBSCRIBE already owed their retained messages: a set, since the
+        // client chooses how many filters a SUBSCRIBE repeats.
+        let mut matched: HashSet<&str> = HashSet::new();
+        for (filter, options) in &sub.filters {
             let valid = validate_topic_filter(filter).is_ok()
                 && filter.len() <= max_len
                 && filter.split('/').count() <= max_levels
@@ -385,21 +393,18 @@ impl Worker {
             // [MQTT-3.3.1-6] retained messages matching the new subscription: once per distinct
             // filter of this SUBSCRIBE, and not past `max_owed` already owed (a SUBSCRIBE
             // repeating `#` must not copy the whole store per repetition).
-            let repeated = sub.filters[..i].iter().any(|(f, _)| f == filter);
             let owed_now = self.conns.get(key).map_or(0, |c| c.retained_backlog.len());
-            if repeated || owed_now >= max_owed {
+            if !matched.insert(filter) || owed_now >= max_owed {
                 continue;
             }
-            let before = retained.len();
             self.shared.retained.read().matching(filter, &mut retained);
             if let Some(conn) = self.conns.get_mut(key) {
-                let room = max_owed.saturating_sub(conn.retained_backlog.len());
-                let owed = retained.drain(before..).take(room).map(|m| {
+                let room = max_owed.saturating_sub(owed_now);
+                let owed = retained.drain(..).take(room).map(|m| {
                     let q = m.qos.min(qos);
                     (m, q)
                 });
                 conn.retained_backlog.extend(owed);
-                retained.clear();
             }
         }
         // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].
@@ -423,12 +428,20 @@ impl Worker {
     }
 }
 
+/// What one message needs made once, however many sessions of this worker it reaches.
+#[derive(Default)]
+pub(crate) struct MessageCopies {
+    /// Its QoS 0 PUBLISH frame, shared by every QoS 0 recipient.
+    qos0_frame: Option<Bytes>,
+    /// Its compacted copy, shared by every session queue it waits in.
+    compact: Option<Arc<Message>>,
+}
+
 /// A copy of `msg` that owns its topic and payload, for storage that outlives the read buffer
 /// the message was decoded from.
 pub(crate) fn compact(msg: &Arc<Message>) -> Arc<Message> {
-    let topic = TopicName::new(ByteString::from(msg.topic.as_str()));
     Arc::new(Message {
-        topic: topic.unwrap_or_else(|_| msg.topic.clone()),
+        topic: msg.topic.detached(),
         payload: Bytes::copy_from_slice(&msg.payload),
         qos: msg.qos,
         retain: msg.retain,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use vireo_broker::{Message, Session};
-use vireo_codec::{ByteString, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode, TopicName};
+use vireo_codec::{ByteString, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 
 use crate::conn::{Close, Conn, ConnState};
 use crate::shared::{Adoption, WorkerMsg};
@@ -94,7 +94,7 @@ impl Worker {
         // Will) is copied so that an idle connection does not pin a 16 KiB read chunk.
         connect.client_id = ByteString::from(&*connect.client_id);
         if let Some(will) = &mut connect.will {
-            will.topic = TopicName::new(ByteString::from(will.topic.as_str())).unwrap_or_default();
+            will.topic = will.topic.detached();
             will.payload = vireo_codec::Bytes::copy_from_slice(&will.payload);
         }
         let existing = self.by_client.get(&connect.client_id).copied();
@@ -191,7 +191,6 @@ impl Worker {
         };
         if let Some(will) = conn.will.take().map(|w| *w)
             && reason.publishes_will()
-            && reason != Close::Shutdown
         {
             // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
             let msg = Arc::new(Message {

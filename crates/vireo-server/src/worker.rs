@@ -21,6 +21,7 @@ use vireo_broker::{Recipients, Session, SessionId};
 use vireo_codec::{ByteString, decode};
 
 use crate::conn::{Close, Conn, ConnState};
+use crate::routing::MessageCopies;
 use crate::shared::{Delivery, Shared, WorkerMsg};
 
 pub(crate) const LISTENER: Token = Token(0);
@@ -457,25 +458,27 @@ impl Worker {
     }
 
     fn drain_mailbox(&mut self) {
-        let mut budget = MAX_DELIVERIES_PER_TICK;
-        while budget > 0 {
+        let mut handled = 0;
+        while handled < MAX_DELIVERIES_PER_TICK {
             let Some(d) = self.inbox.next() else {
                 match self.rx.try_recv() {
                     Ok(WorkerMsg::Deliver(batch)) => self.inbox = batch.into_iter(),
                     Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
-                    Err(_) => return,
+                    Err(_) => break,
                 }
                 continue;
             };
-            let mut frame = None;
+            let mut copies = MessageCopies::default();
             for r in &d.recipients {
-                self.deliver_local(r.session, &d.msg, r.qos, &mut frame);
+                self.deliver_local(r.session, &d.msg, r.qos, &mut copies);
             }
-            let n = d.recipients.len();
-            budget = budget.saturating_sub(n);
+            handled += d.recipients.len();
+        }
+        // Once per tick, not per delivery: other workers read this counter's cache line.
+        if handled > 0 {
             self.shared.mailboxes[self.id]
                 .queued
-                .fetch_sub(n, Ordering::Relaxed);
+                .fetch_sub(handled, Ordering::Relaxed);
         }
     }
 

@@ -260,7 +260,8 @@ fn queued_messages_do_not_pin_read_buffers() {
     );
 }
 
-/// A SUBSCRIBE repeating `#` 5,000 times owes the retained set once, not 5,000 times.
+/// A SUBSCRIBE repeating `#` 100,000 times owes the retained set once, not 100,000 times, and
+/// is answered within the usual wait (checking repeats pairwise would take minutes).
 #[test]
 fn repeated_wildcard_filters_do_not_copy_the_retained_store() {
     let broker = start_with(|c| c.workers = 1);
@@ -275,7 +276,7 @@ fn repeated_wildcard_filters_do_not_copy_the_retained_store() {
     let mut c = Client::connect(addr, "greedy");
     let before = rss_mb();
     let mut body = vec![0x00, 0x01];
-    for _ in 0..5000 {
+    for _ in 0..100_000 {
         body.extend_from_slice(&[0x00, 0x01, b'#', 0x00]);
     }
     let mut pkt = vec![0x82];
@@ -296,7 +297,7 @@ fn repeated_wildcard_filters_do_not_copy_the_retained_store() {
     let mut retained = 0;
     loop {
         match c.recv() {
-            Some(Packet::SubAck(s)) => assert_eq!(s.codes.len(), 5000),
+            Some(Packet::SubAck(s)) => assert_eq!(s.codes.len(), 100_000),
             Some(Packet::Publish(m)) => {
                 assert!(m.retain);
                 retained += 1;
