@@ -7,8 +7,9 @@
 //! labels overlap with different meanings, never mix. Behaviour that needs sessions or sockets
 //! (keep alive, retained messages, QoS flows) is tested in the broker and server crates.
 
-use std::num::NonZeroU16;
+mod common;
 
+use common::{MAX, hex, pid};
 use vireo_codec::{
     Ack, Bytes, BytesMut, ConnAck, Connect, DecodeError, Disconnect, EncodeError, LastWill, Packet,
     Properties, Property, ProtocolVersion, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe,
@@ -17,18 +18,6 @@ use vireo_codec::{
 };
 
 use ProtocolVersion::{V5, V31, V311};
-
-const MAX: usize = 1 << 20;
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
-        .collect()
-}
-
-fn pid(n: u16) -> NonZeroU16 {
-    NonZeroU16::new(n).expect("non-zero packet id")
-}
 
 fn decode_bytes(bytes: &[u8], version: ProtocolVersion) -> Result<Option<Packet>, DecodeError> {
     decode(&mut BytesMut::from(bytes), version, MAX)
@@ -335,7 +324,7 @@ fn v311_mqtt_2_3_1_1_packet_id_zero_is_refused() {
         );
     }
     // The type system keeps the encoder from writing one: ids are `NonZeroU16`.
-    assert!(NonZeroU16::new(0).is_none());
+    assert!(std::num::NonZeroU16::new(0).is_none());
 }
 
 /// MQTT 3.1.1 [MQTT-2.3.1-5]: a QoS 0 PUBLISH has no packet id field.

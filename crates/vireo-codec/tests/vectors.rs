@@ -5,8 +5,9 @@
 //! 3.1 and 5.0 vectors were assembled by hand from the spec, field by field, with the layout
 //! written next to each one.
 
-use std::num::NonZeroU16;
+mod common;
 
+use common::{MAX, hex, pid};
 use vireo_codec::{
     Ack, Bytes, BytesMut, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
     Property, ProtocolVersion, Publish, QoS, QosPid, ReasonCode, SubAck, Subscribe,
@@ -14,19 +15,6 @@ use vireo_codec::{
 };
 
 use ProtocolVersion::{V5, V31, V311};
-
-const MAX: usize = 1 << 20;
-
-/// Parses hex written as space-separated byte pairs (`"10 25 00 04"`).
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
-        .collect()
-}
-
-fn pid(n: u16) -> NonZeroU16 {
-    NonZeroU16::new(n).expect("non-zero packet id")
-}
 
 fn topic(s: &str) -> TopicName {
     TopicName::try_from(s).expect("valid topic")
