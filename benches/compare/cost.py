@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Cost per message: instructions per delivered message, and where the time goes.
 
-For each broker, two fixed fan-in QoS 0 workloads (50 publishers -> 1 subscriber on bench/#,
-64-byte payloads, `--count N1` and `--count N2` messages per publisher) each run on a fresh
+For each broker, two fixed workloads (by default fan-in QoS 0: 50 publishers -> 1 subscriber
+on bench/#; `--scenario` picks fan-in QoS 1 or fan-out 1 -> 100 instead; 64-byte payloads,
+`--count N1` and `--count N2` messages per publisher) each run on a fresh
 broker; the broker's instructions (all threads) are counted with `perf stat -e instructions`
 when the CPU counters work, otherwise by running the broker under `valgrind --tool=callgrind`.
 The difference in instructions divided by the difference in delivered messages is the cost of
 one more message, free of start-up, connection set-up and shutdown.
 
-Then one unthrottled fan-in QoS 0 run at full speed is sampled with `perf record -e cpu-clock`
+Then one unthrottled run of the same scenario at full speed is sampled with `perf record -e cpu-clock`
 (kernel included) for the broker's top functions by CPU time.
 
 Standard library only; uses the broker helpers of compare.py.
@@ -29,7 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (the helpers: configs, spawn/stop, ports, /proc)
 
-FAN_IN = ("fan-in", "--publishers", "50", "--subscribers", "1", "--qos", "0")
+SCENARIOS = {
+    "fanin-q0": (("fan-in", "--publishers", "50", "--subscribers", "1", "--qos", "0"),
+                 "fan-in 50→1, QoS 0"),
+    "fanin-q1": (("fan-in", "--publishers", "50", "--subscribers", "1", "--qos", "1"),
+                 "fan-in 50→1, QoS 1"),
+    "fanout-q0": (("fan-out", "--publishers", "1", "--subscribers", "100", "--qos", "0"),
+                  "fan-out 1→100, QoS 0"),
+}
 
 
 def hardware_counters() -> bool:
@@ -58,8 +66,8 @@ def start_broker(broker: compare.Broker, tmp: Path, log: Path, wrapper: list[str
 
 
 def load(args: argparse.Namespace, port: int, pid: int, out: Path, extra: list[str]) -> dict:
-    """One vireo-loadtest fan-in QoS 0 run; its JSON report."""
-    cmd = [args.loadtest, *FAN_IN, "--port", str(port), "--payload", "64", "--quiet",
+    """One vireo-loadtest run of the scenario; its JSON report."""
+    cmd = [args.loadtest, *SCENARIOS[args.scenario][0], "--port", str(port), "--payload", "64", "--quiet",
            "--broker-pid", str(pid), "--json", str(out), "--drain-timeout", "60",
            "--connect-timeout", "60", *extra]
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False, timeout=900)
@@ -194,7 +202,10 @@ def main() -> int:
                    help="two --count values (messages per publisher, 50 publishers)")
     p.add_argument("--method", choices=("auto", "perf", "callgrind"), default="auto",
                    help="instruction counting: perf stat if the CPU counters work, else callgrind")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="fanin-q0")
     p.add_argument("--perf-seconds", type=int, default=5)
+    p.add_argument("--no-perf", action="store_true",
+                   help="skip the full-speed perf record (instruction counts only)")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("/tmp/vireo-cost"))
     args = p.parse_args()
@@ -212,18 +223,21 @@ def main() -> int:
                 broker = brokers[key]
                 print(f"{broker.label}: instructions ({method})", file=sys.stderr)
                 results[key] = instructions_per_message(args, broker, Path(tmp), method)
-                print(f"{broker.label}: perf record", file=sys.stderr)
-                results[key]["perf"] = perf_profile(args, broker, Path(tmp))
+                if not args.no_perf:
+                    print(f"{broker.label}: perf record", file=sys.stderr)
+                    results[key]["perf"] = perf_profile(args, broker, Path(tmp))
     finally:
         compare.stop_all()
     (args.out / "cost.json").write_text(json.dumps(results, indent=2))
     for key in args.brokers.split(","):
         r = results[key]
         print(f"\n## {brokers[key].label}: {r['instructions_per_message']:,.0f} instructions "
-              f"per delivered message (fan-in 50→1, QoS 0, 64 B; {r['method']})")
+              f"per delivered message ({SCENARIOS[args.scenario][1]}, 64 B; {r['method']})")
         if r["top"]:
             print("\ncallgrind, self instructions, top functions:")
             print("\n".join(r["top"]))
+        if "perf" not in r:
+            continue
         print("\nperf record -e cpu-clock (full speed), top symbols:")
         print("\n".join(r["perf"]["top"]))
         print("CPU time by object: " + ", ".join(

@@ -21,6 +21,8 @@ use smallvec::SmallVec;
 use vireo_broker::Message;
 use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 
+use crate::frames::{FrameLog, Span};
+
 /// Most slices handed to one `writev`. Linux allows 1024 (IOV_MAX); at 64 a stream of small
 /// QoS 0 frames needed a syscall per ~5 KB (fan-in delivered 0.6M msg/s); 512 frames amortise
 /// the syscall over tens of kilobytes.
@@ -33,6 +35,34 @@ const FRAME_OVERHEAD: usize = 32;
 const COALESCE_MIN: usize = 64;
 /// Growth step of a connection's scratch buffer for acks and PUBLISH headers.
 const SCRATCH_CHUNK: usize = 4 * 1024;
+
+/// A piece of queued output.
+pub(crate) enum Out {
+    /// A frame of its own: an ack, a header, a payload, merged bytes.
+    Frame(Bytes),
+    /// Consecutive QoS 0 frames of the worker's [`FrameLog`], cut from it when flushed.
+    Run(Span),
+}
+
+// A run costs no more queue space than a frame handle.
+const _: () = assert!(std::mem::size_of::<Out>() == std::mem::size_of::<Bytes>());
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Frame(b) => b.len(),
+            Out::Run(span) => span.len(),
+        }
+    }
+
+    /// The bytes to write; a run is resolved before any write, so it has none here.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Out::Frame(b) => b,
+            Out::Run(_) => &[],
+        }
+    }
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +112,9 @@ pub(crate) struct Conn {
     /// Bytes read and not yet decoded. PUBLISH topics and payloads are cut from it.
     pub rbuf: BytesMut,
     /// Frames waiting for the socket.
-    out: VecDeque<Bytes>,
+    out: VecDeque<Out>,
+    /// `Out::Run` entries in `out`.
+    runs: u32,
     out_bytes: usize,
     /// Frames queued since the last `coalesce`, at the back of `out`.
     unmerged: usize,
@@ -120,6 +152,7 @@ impl Conn {
             version: ProtocolVersion::V311,
             rbuf: BytesMut::new(),
             out: VecDeque::new(),
+            runs: 0,
             out_bytes: 0,
             unmerged: 0,
             scratch: BytesMut::new(),
@@ -157,8 +190,58 @@ impl Conn {
         }
         self.out_bytes += frame.len();
         self.unmerged += 1;
-        self.out.push_back(frame);
+        self.out.push_back(Out::Frame(frame));
         !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Queues a span of the worker's frame log, extending the run at the back of the queue
+    /// when the span follows it. Returns true if the connection was not yet on the flush list.
+    pub(crate) fn push_span(&mut self, span: Span) -> bool {
+        if span.start == span.end {
+            return false;
+        }
+        self.out_bytes += span.len();
+        match self.out.back_mut() {
+            Some(Out::Run(run)) if run.end == span.start => run.end = span.end,
+            _ => {
+                self.out.push_back(Out::Run(span));
+                self.runs += 1;
+                self.unmerged += 1;
+            }
+        }
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Runs of the frame log in the queue, not yet resolved.
+    pub(crate) fn queued_runs(&self) -> u32 {
+        self.runs
+    }
+
+    /// Replaces every queued run by its bytes (see [`FrameLog`]). Runs are at the back: every
+    /// flush resolves all of them first.
+    pub(crate) fn resolve(&mut self, log: &mut FrameLog) {
+        if self.runs == 0 {
+            return;
+        }
+        log.seal();
+        for entry in self.out.iter_mut().rev() {
+            let Out::Run(span) = *entry else {
+                continue;
+            };
+            if let Some(bytes) = log.slice(span) {
+                *entry = Out::Frame(bytes);
+            } else {
+                // Cannot happen while `FrameLog::release` keeps segments for every holder;
+                // if it did, the connection would see a gap, so say so loudly.
+                tracing::error!(peer = %self.peer, "frame log run lost; output dropped");
+                self.out_bytes -= span.len();
+                *entry = Out::Frame(Bytes::new());
+            }
+            self.runs -= 1;
+            if self.runs == 0 {
+                break;
+            }
+        }
     }
 
     /// Encodes `packet` into the scratch buffer and queues it.
@@ -195,13 +278,14 @@ impl Conn {
 
     /// Writes queued frames until the queue is empty or the socket would block.
     /// `Ok(true)` when everything was written.
-    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self, log: &mut FrameLog) -> io::Result<bool> {
+        self.resolve(log);
         while !self.out.is_empty() {
             let iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
                 .out
                 .iter()
                 .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
+                .map(|b| IoSlice::new(b.bytes()))
                 .collect();
             let written = self.stream.write_vectored(&iov);
             drop(iov);
@@ -239,12 +323,12 @@ impl Conn {
             return;
         }
         let start = self.out.len() - tail;
-        let len: usize = self.out.range(start..).map(Bytes::len).sum();
+        let len: usize = self.out.range(start..).map(Out::len).sum();
         let mut merged = BytesMut::with_capacity(len);
         for frame in self.out.drain(start..) {
-            merged.extend_from_slice(&frame);
+            merged.extend_from_slice(frame.bytes());
         }
-        self.out.push_back(merged.freeze());
+        self.out.push_back(Out::Frame(merged.freeze()));
         self.unmerged = 0;
     }
 
@@ -267,7 +351,9 @@ impl Conn {
                 n -= front.len();
                 self.out.pop_front();
             } else {
-                front.advance(n);
+                if let Out::Frame(bytes) = front {
+                    bytes.advance(n);
+                }
                 return;
             }
         }

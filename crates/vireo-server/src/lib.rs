@@ -10,6 +10,7 @@
 
 mod config;
 mod conn;
+mod frames;
 mod routing;
 mod server;
 mod session;

@@ -3,23 +3,22 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use foldhash::{HashSet, HashSetExt};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
-    Ack, ByteString, Packet, Properties, ProtocolVersion, Publish, PublishHeader, QoS, QosPid,
-    ReasonCode, SubAck, Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
+    Ack, ByteString, Packet, Properties, Publish, PublishHeader, QoS, QosPid, ReasonCode, SubAck,
+    Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
+use crate::frames::Span;
 use crate::shared::Mailbox;
 use crate::worker::{Worker, home_of_session, slot_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
 /// Forwarded 3.1.1 messages carry no properties.
 static NO_PROPERTIES: Properties = Properties::new();
-/// Growth step of the worker's QoS 0 frame arena: one allocation serves hundreds of frames.
-const FRAME_ARENA_CHUNK: usize = 64 * 1024;
 
 impl Worker {
     /// One line per packet type.
@@ -216,7 +215,9 @@ impl Worker {
             // Tried once per blocked episode: a known-blocked socket is not written again for
             // every message dropped on it.
             if conn.out_bytes() >= limit
-                && (conn.write_blocked || conn.flush().is_err() || conn.out_bytes() >= limit)
+                && (conn.write_blocked
+                    || conn.flush(&mut self.frames).is_err()
+                    || conn.out_bytes() >= limit)
             {
                 self.shared
                     .stats
@@ -224,12 +225,14 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let arena = &mut self.frames;
-            let frame = copies
+            let log = &mut self.frames;
+            let span = *copies
                 .qos0_frame
-                .get_or_insert_with(|| encode_qos0(arena, msg, false))
-                .clone();
-            if conn.push(frame) {
+                .get_or_insert_with(|| log.encode_qos0(msg, false));
+            if conn.queued_runs() == 0 {
+                log.add_holder(key);
+            }
+            if conn.push_span(span) {
                 self.dirty.push(key);
             }
             return;
@@ -284,7 +287,11 @@ impl Worker {
                 break;
             };
             if qos == QoS::AtMostOnce {
-                newly_dirty |= conn.push(encode_qos0(&mut self.frames, &msg, true));
+                if conn.queued_runs() == 0 {
+                    self.frames.add_holder(key);
+                }
+                let span = self.frames.encode_qos0(&msg, true);
+                newly_dirty |= conn.push_span(span);
             } else {
                 slot.session.enqueue(msg, qos, true);
                 if slot.session.has_sendable() {
@@ -431,8 +438,8 @@ impl Worker {
 /// What one message needs made once, however many sessions of this worker it reaches.
 #[derive(Default)]
 pub(crate) struct MessageCopies {
-    /// Its QoS 0 PUBLISH frame, shared by every QoS 0 recipient.
-    qos0_frame: Option<Bytes>,
+    /// Its QoS 0 PUBLISH frame in the worker's frame log, shared by every QoS 0 recipient.
+    qos0_frame: Option<Span>,
     /// Its compacted copy, shared by every session queue it waits in.
     compact: Option<Arc<Message>>,
 }
@@ -447,28 +454,6 @@ pub(crate) fn compact(msg: &Arc<Message>) -> Arc<Message> {
         retain: msg.retain,
         properties: msg.properties.clone(),
     })
-}
-
-/// Encodes a QoS 0 PUBLISH frame: header and payload in one buffer, shared by every
-/// subscriber that gets it at QoS 0. DUP is always 0 [MQTT-3.3.1-2]. Frames are cut from the
-/// worker's `arena`, which grows in large chunks, so a frame costs no allocation of its own.
-fn encode_qos0(arena: &mut BytesMut, msg: &Message, retain: bool) -> Bytes {
-    let header = PublishHeader {
-        dup: false,
-        qos: QosPid::AtMostOnce,
-        retain,
-        topic: &msg.topic,
-        properties: &NO_PROPERTIES,
-        payload_len: msg.payload.len(),
-    };
-    let len = header.len(ProtocolVersion::V311) + msg.payload.len();
-    if arena.capacity() - arena.len() < len {
-        arena.reserve(len.max(FRAME_ARENA_CHUNK));
-    }
-    // Encoding into a buffer with room cannot fail for a topic the codec accepted.
-    let _ = header.encode(ProtocolVersion::V311, arena);
-    arena.extend_from_slice(&msg.payload);
-    arena.split().freeze()
 }
 
 /// Queues a QoS 1/2 PUBLISH (its own small header, the shared payload) or a PUBREL.

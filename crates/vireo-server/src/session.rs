@@ -183,7 +183,7 @@ impl Worker {
         if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown) {
             // Best effort: a refusing CONNACK should reach the client before the close, and
             // unread input would turn the close into a reset that can discard it.
-            let _ = conn.flush();
+            let _ = conn.flush(&mut self.frames);
             conn.drain_input();
         }
         let ConnState::Connected { session } = conn.state else {

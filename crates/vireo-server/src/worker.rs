@@ -21,6 +21,7 @@ use vireo_broker::{Recipients, Session, SessionId};
 use vireo_codec::{ByteString, decode};
 
 use crate::conn::{Close, Conn, ConnState};
+use crate::frames::FrameLog;
 use crate::routing::MessageCopies;
 use crate::shared::{Delivery, Shared, WorkerMsg};
 
@@ -102,8 +103,8 @@ pub(crate) struct Worker {
     accept_retry: bool,
     /// The read buffer lent to whichever connection is being read (see `read`).
     rbuf: BytesMut,
-    /// Arena QoS 0 frames are encoded into (see `encode_qos0`).
-    pub frames: bytes::BytesMut,
+    /// Where QoS 0 frames are encoded, once per message (see `frames`).
+    pub frames: FrameLog,
     /// Scratch recipient list reused by every routed message.
     pub recipients: Recipients,
     pub now: Instant,
@@ -146,7 +147,7 @@ impl Worker {
             accept_retry: false,
             final_read: false,
             rbuf: BytesMut::new(),
-            frames: bytes::BytesMut::new(),
+            frames: FrameLog::default(),
             recipients: Recipients::new(),
             now,
             last_sweep: now,
@@ -290,6 +291,8 @@ impl Worker {
     /// Takes a connection out of this worker without closing it (to hand it to another).
     pub(crate) fn unregister(&mut self, key: usize) -> Option<Conn> {
         let mut conn = self.conns.try_remove(key)?;
+        // Its runs point into this worker's frame log: resolved while it still exists.
+        conn.resolve(&mut self.frames);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared
             .stats
@@ -504,7 +507,7 @@ impl Worker {
                 continue;
             };
             conn.dirty = false;
-            match conn.flush() {
+            match conn.flush(&mut self.frames) {
                 Ok(_) => {
                     if conn.output_paused && conn.queued_cost() <= limit {
                         conn.output_paused = false;
@@ -520,7 +523,7 @@ impl Worker {
                             && !conn.dirty
                         {
                             // Refill queued more: write it now rather than next iteration.
-                            match conn.flush() {
+                            match conn.flush(&mut self.frames) {
                                 Ok(_) => {}
                                 Err(e) => {
                                     tracing::debug!(peer = %conn.peer, error = %e, "write failed");
@@ -537,6 +540,7 @@ impl Worker {
             }
         }
         self.dirty.clear();
+        self.frames.release(&self.conns);
     }
 
     /// Checks connection deadlines and offline session expiry.
