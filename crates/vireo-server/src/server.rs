@@ -59,6 +59,7 @@ impl Server {
         let workers = config.worker_count();
         let mut listeners = Vec::with_capacity(workers);
         let mut addr = config.bind;
+        ensure_not_listening(addr)?;
         for _ in 0..workers {
             let listener = bind_reuseport(addr)?;
             addr = listener.local_addr()?;
@@ -147,6 +148,29 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Fails if some socket already listens on `addr`. SO_REUSEPORT, which gives each worker its
+/// own listener, would otherwise let a second broker started on the same port (by mistake,
+/// same user) share it and silently take part of the clients. A socket bound without
+/// SO_REUSEPORT cannot share an address with a listener, so binding one tells (and is then
+/// dropped); SO_REUSEADDR keeps connections in TIME_WAIT from a previous run out of the way.
+fn ensure_not_listening(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(()); // a fresh port, picked by the first listener
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("{addr} is already in use (is another broker running?)"),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {

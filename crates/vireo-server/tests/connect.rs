@@ -316,3 +316,21 @@ fn v5_connect_refused_with_unsupported_version() {
     );
     assert!(c.closed_within(WAIT, false));
 }
+
+/// A second broker on a port another one listens on is refused, instead of sharing the port
+/// through SO_REUSEPORT and silently taking part of the clients.
+#[test]
+fn a_second_broker_on_a_busy_port_fails_to_start() {
+    let first = start();
+    let addr = first.local_addr();
+    let second = vireo_server::Server::start(vireo_server::Config {
+        bind: addr,
+        workers: 2,
+        pin_workers: false,
+        ..vireo_server::Config::default()
+    });
+    let err = second.expect_err("the port is taken");
+    assert!(err.to_string().contains("already in use"), "{err}");
+    // The first broker is unaffected.
+    Client::connect(addr, "still-here");
+}
