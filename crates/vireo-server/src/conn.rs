@@ -40,8 +40,19 @@ const SCRATCH_CHUNK: usize = 4 * 1024;
 pub(crate) enum Out {
     /// A frame of its own: an ack, a header, a payload, merged bytes.
     Frame(Bytes),
-    /// Consecutive QoS 0 frames of the worker's [`FrameLog`], cut from it when flushed.
-    Run(Span),
+    /// Consecutive frames not yet cut from the buffer they were encoded into; resolved to a
+    /// `Frame` by the next flush.
+    Pending { span: Span, source: Source },
+}
+
+/// Where an `Out::Pending` span lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// QoS 0 frames in the worker's [`FrameLog`].
+    Log,
+    /// This connection's scratch buffer since the last flush: acks, PUBLISH headers, small
+    /// QoS 1/2 PUBLISHes whole.
+    Scratch,
 }
 
 // A run costs no more queue space than a frame handle.
@@ -51,7 +62,7 @@ impl Out {
     fn len(&self) -> usize {
         match self {
             Out::Frame(b) => b.len(),
-            Out::Run(span) => span.len(),
+            Out::Pending { span, .. } => span.len(),
         }
     }
 
@@ -59,7 +70,7 @@ impl Out {
     fn bytes(&self) -> &[u8] {
         match self {
             Out::Frame(b) => b,
-            Out::Run(_) => &[],
+            Out::Pending { .. } => &[],
         }
     }
 }
@@ -113,7 +124,7 @@ pub(crate) struct Conn {
     pub rbuf: BytesMut,
     /// Frames waiting for the socket.
     out: VecDeque<Out>,
-    /// `Out::Run` entries in `out`.
+    /// `Out::Pending` entries in `out`, resolved by the next flush.
     runs: u32,
     out_bytes: usize,
     /// Frames queued since the last `coalesce`, at the back of `out`.
@@ -196,15 +207,33 @@ impl Conn {
 
     /// Queues a span of the worker's frame log, extending the run at the back of the queue
     /// when the span follows it. Returns true if the connection was not yet on the flush list.
-    pub(crate) fn push_span(&mut self, span: Span) -> bool {
+    /// `key` is this connection's: a new run is registered with the log, which keeps what it
+    /// points into until it is resolved.
+    pub(crate) fn push_span(&mut self, span: Span, log: &mut FrameLog, key: usize) -> bool {
+        let runs = self.runs;
+        let dirty = self.push_pending(span, Source::Log);
+        if self.runs != runs {
+            log.add_holder(key);
+        }
+        dirty
+    }
+
+    /// Queues a span of `source`, extending the pending span at the back of the queue when
+    /// the new one follows it in the same buffer.
+    fn push_pending(&mut self, span: Span, source: Source) -> bool {
         if span.start == span.end {
             return false;
         }
         self.out_bytes += span.len();
         match self.out.back_mut() {
-            Some(Out::Run(run)) if run.end == span.start => run.end = span.end,
+            Some(Out::Pending {
+                span: last,
+                source: s,
+            }) if *s == source && last.end == span.start => {
+                last.end = span.end;
+            }
             _ => {
-                self.out.push_back(Out::Run(span));
+                self.out.push_back(Out::Pending { span, source });
                 self.runs += 1;
                 self.unmerged += 1;
             }
@@ -212,68 +241,90 @@ impl Conn {
         !std::mem::replace(&mut self.dirty, true)
     }
 
-    /// Runs of the frame log in the queue, not yet resolved.
+    /// Pending spans in the queue (frame log and scratch), not yet resolved.
     pub(crate) fn queued_runs(&self) -> u32 {
         self.runs
     }
 
-    /// Replaces every queued run by its bytes (see [`FrameLog`]). Runs are at the back: every
-    /// flush resolves all of them first.
+    /// Replaces every pending span (frame log runs, scratch spans) by its bytes. They are
+    /// at the back of the queue: every flush resolves all of them first.
     pub(crate) fn resolve(&mut self, log: &mut FrameLog) {
         if self.runs == 0 {
             return;
         }
         log.seal();
+        // Everything encoded since the last flush; later frames start again at offset 0.
+        let scratch = self.scratch.split().freeze();
+        let mut lost = 0;
         for entry in self.out.iter_mut().rev() {
-            let Out::Run(span) = *entry else {
-                continue;
+            let bytes = match *entry {
+                Out::Frame(_) => continue,
+                Out::Pending {
+                    span,
+                    source: Source::Scratch,
+                } => {
+                    let (start, end) = (span.start as usize, span.end as usize);
+                    (end <= scratch.len()).then(|| scratch.slice(start..end))
+                }
+                Out::Pending {
+                    span,
+                    source: Source::Log,
+                } => log.slice(span),
             };
-            if let Some(bytes) = log.slice(span) {
-                *entry = Out::Frame(bytes);
-            } else {
-                // Cannot happen while `FrameLog::release` keeps segments for every holder;
-                // if it did, the connection would see a gap, so say so loudly.
-                tracing::error!(peer = %self.peer, "frame log run lost; output dropped");
-                self.out_bytes -= span.len();
-                *entry = Out::Frame(Bytes::new());
-            }
+            // `None` cannot happen while `FrameLog::release` keeps segments for every holder
+            // and scratch is split only here; if it did, the client would see a gap.
+            let len = entry.len();
+            *entry = Out::Frame(bytes.unwrap_or_else(|| {
+                lost += len;
+                Bytes::new()
+            }));
             self.runs -= 1;
             if self.runs == 0 {
                 break;
             }
         }
+        if lost > 0 {
+            tracing::error!(peer = %self.peer, lost, "queued frames lost; output dropped");
+            self.out_bytes -= lost;
+        }
     }
 
     /// Encodes `packet` into the scratch buffer and queues it.
     pub(crate) fn push_packet(&mut self, packet: &Packet) -> bool {
-        self.reserve_scratch(packet.encoded_len(self.version));
+        let start = self.scratch(packet.encoded_len(self.version));
         if let Err(e) = packet.encode(self.version, &mut self.scratch) {
             tracing::error!(peer = %self.peer, error = %e, "cannot encode {}", packet.name());
+            self.scratch.truncate(start);
             return false;
         }
-        let frame = self.scratch.split().freeze();
-        self.push(frame)
+        self.push_scratch(start)
     }
 
-    /// The scratch buffer, for callers that encode a header themselves; follow with
-    /// [`Conn::push_scratch`].
-    pub(crate) fn scratch(&mut self, len: usize) -> &mut BytesMut {
-        self.reserve_scratch(len);
-        &mut self.scratch
-    }
-
-    /// Makes room for `len` bytes of small frames. Reserved in chunks, so that acks and
-    /// headers are cut from one allocation instead of costing one each (reserving exactly each
-    /// frame's size made every PUBACK a malloc).
-    fn reserve_scratch(&mut self, len: usize) {
+    /// Makes room for `len` more bytes in the scratch buffer, for callers that encode a frame
+    /// into it themselves; returns where the frame starts, for [`Conn::push_scratch`].
+    pub(crate) fn scratch(&mut self, len: usize) -> usize {
+        // Reserved in chunks, so that acks and headers share one allocation instead of
+        // costing one each (reserving exactly each frame's size made every PUBACK a malloc).
         if self.scratch.capacity() - self.scratch.len() < len {
             self.scratch.reserve(len.max(SCRATCH_CHUNK));
         }
+        self.scratch.len()
     }
 
-    pub(crate) fn push_scratch(&mut self) -> bool {
-        let frame = self.scratch.split().freeze();
-        self.push(frame)
+    /// The scratch buffer, to encode into after [`Conn::scratch`].
+    pub(crate) fn scratch_buf(&mut self) -> &mut BytesMut {
+        &mut self.scratch
+    }
+
+    /// Queues what was encoded into the scratch buffer since `start` (from [`Conn::scratch`]),
+    /// extending the scratch span at the back of the queue when it follows it: a stream of
+    /// acks or small PUBLISHes to one client is one slice at the next flush.
+    pub(crate) fn push_scratch(&mut self, start: usize) -> bool {
+        let span = Span {
+            start: start as u64,
+            end: self.scratch.len() as u64,
+        };
+        self.push_pending(span, Source::Scratch)
     }
 
     /// Writes queued frames until the queue is empty or the socket would block.

@@ -17,6 +17,8 @@ use crate::shared::Mailbox;
 use crate::worker::{Worker, home_of_session, slot_of_session};
 
 const PINGRESP: &[u8] = &[0xD0, 0x00];
+/// QoS 1/2 payloads up to this size are copied into the PUBLISH frame rather than shared.
+const INLINE_PAYLOAD: usize = 256;
 /// Forwarded 3.1.1 messages carry no properties.
 static NO_PROPERTIES: Properties = Properties::new();
 
@@ -229,10 +231,7 @@ impl Worker {
             let span = *copies
                 .qos0_frame
                 .get_or_insert_with(|| log.encode_qos0(msg, false));
-            if conn.queued_runs() == 0 {
-                log.add_holder(key);
-            }
-            if conn.push_span(span) {
+            if conn.push_span(span, log, key) {
                 self.dirty.push(key);
             }
             return;
@@ -287,11 +286,8 @@ impl Worker {
                 break;
             };
             if qos == QoS::AtMostOnce {
-                if conn.queued_runs() == 0 {
-                    self.frames.add_holder(key);
-                }
                 let span = self.frames.encode_qos0(&msg, true);
-                newly_dirty |= conn.push_span(span);
+                newly_dirty |= conn.push_span(span, &mut self.frames, key);
             } else {
                 slot.session.enqueue(msg, qos, true);
                 if slot.session.has_sendable() {
@@ -475,13 +471,20 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
                 payload_len: msg.payload.len(),
             };
             let version = conn.version;
-            if header
-                .encode(version, conn.scratch(header.len(version)))
-                .is_err()
-            {
+            let len = header.len(version);
+            // A small payload is copied behind its header: cheaper than sharing it (a
+            // reference count taken here and dropped after the write, often on another core's
+            // buffer), and consecutive PUBLISHes to one client become one slice.
+            let inline = msg.payload.len() <= INLINE_PAYLOAD;
+            let start = conn.scratch(if inline { len + msg.payload.len() } else { len });
+            if header.encode(version, conn.scratch_buf()).is_err() {
                 return false;
             }
-            let dirty = conn.push_scratch();
+            if inline {
+                conn.scratch_buf().extend_from_slice(&msg.payload);
+                return conn.push_scratch(start);
+            }
+            let dirty = conn.push_scratch(start);
             conn.push(msg.payload.clone()) || dirty
         }
         Outgoing::PubRel(pid) => conn.push_packet(&Packet::PubRel(Ack::new(pid))),
