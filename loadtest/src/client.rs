@@ -299,36 +299,43 @@ impl Client {
         Ok(true)
     }
 
-    /// Handles every complete packet once `data`, just read, is appended to `rbuf`: PUBLISH
-    /// frames are parsed in place, other packets are decoded by the codec.
-    fn ingest(&mut self, data: &[u8], now_ns: u64, meter: &mut Meter) -> Result<(), ClientError> {
-        self.rbuf.extend_from_slice(data);
-        let mut rbuf = std::mem::take(&mut self.rbuf);
-        let done = self.drain(&mut rbuf, now_ns, meter);
-        self.rbuf = rbuf;
-        done
-    }
-
-    fn drain(
+    /// Handles every packet that `data`, just read, completes: first the one kept in `rbuf`
+    /// from earlier reads, then those in `data` itself, parsed where they lie, so the bytes of
+    /// a read are copied only for an incomplete packet at its end (kept in `rbuf`) and for
+    /// packets other than PUBLISH (decoded by the codec from `rbuf`).
+    fn ingest(
         &mut self,
-        rbuf: &mut BytesMut,
+        mut data: &[u8],
         now_ns: u64,
         meter: &mut Meter,
     ) -> Result<(), ClientError> {
-        loop {
-            match frame::parse(rbuf, meter.version, meter.max_packet)? {
+        if !self.rbuf.is_empty() {
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let done = self.finish_pending(&mut rbuf, &mut data, now_ns, meter);
+            self.rbuf = rbuf;
+            done?;
+        }
+        while !data.is_empty() {
+            match frame::parse(data, meter.version, meter.max_packet)? {
                 Frame::Publish(f) => {
-                    self.on_publish(f.qos, f.payload(rbuf), now_ns, meter)?;
-                    rbuf.advance(f.len);
+                    self.on_publish(f.qos, f.payload(data), now_ns, meter)?;
+                    data = &data[f.len..];
                 }
-                Frame::Other(_) => {
-                    let packet = decode(rbuf, meter.version, meter.max_packet)?
+                Frame::Other(len) => {
+                    // `rbuf` is empty here: it holds just this packet.
+                    self.rbuf.extend_from_slice(&data[..len]);
+                    data = &data[len..];
+                    let packet = decode(&mut self.rbuf, meter.version, meter.max_packet)?
                         .ok_or(ClientError::Unexpected("incomplete packet"))?;
                     self.on_packet(packet, now_ns, meter)?;
                 }
-                Frame::Partial(_) => return Ok(()),
+                Frame::Partial(_) => {
+                    self.rbuf.extend_from_slice(data);
+                    break;
+                }
             }
         }
+        Ok(())
     }
 
     /// The receive path as it was before the fast path: every byte through `rbuf`, every
@@ -345,6 +352,40 @@ impl Client {
             self.on_packet(packet, now_ns, meter)?;
         }
         Ok(())
+    }
+
+    /// Completes the packet `rbuf` holds with the bytes it lacks from the front of `data`, and
+    /// handles it. `rbuf` never holds more than that one packet, so it is empty afterwards
+    /// unless `data` ran out first.
+    fn finish_pending(
+        &mut self,
+        rbuf: &mut BytesMut,
+        data: &mut &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        loop {
+            match frame::parse(rbuf, meter.version, meter.max_packet)? {
+                Frame::Publish(f) => {
+                    self.on_publish(f.qos, f.payload(rbuf), now_ns, meter)?;
+                    rbuf.clear();
+                    return Ok(());
+                }
+                Frame::Other(_) => {
+                    let packet = decode(rbuf, meter.version, meter.max_packet)?
+                        .ok_or(ClientError::Unexpected("incomplete packet"))?;
+                    return self.on_packet(packet, now_ns, meter);
+                }
+                Frame::Partial(needed) => {
+                    if data.is_empty() {
+                        return Ok(());
+                    }
+                    let (head, rest) = data.split_at(needed.min(data.len()));
+                    rbuf.extend_from_slice(head);
+                    *data = rest;
+                }
+            }
+        }
     }
 
     /// After WRITABLE: the socket takes bytes again.
