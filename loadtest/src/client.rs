@@ -277,10 +277,18 @@ impl Client {
 
     /// Reads what the socket has (up to a budget), handling every complete packet. Returns
     /// whether more may be waiting (budget spent before `WouldBlock`).
+    ///
+    /// A read that does not fill `scratch` drained the socket, so the read that would only
+    /// return `WouldBlock` is skipped (half of all reads in fan-out): epoll is edge-triggered
+    /// and Linux raises a new edge for every segment that arrives after this read, as tokio
+    /// relies on too. Not when `to_would_block` (the event reported the peer closing, or an
+    /// error): a FIN queued behind the data just read raises no further edge, and only a read
+    /// past the data sees it.
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
         meter: &mut Meter,
+        to_would_block: bool,
     ) -> Result<bool, ClientError> {
         for _ in 0..MAX_READS_PER_WAKE {
             let Some(sock) = &mut self.sock else {
@@ -295,6 +303,9 @@ impl Client {
             };
             let now_ns = meter.clock.now_ns();
             self.ingest(&scratch[..n], now_ns, meter)?;
+            if n < scratch.len() && !to_would_block {
+                return Ok(false);
+            }
         }
         Ok(true)
     }
