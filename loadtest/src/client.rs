@@ -19,6 +19,7 @@ use vireo_codec::{
 };
 
 use crate::error::ClientError;
+use crate::frame::{self, Frame};
 use crate::inflight::Inflight;
 use crate::payload::{STAMP_LEN, Stamp};
 use crate::shared::{Clock, LatencyHistogram};
@@ -276,10 +277,18 @@ impl Client {
 
     /// Reads what the socket has (up to a budget), handling every complete packet. Returns
     /// whether more may be waiting (budget spent before `WouldBlock`).
+    ///
+    /// A read that does not fill `scratch` drained the socket, so the read that would only
+    /// return `WouldBlock` is skipped (half of all reads in fan-out): epoll is edge-triggered
+    /// and Linux raises a new edge for every segment that arrives after this read, as tokio
+    /// relies on too. Not when `to_would_block` (the event reported the peer closing, or an
+    /// error): a FIN queued behind the data just read raises no further edge, and only a read
+    /// past the data sees it.
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
         meter: &mut Meter,
+        to_would_block: bool,
     ) -> Result<bool, ClientError> {
         for _ in 0..MAX_READS_PER_WAKE {
             let Some(sock) = &mut self.sock else {
@@ -293,12 +302,101 @@ impl Client {
                 Err(e) => return Err(ClientError::Io(e)),
             };
             let now_ns = meter.clock.now_ns();
-            self.rbuf.extend_from_slice(&scratch[..n]);
-            while let Some(packet) = decode(&mut self.rbuf, meter.version, meter.max_packet)? {
-                self.on_packet(packet, now_ns, meter)?;
+            self.ingest(&scratch[..n], now_ns, meter)?;
+            if n < scratch.len() && !to_would_block {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Handles every packet that `data`, just read, completes: first the one kept in `rbuf`
+    /// from earlier reads, then those in `data` itself, parsed where they lie, so the bytes of
+    /// a read are copied only for an incomplete packet at its end (kept in `rbuf`) and for
+    /// packets other than PUBLISH (decoded by the codec from `rbuf`).
+    fn ingest(
+        &mut self,
+        mut data: &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        if !self.rbuf.is_empty() {
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let done = self.finish_pending(&mut rbuf, &mut data, now_ns, meter);
+            self.rbuf = rbuf;
+            done?;
+        }
+        while !data.is_empty() {
+            match frame::parse(data, meter.version, meter.max_packet)? {
+                Frame::Publish(f) => {
+                    self.on_publish(f.qos, f.payload(data), now_ns, meter)?;
+                    data = &data[f.len..];
+                }
+                Frame::Other(len) => {
+                    // `rbuf` is empty here: it holds just this packet.
+                    self.rbuf.extend_from_slice(&data[..len]);
+                    data = &data[len..];
+                    let packet = decode(&mut self.rbuf, meter.version, meter.max_packet)?
+                        .ok_or(ClientError::Unexpected("incomplete packet"))?;
+                    self.on_packet(packet, now_ns, meter)?;
+                }
+                Frame::Partial(_) => {
+                    self.rbuf.extend_from_slice(data);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The receive path as it was before the fast path: every byte through `rbuf`, every
+    /// packet through the codec. The reference the tests hold [`Client::ingest`] to.
+    #[cfg(test)]
+    fn ingest_codec(
+        &mut self,
+        data: &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        self.rbuf.extend_from_slice(data);
+        while let Some(packet) = decode(&mut self.rbuf, meter.version, meter.max_packet)? {
+            self.on_packet(packet, now_ns, meter)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the packet `rbuf` holds with the bytes it lacks from the front of `data`, and
+    /// handles it. `rbuf` never holds more than that one packet, so it is empty afterwards
+    /// unless `data` ran out first.
+    fn finish_pending(
+        &mut self,
+        rbuf: &mut BytesMut,
+        data: &mut &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        loop {
+            match frame::parse(rbuf, meter.version, meter.max_packet)? {
+                Frame::Publish(f) => {
+                    self.on_publish(f.qos, f.payload(rbuf), now_ns, meter)?;
+                    rbuf.clear();
+                    return Ok(());
+                }
+                Frame::Other(_) => {
+                    let packet = decode(rbuf, meter.version, meter.max_packet)?
+                        .ok_or(ClientError::Unexpected("incomplete packet"))?;
+                    return self.on_packet(packet, now_ns, meter);
+                }
+                Frame::Partial(needed) => {
+                    if data.is_empty() {
+                        return Ok(());
+                    }
+                    let (head, rest) = data.split_at(needed.min(data.len()));
+                    rbuf.extend_from_slice(head);
+                    *data = rest;
+                }
+            }
+        }
     }
 
     /// After WRITABLE: the socket takes bytes again.
@@ -431,7 +529,9 @@ impl Client {
         match packet {
             Packet::ConnAck(ack) => self.on_connack(ack.code.0, now_ns, meter),
             Packet::SubAck(ack) => self.on_suback(ack.codes.first().map(|c| c.0)),
-            Packet::Publish(publish) => self.on_publish(&publish, now_ns, meter),
+            Packet::Publish(publish) => {
+                self.on_publish(publish.qos, &publish.payload, now_ns, meter)
+            }
             Packet::PubAck(a) => self.on_ack(a.packet_id, AckKind::Ack, meter),
             Packet::PubRec(a) => self.on_ack(a.packet_id, AckKind::Rec, meter),
             Packet::PubComp(a) => self.on_ack(a.packet_id, AckKind::Comp, meter),
@@ -483,12 +583,13 @@ impl Client {
 
     fn on_publish(
         &mut self,
-        publish: &Publish,
+        qos: QosPid,
+        payload: &[u8],
         now_ns: u64,
         meter: &mut Meter,
     ) -> Result<(), ClientError> {
         meter.stats.delivered += 1;
-        match (Stamp::read(meter.magic, &publish.payload), &mut self.role) {
+        match (Stamp::read(meter.magic, payload), &mut self.role) {
             (Some(stamp), Role::Subscriber(s)) => {
                 match s.tracker.record(stamp.publisher, stamp.seq) {
                     Arrival::InOrder | Arrival::OutOfOrder => meter.stats.unique += 1,
@@ -500,7 +601,7 @@ impl Client {
             }
             _ => meter.stats.unrecognised += 1,
         }
-        match publish.qos {
+        match qos {
             QosPid::AtMostOnce => Ok(()),
             QosPid::AtLeastOnce(id) => self.queue_ack(Packet::PubAck(Ack::new(id)), meter),
             QosPid::ExactlyOnce(id) => self.queue_ack(Packet::PubRec(Ack::new(id)), meter),
@@ -565,4 +666,199 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use vireo_codec::TopicName;
+
+    use super::*;
+    use crate::tracker::TrackerTotals;
+
+    const MAGIC: u32 = 0x5EED_F00D;
+    const NOW: u64 = 1_000_000;
+    const MAX: usize = 512;
+
+    fn meter() -> Meter {
+        Meter {
+            clock: Clock::start(),
+            magic: MAGIC,
+            version: ProtocolVersion::V311,
+            max_packet: MAX,
+            // Small histograms: the tests build thousands of meters.
+            latency: LatencyHistogram::new_with_bounds(1, 1 << 30, 1).unwrap(),
+            connect_latency: LatencyHistogram::new_with_bounds(1, 1 << 30, 1).unwrap(),
+            stats: LocalStats::default(),
+        }
+    }
+
+    fn subscriber() -> Client {
+        let role = Role::Subscriber(Box::new(Subscriber {
+            filter: ByteString::from("bench/#"),
+            qos: QoS::ExactlyOnce,
+            tracker: Tracker::new(0, 2),
+        }));
+        let mut c = Client::new("sub".into(), role, None, 0);
+        c.state = State::Ready;
+        c
+    }
+
+    fn put(buf: &mut BytesMut, packet: Packet) {
+        packet.encode(ProtocolVersion::V311, buf).unwrap();
+    }
+
+    /// A stamped PUBLISH from `publisher`.
+    fn stamped(buf: &mut BytesMut, qos: QosPid, topic: &str, publisher: u32, seq: u64, pad: usize) {
+        let mut payload = BytesMut::new();
+        Stamp {
+            publisher,
+            seq,
+            sent_ns: NOW - 1000 * (seq + 1),
+        }
+        .write(MAGIC, pad, &mut payload);
+        let mut p = Publish::new(TopicName::new(topic).unwrap(), payload.freeze());
+        p.qos = qos;
+        put(buf, Packet::Publish(p));
+    }
+
+    fn pid(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    /// Every kind of packet a subscriber meets, of every QoS, in order, out of order, duplicated,
+    /// unstamped, with one- and two-byte remaining lengths.
+    fn stream() -> BytesMut {
+        let mut b = BytesMut::new();
+        stamped(&mut b, QosPid::AtMostOnce, "bench/t", 0, 0, 40);
+        stamped(&mut b, QosPid::AtLeastOnce(pid(1)), "bench/t", 0, 1, 0);
+        stamped(
+            &mut b,
+            QosPid::ExactlyOnce(pid(2)),
+            "bench/long/topic/name",
+            1,
+            0,
+            200,
+        );
+        put(&mut b, Packet::PubRel(Ack::new(pid(2))));
+        stamped(&mut b, QosPid::AtMostOnce, "b", 0, 3, 0);
+        stamped(&mut b, QosPid::AtMostOnce, "bench/t", 0, 2, 0); // out of order
+        stamped(&mut b, QosPid::AtLeastOnce(pid(3)), "bench/t", 0, 2, 0); // duplicate
+        put(&mut b, Packet::PingResp);
+        stamped(&mut b, QosPid::AtMostOnce, "bench/t", 5, 0, 0); // unexpected publisher
+        let mut stranger = Publish::new(TopicName::new("bench/t").unwrap(), &b"no stamp"[..]);
+        stranger.qos = QosPid::ExactlyOnce(pid(4));
+        put(&mut b, Packet::Publish(stranger));
+        stamped(&mut b, QosPid::AtMostOnce, "bench/t", 1, 1, 300);
+        b
+    }
+
+    /// What a client's receive path leaves behind.
+    fn outcome(c: &Client, m: &Meter) -> (String, u64, Vec<u8>, TrackerTotals, usize) {
+        let Role::Subscriber(s) = &c.role else {
+            unreachable!()
+        };
+        let totals = s.tracker.drain_into(&mut [0; 8]);
+        (
+            format!("{:?}", m.stats),
+            m.latency.len(),
+            c.wbuf.to_vec(),
+            totals,
+            c.rbuf.len(),
+        )
+    }
+
+    /// Feeds `chunks` through the fast path and through the codec path, as reads, stopping at
+    /// the first error; both must end the same.
+    fn both_paths<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone) -> String {
+        let run = |codec: bool| {
+            let (mut c, mut m) = (subscriber(), meter());
+            let mut error = String::new();
+            for chunk in chunks.clone() {
+                let r = if codec {
+                    c.ingest_codec(chunk, NOW, &mut m)
+                } else {
+                    c.ingest(chunk, NOW, &mut m)
+                };
+                if let Err(e) = r {
+                    error = format!("{e:?}");
+                    break;
+                }
+            }
+            (outcome(&c, &m), error)
+        };
+        let (fast, codec) = (run(false), run(true));
+        assert_eq!(fast.0.0, codec.0.0, "stats");
+        assert_eq!(fast.0.1, codec.0.1, "latency samples");
+        assert_eq!(fast.0.2, codec.0.2, "acks written");
+        assert_eq!(fast.0.3, codec.0.3, "tracker");
+        assert_eq!(fast.1, codec.1, "error");
+        if fast.1.is_empty() {
+            assert_eq!(fast.0.4, codec.0.4, "bytes kept");
+        }
+        fast.1
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_gives_what_the_codec_path_gives() {
+        let wire = stream();
+        assert_eq!(both_paths([&wire[..]]), "");
+        for cut in 0..=wire.len() {
+            assert_eq!(both_paths([&wire[..cut], &wire[cut..]]), "");
+        }
+        for size in 1..=7 {
+            assert_eq!(both_paths(wire.chunks(size)), "");
+        }
+        // And the figures themselves, once.
+        let (mut c, mut m) = (subscriber(), meter());
+        for b in wire.chunks(3) {
+            c.ingest(b, NOW, &mut m).unwrap();
+        }
+        assert_eq!(
+            (m.stats.delivered, m.stats.unique, m.stats.unrecognised),
+            (9, 6, 2)
+        );
+        assert_eq!(m.latency.len(), 8);
+        let Role::Subscriber(s) = &c.role else {
+            unreachable!()
+        };
+        let totals = s.tracker.drain_into(&mut [0; 2]);
+        assert_eq!((totals.duplicated, totals.out_of_order), (1, 1));
+        let mut acks = BytesMut::new();
+        for ack in [
+            Packet::PubAck(Ack::new(pid(1))),
+            Packet::PubRec(Ack::new(pid(2))),
+            Packet::PubComp(Ack::new(pid(2))),
+            Packet::PubAck(Ack::new(pid(3))),
+            Packet::PubRec(Ack::new(pid(4))),
+        ] {
+            put(&mut acks, ack);
+        }
+        assert_eq!(c.wbuf, acks);
+        assert!(c.rbuf.is_empty());
+    }
+
+    #[test]
+    fn malformed_and_oversized_packets_fail_the_client_as_before() {
+        let good = stream();
+        let bad: [&[u8]; 6] = [
+            &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], // remaining length > 4 bytes
+            &[0x30, 0xFF, 0x07],                   // 1023 bytes > MAX
+            &[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01], // QoS 3
+            &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00], // packet id 0
+            &[0x30, 0x03, 0x00, 0x05, b't'],       // topic past the end
+            &[0x20, 0x02, 0x00, 0x00],             // CONNACK when ready
+        ];
+        for bad in bad {
+            let mut wire = good.to_vec();
+            wire.extend_from_slice(bad);
+            wire.extend_from_slice(&good[..40]);
+            let whole = both_paths([&wire[..]]);
+            assert!(!whole.is_empty(), "{bad:02x?} accepted");
+            for cut in 0..=wire.len() {
+                assert_eq!(both_paths([&wire[..cut], &wire[cut..]]), whole);
+            }
+            assert_eq!(both_paths(wire.chunks(1)), whole);
+        }
+    }
 }

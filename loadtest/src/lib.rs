@@ -30,6 +30,7 @@ pub mod tracker;
 
 mod client;
 mod controller;
+mod frame;
 mod inflight;
 mod plan;
 mod shared;

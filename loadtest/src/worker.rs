@@ -223,7 +223,8 @@ impl Worker {
         std::mem::swap(&mut self.pending_reads, &mut self.reading);
         for k in 0..self.reading.len() {
             let i = self.reading[k];
-            self.read(i);
+            // No event says whether the peer closed: read to `WouldBlock`.
+            self.read(i, true);
         }
         self.reading.clear();
         self.pending_reads.is_empty()
@@ -260,17 +261,18 @@ impl Worker {
             self.mark_dirty(i);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read(i);
+            self.read(i, event.is_read_closed() || event.is_error());
         }
     }
 
-    fn read(&mut self, i: usize) {
+    /// Reads client `i`; `to_would_block`: see [`Client::on_readable`].
+    fn read(&mut self, i: usize, to_would_block: bool) {
         let client = &mut self.s.clients[i];
         if client.state == State::Closed {
             return;
         }
         let was_handshake = client.state.is_handshake();
-        match client.on_readable(&mut self.scratch, &mut self.s.meter) {
+        match client.on_readable(&mut self.scratch, &mut self.s.meter, to_would_block) {
             Ok(more) => {
                 if more {
                     self.pending_reads.push(i);

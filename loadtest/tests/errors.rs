@@ -1,5 +1,5 @@
-//! Failures are reported clearly: an unreachable broker, a refused CONNECT, and a broker that
-//! loses messages (non-zero exit for the binary, `Error::Failed` for the library).
+//! Failures are reported clearly: an unreachable broker, a refused CONNECT, a broker that
+//! loses messages or hangs up (non-zero exit for the binary, `Error::Failed` for the library).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -73,4 +73,26 @@ fn loss_at_qos0_is_reported_but_passes() {
     let r = run(&c).unwrap();
     assert!(r.messages.lost > 0, "{r}");
     assert!(r.failures.is_empty());
+}
+
+#[test]
+fn hang_up_right_after_data_is_a_dropped_connection() {
+    // The FIN arrives with (or just after) the last PUBLISH: the subscriber must read past the
+    // data to see it, not stop at a short read.
+    let addr = start(Behaviour::HangUpAfter(50));
+    let mut c = quick(fan_in(), addr, 0);
+    c.rate = Some(300.0);
+    let err = run(&c).unwrap_err();
+    let Error::Failed(report) = &err else {
+        panic!("expected a failed run, got {err:?}");
+    };
+    assert_eq!(report.connections.dropped, 1, "{report}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::Dropped { connections: 1 })),
+        "{report}"
+    );
+    assert_eq!(report.messages.delivered, 50, "{report}");
 }

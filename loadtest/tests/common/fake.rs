@@ -1,9 +1,9 @@
 //! A tiny blocking fake broker, one thread per connection, that misbehaves on purpose: it
-//! refuses CONNECT with a given return code, or acknowledges every publish but forwards only
-//! nine in ten.
+//! refuses CONNECT with a given return code, acknowledges every publish but forwards only
+//! nine in ten, or hangs up on its subscribers.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,9 @@ pub enum Behaviour {
     Refuse(u8),
     /// Accept everything, but do not forward every `n`-th publish.
     DropEvery(u64),
+    /// Forward everything until the `n`-th publish, then hang up on the subscribers right
+    /// after forwarding it: the FIN follows the data at once.
+    HangUpAfter(u64),
 }
 
 struct Fake {
@@ -78,7 +81,7 @@ fn on_packet(s: &mut TcpStream, fake: &Fake, p: Packet) -> io::Result<bool> {
         Packet::Connect(_) => {
             let code = match fake.behaviour {
                 Behaviour::Refuse(code) => code,
-                Behaviour::DropEvery(_) => 0,
+                Behaviour::DropEvery(_) | Behaviour::HangUpAfter(_) => 0,
             };
             send(s, &Packet::ConnAck(ConnAck::new(false, ReasonCode(code))))?;
             return Ok(code == 0);
@@ -99,14 +102,23 @@ fn on_packet(s: &mut TcpStream, fake: &Fake, p: Packet) -> io::Result<bool> {
                 QosPid::ExactlyOnce(id) => send(s, &Packet::PubRec(Ack::new(id)))?,
             }
             let n = fake.publishes.fetch_add(1, Ordering::Relaxed) + 1;
-            let Behaviour::DropEvery(every) = fake.behaviour else {
-                return Ok(true);
+            let (forward, hang_up) = match fake.behaviour {
+                Behaviour::Refuse(_) => return Ok(true),
+                Behaviour::DropEvery(every) => (!n.is_multiple_of(every), false),
+                Behaviour::HangUpAfter(last) => (n <= last, n == last),
             };
-            if !n.is_multiple_of(every) {
+            if forward {
                 let pid = PacketId::new((n % 65_535) as u16 + 1).unwrap();
                 p.qos = QosPid::new(p.qos().min(QoS::AtLeastOnce), pid);
-                for sub in fake.subscribers.lock().unwrap().iter_mut() {
+                let mut subscribers = fake.subscribers.lock().unwrap();
+                for sub in subscribers.iter_mut() {
                     send(sub, &Packet::Publish(p.clone()))?;
+                    if hang_up {
+                        sub.shutdown(Shutdown::Both)?;
+                    }
+                }
+                if hang_up {
+                    subscribers.clear();
                 }
             }
         }
