@@ -157,13 +157,20 @@ impl Worker {
         for i in 0..self.recipients.len() {
             let r = self.recipients[i];
             let home = home_of_session(r.session);
-            // The target's counter itself, not this iteration's snapshot: a session that became
-            // backlogged a moment ago must hold this publisher back from its next packet on.
-            if r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce {
-                throttle |= self.shared.mailboxes[home]
-                    .backlogged
-                    .load(Ordering::Relaxed)
-                    > 0;
+            // The target's counters themselves, not this iteration's snapshot: a session that
+            // became backlogged a moment ago must hold this publisher back from its next
+            // packet on. What this worker has queued for the target in this iteration counts
+            // too, since the target does not know of it yet.
+            let reliable = r.qos != QoS::AtMostOnce && msg.qos != QoS::AtMostOnce;
+            if reliable {
+                let unsent = if home == self.id {
+                    0
+                } else {
+                    self.outbox_reliable[home] += 1;
+                    self.outbox_reliable[home]
+                };
+                let mailbox = &self.shared.mailboxes[home];
+                throttle |= mailbox.holds_back(self.shared.in_transit_limit, unsent);
             }
             if home == self.id {
                 self.deliver_local(r.session, &msg, r.qos, &mut copies);
@@ -250,6 +257,17 @@ impl Worker {
         match slot.session.enqueue(stored, qos, false) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
+                eprintln!(
+                    "DROP worker={} queued={} backlogged={} reliable={:?}",
+                    self.id,
+                    slot.session.queued_len(),
+                    slot.backlogged,
+                    self.shared
+                        .mailboxes
+                        .iter()
+                        .map(|m| m.reliable.load(Ordering::Relaxed))
+                        .collect::<Vec<_>>()
+                );
                 self.shared
                     .stats
                     .dropped_queued

@@ -83,6 +83,7 @@ impl Server {
                 config.max_retained_bytes,
             )),
             mailboxes,
+            in_transit_limit: in_transit_limit(&config, workers),
             stats: Arc::new(Stats::default()),
             shutdown: std::sync::atomic::AtomicBool::new(false),
             config,
@@ -148,6 +149,17 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// QoS 1/2 deliveries allowed in transit to one worker (see `Mailbox::reliable`). A session
+/// is backlogged once a window (`max_inflight`) is queued; the rest of its queue must absorb
+/// what every other worker may still send it, so each gets an equal share of half of it,
+/// within bounds that keep hand-off batches worth their wake-ups.
+fn in_transit_limit(config: &Config, workers: usize) -> usize {
+    let room = config
+        .max_queued_messages
+        .saturating_sub(config.max_inflight);
+    (room / (2 * workers.max(1))).clamp(16, 8192)
 }
 
 /// Fails if some socket already listens on `addr`. SO_REUSEPORT, which gives each worker its

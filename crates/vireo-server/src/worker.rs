@@ -18,7 +18,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::{Recipients, Session, SessionId};
-use vireo_codec::{ByteString, decode};
+use vireo_codec::{ByteString, QoS, decode};
 
 use crate::conn::{Close, Conn, ConnState};
 use crate::frames::FrameLog;
@@ -96,6 +96,8 @@ pub(crate) struct Worker {
     /// Recipients added to the outbox this iteration; past the high-water mark reads stop at
     /// once instead of at the next iteration's congestion check.
     pub outbox_pending: usize,
+    /// Per destination worker, QoS 1/2 deliveries in this iteration's outbox.
+    pub outbox_reliable: Vec<usize>,
     /// A takeover is reading the old connection to its end (`Worker::final_read`).
     pub final_read: bool,
     /// `accept` failed (e.g. EMFILE): retry next iteration, since no new edge will come for
@@ -144,6 +146,7 @@ impl Worker {
             congested: false,
             backlogged: false,
             outbox_pending: 0,
+            outbox_reliable: vec![0; workers],
             accept_retry: false,
             final_read: false,
             rbuf: BytesMut::new(),
@@ -160,11 +163,8 @@ impl Worker {
         let mut events = Events::with_capacity(MAX_EVENTS_PER_TICK);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             self.congested = self.shared.mailboxes.iter().any(|m| m.is_congested());
-            self.backlogged = self
-                .shared
-                .mailboxes
-                .iter()
-                .any(|m| m.backlogged.load(Ordering::Relaxed) > 0);
+            let limit = self.shared.in_transit_limit;
+            self.backlogged = self.shared.mailboxes.iter().any(|m| m.holds_back(limit, 0));
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
             } else if self.accept_retry {
@@ -461,7 +461,7 @@ impl Worker {
     }
 
     fn drain_mailbox(&mut self) {
-        let mut handled = 0;
+        let (mut handled, mut reliable) = (0, 0);
         while handled < MAX_DELIVERIES_PER_TICK {
             let Some(d) = self.inbox.next() else {
                 match self.rx.try_recv() {
@@ -474,14 +474,29 @@ impl Worker {
             let mut copies = MessageCopies::default();
             for r in &d.recipients {
                 self.deliver_local(r.session, &d.msg, r.qos, &mut copies);
+                if d.msg.qos.min(r.qos) != QoS::AtMostOnce {
+                    reliable += 1;
+                }
             }
             handled += d.recipients.len();
         }
         // Once per tick, not per delivery: other workers read this counter's cache line.
+        let mailbox = &self.shared.mailboxes[self.id];
         if handled > 0 {
-            self.shared.mailboxes[self.id]
-                .queued
-                .fetch_sub(handled, Ordering::Relaxed);
+            mailbox.queued.fetch_sub(handled, Ordering::Relaxed);
+        }
+        if reliable > 0 {
+            let limit = self.shared.in_transit_limit;
+            let before = mailbox.reliable.fetch_sub(reliable, Ordering::Relaxed);
+            if before > limit && before - reliable <= limit {
+                // Publishers paused on this worker resume now rather than at their next poll
+                // timeout.
+                for (i, other) in self.shared.mailboxes.iter().enumerate() {
+                    if i != self.id {
+                        other.wake_if_sleeping();
+                    }
+                }
+            }
         }
     }
 
@@ -491,7 +506,8 @@ impl Worker {
         for (worker, batch) in self.outbox.iter_mut().enumerate() {
             if !batch.is_empty() {
                 let batch = std::mem::take(batch);
-                self.shared.mailboxes[worker].send_deliveries(batch);
+                let reliable = std::mem::take(&mut self.outbox_reliable[worker]);
+                self.shared.mailboxes[worker].send_deliveries(batch, reliable);
             }
         }
     }

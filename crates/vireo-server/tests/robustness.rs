@@ -312,3 +312,62 @@ fn repeated_wildcard_filters_do_not_copy_the_retained_store() {
     let grown = rss_mb().saturating_sub(before);
     assert!(grown < 16, "RSS grew {grown} MiB");
 }
+
+/// QoS 1 messages a publisher's worker acknowledged and routed to a session on another worker
+/// are not dropped for want of queue space: the publisher pauses while too many are in
+/// transit, since the target's backlog signal comes only after it handled what was sent. Six
+/// publishers (both workers get some) pipeline 400 messages each in one write, into a queue of
+/// 64; before the in-transit bound, most of the remote publishers' messages were dropped.
+#[test]
+fn qos1_routed_across_workers_is_not_dropped_for_queue_space() {
+    let broker = start_with(|c| {
+        c.workers = 2;
+        c.max_inflight = 4;
+        c.max_queued_messages = 64;
+    });
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr, "transit-sub");
+    sub.subscribe(&[("transit/#", QoS::AtLeastOnce)]);
+    let (publishers, each) = (6u16, 400u16);
+    let mut pubs: Vec<Client> = (0..publishers)
+        .map(|p| Client::connect(addr, &format!("transit-pub-{p}")))
+        .collect();
+    for (p, c) in pubs.iter_mut().enumerate() {
+        let mut burst = BytesMut::new();
+        for i in 1..=each {
+            let mut packet = qos1(&format!("transit/{p}"), i);
+            if let Packet::Publish(publish) = &mut packet {
+                publish.payload = Bytes::from(i.to_be_bytes().to_vec());
+            }
+            packet
+                .encode(vireo_codec::ProtocolVersion::V311, &mut burst)
+                .unwrap();
+        }
+        c.send_raw(&burst);
+    }
+    let mut next = vec![1u16; publishers as usize];
+    for n in 0..publishers as usize * each as usize {
+        let Some(Packet::Publish(p)) = sub.recv() else {
+            panic!("delivery {n} never came: {next:?} expected next per publisher");
+        };
+        if let QosPid::AtLeastOnce(id) = p.qos {
+            sub.send(&Packet::PubAck(Ack::new(id)));
+        }
+        let from: usize = p.topic["transit/".len()..].parse().unwrap();
+        let seq = u16::from_be_bytes([p.payload[0], p.payload[1]]);
+        assert_eq!(
+            seq, next[from],
+            "publisher {from}: in order, none missing [MQTT-4.6.0-5]"
+        );
+        next[from] += 1;
+    }
+    for c in &mut pubs {
+        let mut acks = 0;
+        while acks < each {
+            match c.recv() {
+                Some(Packet::PubAck(_)) => acks += 1,
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    }
+}
