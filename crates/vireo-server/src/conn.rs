@@ -33,6 +33,11 @@ const FRAME_OVERHEAD: usize = 32;
 const COALESCE_MIN: usize = 64;
 /// Growth step of a connection's scratch buffer for acks and PUBLISH headers.
 const SCRATCH_CHUNK: usize = 4 * 1024;
+/// MQTT 3.1/3.1.1 CONNACK accepting the connection, without and with Session Present
+/// [MQTT-3.2.2-1..3]. Static, so that accepting a connection allocates no scratch chunk
+/// (a 4 KiB chunk per CONNACK, freed a moment later, left holes between the long-lived
+/// allocations of the connections accepted in the same iteration).
+const CONNACK_ACCEPTED: [&[u8]; 2] = [&[0x20, 0x02, 0x00, 0x00], &[0x20, 0x02, 0x01, 0x00]];
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +177,15 @@ impl Conn {
         self.push(frame)
     }
 
+    /// Queues the CONNACK accepting this connection (MQTT 3.1/3.1.1: MQTT 5.0 is refused
+    /// before a session is set up).
+    pub(crate) fn push_connack_accepted(&mut self, session_present: bool) -> bool {
+        debug_assert!(self.version != ProtocolVersion::V5);
+        self.push(Bytes::from_static(
+            CONNACK_ACCEPTED[usize::from(session_present)],
+        ))
+    }
+
     /// The scratch buffer, for callers that encode a header themselves; follow with
     /// [`Conn::push_scratch`].
     pub(crate) fn scratch(&mut self, len: usize) -> &mut BytesMut {
@@ -278,6 +292,38 @@ impl Conn {
     pub(crate) fn shrink_idle(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Drops the output queues' allocations when they are empty. Called from the worker's
+    /// periodic sweep rather than after every flush, so a busy connection keeps its queue
+    /// between iterations while an idle one (after its CONNACK, or a PINGRESP) holds none.
+    pub(crate) fn release_idle_queues(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        if self.retained_backlog.is_empty() && self.retained_backlog.capacity() > 0 {
+            self.retained_backlog = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The static CONNACKs are what the codec encodes.
+    #[test]
+    fn connack_accepted_matches_encoder() {
+        use vireo_codec::{ConnAck, ReasonCode};
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            for present in [false, true] {
+                let mut buf = BytesMut::new();
+                Packet::ConnAck(ConnAck::new(present, ReasonCode::SUCCESS))
+                    .encode(version, &mut buf)
+                    .expect("CONNACK encodes");
+                assert_eq!(&buf[..], CONNACK_ACCEPTED[usize::from(present)]);
+            }
         }
     }
 }

@@ -412,6 +412,16 @@ impl Worker {
         conn.shrink_idle();
     }
 
+    /// Takes back the read buffer of a connection being closed or handed over while it holds
+    /// the worker's lent buffer (the worker then has none), so that the next read does not
+    /// allocate a fresh 16 KiB chunk.
+    pub(crate) fn reclaim_read_buffer(&mut self, mut buf: BytesMut) {
+        if self.rbuf.capacity() == 0 {
+            buf.clear();
+            self.rbuf = buf;
+        }
+    }
+
     fn read_later(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
             && !std::mem::replace(&mut conn.read_again, true)
@@ -547,6 +557,9 @@ impl Worker {
             for (_, slot) in self.sessions.iter_mut() {
                 slot.session.shrink_if_idle();
             }
+        }
+        for (_, conn) in self.conns.iter_mut() {
+            conn.release_idle_queues();
         }
         let expired: Vec<usize> = self
             .conns
