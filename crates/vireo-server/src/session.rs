@@ -40,8 +40,10 @@ impl Worker {
         let workers = self.shared.mailboxes.len();
         if connect.client_id.is_empty() {
             // [MQTT-3.1.3-6]: invent a unique id homed on this worker.
-            connect.client_id =
-                generated_client_id(self.id, workers, &mut self.generated, &self.by_client);
+            let (by_client, sessions) = (&self.by_client, &self.sessions);
+            connect.client_id = generated_client_id(self.id, workers, &mut self.generated, |id| {
+                by_client.contains(id, sessions)
+            });
         }
         let home = home_of_client(&connect.client_id, workers);
         // The CONNECT was decoded zero-copy from the read buffer; what outlives it is copied,
@@ -97,7 +99,7 @@ impl Worker {
     /// CONNACK, then re-sends what the session still owes.
     fn accept_connect(&mut self, key: usize, connect: Box<Connect>) -> Result<(), Close> {
         let connect = *connect;
-        let existing = self.by_client.get(&connect.client_id).copied();
+        let existing = self.by_client.get(&connect.client_id, &self.sessions);
         if let Some(skey) = existing
             && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
         {
@@ -107,7 +109,7 @@ impl Worker {
                 self.close(old, Close::TakenOver);
             }
         }
-        let existing = self.by_client.get(&connect.client_id).copied();
+        let existing = self.by_client.get(&connect.client_id, &self.sessions);
         let (skey, session_present) = match existing {
             Some(skey) if !connect.clean_start => (skey, true),
             other => {
@@ -118,8 +120,7 @@ impl Worker {
                 let skey = self.sessions.vacant_key();
                 let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
-                let session =
-                    Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
+                let session = Session::new(id, connect.client_id, connect.clean_start, limits);
                 self.sessions.insert(SessionSlot {
                     session,
                     conn: None,
@@ -127,7 +128,7 @@ impl Worker {
                     backlogged: false,
                     last_progress: self.now,
                 });
-                self.by_client.insert(connect.client_id.clone(), skey);
+                self.by_client.insert(skey, &self.sessions);
                 (skey, false)
             }
         };
@@ -233,9 +234,7 @@ impl Worker {
         for filter in session.subscriptions.keys() {
             self.shared.index.unsubscribe(session.id, filter);
         }
-        if self.by_client.get(&session.client_id) == Some(&skey) {
-            self.by_client.remove(&session.client_id);
-        }
+        self.by_client.remove(&session.client_id, skey);
     }
 }
 

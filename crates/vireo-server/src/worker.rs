@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
-use foldhash::{HashMap, HashMapExt};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::{Recipients, Session, SessionId};
 use vireo_codec::{ByteString, decode};
 
+use crate::clients::ClientIds;
 use crate::conn::{Close, Conn, ConnState};
 use crate::routing::MessageCopies;
 use crate::shared::{Delivery, Shared, WorkerMsg};
@@ -73,7 +73,8 @@ pub(crate) struct Worker {
     rx: Receiver<WorkerMsg>,
     pub conns: Slab<Conn>,
     pub sessions: Slab<SessionSlot>,
-    pub by_client: HashMap<ByteString, usize>,
+    /// Client id → session slab key.
+    pub by_client: ClientIds,
     next_session: u64,
     /// Limits shared by every session of this worker.
     pub session_limits: Arc<vireo_broker::SessionLimits>,
@@ -132,7 +133,7 @@ impl Worker {
             rx,
             conns: Slab::new(),
             sessions: Slab::new(),
-            by_client: HashMap::new(),
+            by_client: ClientIds::default(),
             next_session: 0,
             session_limits,
             generated: 0,
@@ -689,12 +690,12 @@ pub(crate) fn generated_client_id(
     worker: usize,
     workers: usize,
     counter: &mut u64,
-    in_use: &HashMap<ByteString, usize>,
+    in_use: impl Fn(&str) -> bool,
 ) -> ByteString {
     loop {
         *counter += 1;
         let id = format!("vireo-{worker}-{counter}");
-        if home_of_client(&id, workers) == worker && !in_use.contains_key(id.as_str()) {
+        if home_of_client(&id, workers) == worker && !in_use(&id) {
             return ByteString::from(id);
         }
     }
