@@ -120,7 +120,7 @@ impl Worker {
                 let skey = self.sessions.vacant_key();
                 let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
-                let session = Session::new(id, connect.client_id, connect.clean_start, limits);
+                let session = Session::new(id, &*connect.client_id, connect.clean_start, limits);
                 self.sessions.insert(SessionSlot {
                     session,
                     conn: None,
