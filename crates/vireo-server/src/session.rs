@@ -141,16 +141,16 @@ impl Worker {
         slot.conn = Some(key);
         slot.expires = None;
         slot.last_progress = self.now;
-        conn.state = ConnState::Connected { session: skey };
+        conn.state = ConnState::connected(skey);
         conn.will = connect.will.map(Box::new);
-        conn.keep_alive = (connect.keep_alive > 0)
-            .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        conn.deadline = conn.keep_alive.map(|ka| self.now + ka);
+        conn.keep_alive_secs = connect.keep_alive;
+        conn.deadline = conn.keep_alive().map(|ka| self.now + ka);
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
         let newly_dirty = conn.push_connack_accepted(session_present);
         if newly_dirty {
             self.dirty.push(key);
         }
+        self.connected.push(key);
         if session_present {
             // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
             let resend: Vec<_> = slot.session.resend().collect();
@@ -185,7 +185,7 @@ impl Worker {
             let _ = conn.flush();
             conn.drain_input();
         }
-        let ConnState::Connected { session } = conn.state else {
+        let Some(session) = conn.state.session() else {
             return;
         };
         if let Some(will) = conn.will.take().map(|w| *w)

@@ -84,6 +84,10 @@ pub(crate) struct Worker {
     pub outbox: Vec<Vec<Delivery>>,
     /// Connections with queued output, flushed at the end of the iteration.
     pub dirty: Vec<usize>,
+    /// Connections whose CONNECT was accepted this iteration: once their CONNACK is written,
+    /// their output queue is released at once rather than at the next sweep, since most
+    /// clients then stay idle (see `Conn::release_idle_queue`).
+    pub connected: Vec<usize>,
     /// Connections to read again next iteration (budget ran out, or reads paused).
     again: Vec<usize>,
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
@@ -139,6 +143,7 @@ impl Worker {
             generated: 0,
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             dirty: Vec::new(),
+            connected: Vec::new(),
             again: Vec::new(),
             inbox: Vec::new().into_iter(),
             congested: false,
@@ -232,6 +237,11 @@ impl Worker {
             self.flush_dirty();
             // Closes during the flush may have published Wills.
             self.send_outbox();
+            for key in std::mem::take(&mut self.connected) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.release_idle_queue();
+                }
+            }
         }
         self.stop();
     }
@@ -371,7 +381,7 @@ impl Worker {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    if let Some(ka) = conn.keep_alive {
+                    if let Some(ka) = conn.keep_alive() {
                         conn.deadline = Some(self.now + ka);
                     }
                 }
@@ -560,7 +570,7 @@ impl Worker {
             }
         }
         for (_, conn) in self.conns.iter_mut() {
-            conn.release_idle_queues();
+            conn.release_idle_queue();
         }
         let expired: Vec<usize> = self
             .conns
@@ -698,5 +708,26 @@ pub(crate) fn generated_client_id(
         if home_of_client(&id, workers) == worker && !in_use(&id) {
             return ByteString::from(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection and every session costs in the worker's slabs, whatever it does:
+    /// the bulk of an idle connection's memory. Grow these knowingly.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn idle_state_stays_small() {
+        use std::mem::size_of;
+        eprintln!(
+            "Conn {} SessionSlot {} Session {}",
+            size_of::<crate::conn::Conn>(),
+            size_of::<super::SessionSlot>(),
+            size_of::<vireo_broker::Session>()
+        );
+        // mio's TcpStream carries a selector id in debug builds: 16 bytes, 4 in release.
+        let debug_extra = (size_of::<mio::net::TcpStream>() - 4).next_multiple_of(8);
+        assert!(size_of::<crate::conn::Conn>() <= 192 + debug_extra);
+        assert!(size_of::<super::SessionSlot>() <= 120);
     }
 }
