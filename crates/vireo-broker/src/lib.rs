@@ -17,4 +17,4 @@ pub use ids::SessionId;
 pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;
 pub use retained::{RetainOutcome, RetainedStore};
-pub use session::{Enqueued, Outgoing, Session, SessionLimits};
+pub use session::{Enqueued, Outgoing, Session, SessionLimits, Subscriptions};

@@ -8,6 +8,7 @@
 //! (CONNECT, takeover, hand-over, close, Will), `routing` (packet handlers and fan-out),
 //! `conn` (one connection's buffers), `shared` (cross-worker state), `config`.
 
+mod clients;
 mod config;
 mod conn;
 mod frames;

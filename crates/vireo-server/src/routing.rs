@@ -34,7 +34,7 @@ impl Worker {
                 tracing::info!(peer = %conn.peer, packet = p.name(), "first packet is not CONNECT [MQTT-3.1.0-1]");
                 return Err(Close::Protocol);
             }
-            (ConnState::Connected { session }, packet) => (session, packet),
+            (ConnState::Connected { session }, packet) => (session as usize, packet),
         };
         match packet {
             Packet::Publish(p) => self.on_publish(key, skey, p),
@@ -287,7 +287,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let ConnState::Connected { session: skey } = conn.state else {
+        let Some(skey) = conn.state.session() else {
             return;
         };
         let Some(slot) = self.sessions.get_mut(skey) else {
@@ -300,7 +300,7 @@ impl Worker {
                 continue;
             }
             // Retained messages owed after a SUBSCRIBE, paced by the same output limit.
-            let Some((msg, qos)) = conn.retained_backlog.pop_front() else {
+            let Some((msg, qos)) = conn.next_owed() else {
                 break;
             };
             if qos == QoS::AtMostOnce {
@@ -414,7 +414,7 @@ impl Worker {
             // [MQTT-3.3.1-6] retained messages matching the new subscription: once per distinct
             // filter of this SUBSCRIBE, and not past `max_owed` already owed (a SUBSCRIBE
             // repeating `#` must not copy the whole store per repetition).
-            let owed_now = self.conns.get(key).map_or(0, |c| c.retained_backlog.len());
+            let owed_now = self.conns.get(key).map_or(0, |c| c.owed_len());
             if !matched.insert(filter) || owed_now >= max_owed {
                 continue;
             }
@@ -425,7 +425,7 @@ impl Worker {
                     let q = m.qos.min(qos);
                     (m, q)
                 });
-                conn.retained_backlog.extend(owed);
+                conn.owe(owed);
             }
         }
         // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].

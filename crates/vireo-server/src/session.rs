@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::BytesMut;
 use vireo_broker::{Message, Session};
 use vireo_codec::{ByteString, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 
@@ -39,17 +40,25 @@ impl Worker {
         let workers = self.shared.mailboxes.len();
         if connect.client_id.is_empty() {
             // [MQTT-3.1.3-6]: invent a unique id homed on this worker.
-            connect.client_id =
-                generated_client_id(self.id, workers, &mut self.generated, &self.by_client);
+            let (by_client, sessions) = (&self.by_client, &self.sessions);
+            connect.client_id = generated_client_id(self.id, workers, &mut self.generated, |id| {
+                by_client.contains(id, sessions)
+            });
         }
         let home = home_of_client(&connect.client_id, workers);
+        // The CONNECT was decoded zero-copy from the read buffer; what outlives it is copied,
+        // so that neither an idle connection nor a hand-over pins a 16 KiB read chunk.
+        detach(&mut connect);
         if home == self.id {
             return self.accept_connect(key, connect);
         }
         // Hand the connection, with its decoded CONNECT and any pipelined bytes, to the
         // worker that owns this client id's session.
         if let Some(mut conn) = self.unregister(key) {
-            let rest = conn.rbuf.split();
+            // Copied (usually nothing), so the read buffer, lent to this connection by the
+            // worker, stays here for the next read instead of travelling with the adoption.
+            let rest = BytesMut::from(&conn.rbuf[..]);
+            self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
             self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
                 stream: conn.stream,
                 connect,
@@ -89,15 +98,8 @@ impl Worker {
     /// Accepts a CONNECT on the session's home worker: takeover, clean/persistent session,
     /// CONNACK, then re-sends what the session still owes.
     fn accept_connect(&mut self, key: usize, connect: Box<Connect>) -> Result<(), Close> {
-        let mut connect = *connect;
-        // The CONNECT was decoded zero-copy from the read buffer; what outlives it (client id,
-        // Will) is copied so that an idle connection does not pin a 16 KiB read chunk.
-        connect.client_id = ByteString::from(&*connect.client_id);
-        if let Some(will) = &mut connect.will {
-            will.topic = will.topic.detached();
-            will.payload = vireo_codec::Bytes::copy_from_slice(&will.payload);
-        }
-        let existing = self.by_client.get(&connect.client_id).copied();
+        let connect = *connect;
+        let existing = self.by_client.get(&connect.client_id, &self.sessions);
         if let Some(skey) = existing
             && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
         {
@@ -107,7 +109,7 @@ impl Worker {
                 self.close(old, Close::TakenOver);
             }
         }
-        let existing = self.by_client.get(&connect.client_id).copied();
+        let existing = self.by_client.get(&connect.client_id, &self.sessions);
         let (skey, session_present) = match existing {
             Some(skey) if !connect.clean_start => (skey, true),
             other => {
@@ -118,8 +120,7 @@ impl Worker {
                 let skey = self.sessions.vacant_key();
                 let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
-                let session =
-                    Session::new(id, connect.client_id.clone(), connect.clean_start, limits);
+                let session = Session::new(id, &*connect.client_id, connect.clean_start, limits);
                 self.sessions.insert(SessionSlot {
                     session,
                     conn: None,
@@ -127,7 +128,7 @@ impl Worker {
                     backlogged: false,
                     last_progress: self.now,
                 });
-                self.by_client.insert(connect.client_id.clone(), skey);
+                self.by_client.insert(skey, &self.sessions);
                 (skey, false)
             }
         };
@@ -140,19 +141,16 @@ impl Worker {
         slot.conn = Some(key);
         slot.expires = None;
         slot.last_progress = self.now;
-        conn.state = ConnState::Connected { session: skey };
+        conn.state = ConnState::connected(skey);
         conn.will = connect.will.map(Box::new);
-        conn.keep_alive = (connect.keep_alive > 0)
-            .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        conn.deadline = conn.keep_alive.map(|ka| self.now + ka);
+        conn.keep_alive_secs = connect.keep_alive;
+        conn.deadline = conn.keep_alive().map(|ka| self.now + ka);
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
-        let newly_dirty = conn.push_packet(&Packet::ConnAck(ConnAck::new(
-            session_present,
-            ReasonCode::SUCCESS,
-        )));
+        let newly_dirty = conn.push_connack_accepted(session_present);
         if newly_dirty {
             self.dirty.push(key);
         }
+        self.connected.push(key);
         if session_present {
             // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
             let resend: Vec<_> = slot.session.resend().collect();
@@ -180,13 +178,14 @@ impl Worker {
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
+        self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown) {
             // Best effort: a refusing CONNACK should reach the client before the close, and
             // unread input would turn the close into a reset that can discard it.
             let _ = conn.flush(&mut self.frames);
             conn.drain_input();
         }
-        let ConnState::Connected { session } = conn.state else {
+        let Some(session) = conn.state.session() else {
             return;
         };
         if let Some(will) = conn.will.take().map(|w| *w)
@@ -235,9 +234,23 @@ impl Worker {
         for filter in session.subscriptions.keys() {
             self.shared.index.unsubscribe(session.id, filter);
         }
-        if self.by_client.get(&session.client_id) == Some(&skey) {
-            self.by_client.remove(&session.client_id);
-        }
+        self.by_client.remove(&session.client_id, skey);
+    }
+}
+
+/// Copies what a CONNECT decoded zero-copy from a read buffer keeps beyond the CONNECT
+/// itself (client id, Will, credentials), so that it no longer shares that buffer.
+fn detach(connect: &mut Connect) {
+    connect.client_id = ByteString::from(&*connect.client_id);
+    if let Some(will) = &mut connect.will {
+        will.topic = will.topic.detached();
+        will.payload = vireo_codec::Bytes::copy_from_slice(&will.payload);
+    }
+    if let Some(username) = &mut connect.username {
+        *username = ByteString::from(&**username);
+    }
+    if let Some(password) = &mut connect.password {
+        *password = vireo_codec::Bytes::copy_from_slice(password);
     }
 }
 

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
-use foldhash::{HashMap, HashMapExt};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::{Recipients, Session, SessionId};
 use vireo_codec::{ByteString, QoS, decode};
 
+use crate::clients::ClientIds;
 use crate::conn::{Close, Conn, ConnState};
 use crate::frames::FrameLog;
 use crate::routing::MessageCopies;
@@ -74,7 +74,8 @@ pub(crate) struct Worker {
     rx: Receiver<WorkerMsg>,
     pub conns: Slab<Conn>,
     pub sessions: Slab<SessionSlot>,
-    pub by_client: HashMap<ByteString, usize>,
+    /// Client id → session slab key.
+    pub by_client: ClientIds,
     next_session: u64,
     /// Limits shared by every session of this worker.
     pub session_limits: Arc<vireo_broker::SessionLimits>,
@@ -84,6 +85,10 @@ pub(crate) struct Worker {
     pub outbox: Vec<Vec<Delivery>>,
     /// Connections with queued output, flushed at the end of the iteration.
     pub dirty: Vec<usize>,
+    /// Connections whose CONNECT was accepted this iteration: once their CONNACK is written,
+    /// their output queue is released at once rather than at the next sweep, since most
+    /// clients then stay idle (see `Conn::release_idle_queue`).
+    pub connected: Vec<usize>,
     /// Connections to read again next iteration (budget ran out, or reads paused).
     again: Vec<usize>,
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
@@ -135,12 +140,13 @@ impl Worker {
             rx,
             conns: Slab::new(),
             sessions: Slab::new(),
-            by_client: HashMap::new(),
+            by_client: ClientIds::default(),
             next_session: 0,
             session_limits,
             generated: 0,
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             dirty: Vec::new(),
+            connected: Vec::new(),
             again: Vec::new(),
             inbox: Vec::new().into_iter(),
             congested: false,
@@ -232,6 +238,11 @@ impl Worker {
             self.flush_dirty();
             // Closes during the flush may have published Wills.
             self.send_outbox();
+            for key in std::mem::take(&mut self.connected) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.release_idle_queue();
+                }
+            }
         }
         self.stop();
     }
@@ -373,7 +384,7 @@ impl Worker {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    if let Some(ka) = conn.keep_alive {
+                    if let Some(ka) = conn.keep_alive() {
                         conn.deadline = Some(self.now + ka);
                     }
                 }
@@ -413,6 +424,16 @@ impl Worker {
             self.rbuf = lent;
         }
         conn.shrink_idle();
+    }
+
+    /// Takes back the read buffer of a connection being closed or handed over while it holds
+    /// the worker's lent buffer (the worker then has none), so that the next read does not
+    /// allocate a fresh 16 KiB chunk.
+    pub(crate) fn reclaim_read_buffer(&mut self, mut buf: BytesMut) {
+        if self.rbuf.capacity() == 0 {
+            buf.clear();
+            self.rbuf = buf;
+        }
     }
 
     fn read_later(&mut self, key: usize) {
@@ -568,6 +589,9 @@ impl Worker {
                 slot.session.shrink_if_idle();
             }
         }
+        for (_, conn) in self.conns.iter_mut() {
+            conn.release_idle_queue();
+        }
         let expired: Vec<usize> = self
             .conns
             .iter()
@@ -696,13 +720,34 @@ pub(crate) fn generated_client_id(
     worker: usize,
     workers: usize,
     counter: &mut u64,
-    in_use: &HashMap<ByteString, usize>,
+    in_use: impl Fn(&str) -> bool,
 ) -> ByteString {
     loop {
         *counter += 1;
         let id = format!("vireo-{worker}-{counter}");
-        if home_of_client(&id, workers) == worker && !in_use.contains_key(id.as_str()) {
+        if home_of_client(&id, workers) == worker && !in_use(&id) {
             return ByteString::from(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection and every session costs in the worker's slabs, whatever it does:
+    /// the bulk of an idle connection's memory. Grow these knowingly.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn idle_state_stays_small() {
+        use std::mem::size_of;
+        eprintln!(
+            "Conn {} SessionSlot {} Session {}",
+            size_of::<crate::conn::Conn>(),
+            size_of::<super::SessionSlot>(),
+            size_of::<vireo_broker::Session>()
+        );
+        // mio's TcpStream carries a selector id in debug builds: 16 bytes, 4 in release.
+        let debug_extra = (size_of::<mio::net::TcpStream>() - 4).next_multiple_of(8);
+        assert!(size_of::<crate::conn::Conn>() <= 192 + debug_extra);
+        assert!(size_of::<super::SessionSlot>() <= 120);
     }
 }
