@@ -89,9 +89,11 @@ impl Worker {
         let result = self
             .accept_connect(key, connect)
             .and_then(|()| self.decode_all(key));
-        match result {
-            Ok(()) => self.read(key),
-            Err(reason) => self.close(key, reason),
+        // No read here: registering a socket that already has data (or the peer's FIN)
+        // waiting makes epoll report it at the next poll, so an extra read would most often
+        // just return `WouldBlock` (one system call per handed-over connection).
+        if let Err(reason) = result {
+            self.close(key, reason);
         }
     }
 

@@ -105,6 +105,10 @@ pub(crate) struct Worker {
     pub outbox_reliable: Vec<usize>,
     /// A takeover is reading the old connection to its end (`Worker::final_read`).
     pub final_read: bool,
+    /// A read that does not fill the buffer ends this read (see `read_loop`): set only while
+    /// handling a readable event that reports no FIN or error. Every other read (deferred
+    /// ones, whose event may have carried a FIN, hand-overs, takeovers) goes to `WouldBlock`.
+    short_read_ends: bool,
     /// `accept` failed (e.g. EMFILE): retry next iteration, since no new edge will come for
     /// connections already in the backlog.
     accept_retry: bool,
@@ -155,6 +159,7 @@ impl Worker {
             outbox_reliable: vec![0; workers],
             accept_retry: false,
             final_read: false,
+            short_read_ends: false,
             rbuf: BytesMut::new(),
             frames: FrameLog::default(),
             recipients: Recipients::new(),
@@ -218,7 +223,9 @@ impl Worker {
                             self.mark_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.short_read_ends = !(event.is_read_closed() || event.is_error());
                             self.read(key);
+                            self.short_read_ends = false;
                         }
                     }
                 }
@@ -258,6 +265,9 @@ impl Worker {
                         tracing::warn!(%peer, "max_connections reached; connection refused");
                         continue;
                     }
+                    // Linux copies TCP_NODELAY from the listener (see `bind_reuseport`): one
+                    // system call per connection saved.
+                    #[cfg(not(target_os = "linux"))]
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
@@ -364,8 +374,16 @@ impl Worker {
     }
 
     /// Reads and decodes until `WouldBlock` or the budget; `Some(reason)` to close.
+    ///
+    /// A read that does not fill the buffer has emptied the socket, so the loop stops there
+    /// instead of reading again for a `WouldBlock`: with edge-triggered epoll on Linux, data
+    /// arriving later raises a new event (the same rule tokio applies). Not when the event
+    /// reported the peer's FIN, which raises no further event, nor for reads not driven by an
+    /// event (see `short_read_ends`).
+    /// (Measured: the extra read was one of ~7 system calls per connection set-up.)
     fn read_loop(&mut self, key: usize) -> Option<Close> {
         let mut budget = READ_BUDGET;
+        let mut drained = false;
         loop {
             // Decode what is buffered first: bytes just read, or packets left behind when
             // decoding stopped for back-pressure.
@@ -376,13 +394,18 @@ impl Worker {
                 self.read_later(key);
                 return None;
             }
+            if drained {
+                return None;
+            }
             let conn = self.conns.get_mut(key)?;
             if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 4 {
                 conn.rbuf.reserve(READ_CHUNK);
             }
+            let spare = conn.rbuf.capacity() - conn.rbuf.len();
             match read_into_spare(&conn.stream, &mut conn.rbuf) {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
+                    drained = n < spare && self.short_read_ends && !self.final_read;
                     budget = budget.saturating_sub(n);
                     if let Some(ka) = conn.keep_alive() {
                         conn.deadline = Some(self.now + ka);
