@@ -5,8 +5,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::types::allowed;
 use crate::wire::{Reader, decode_var_int, is_minimal_var_int, put_var_int, var_int_len};
 use crate::{
-    Ack, ConnAck, Connect, DecodeError, Disconnect, EncodeError, ProtocolVersion, Publish, SubAck,
-    Subscribe, Unsubscribe,
+    Ack, ConnAck, Connect, DecodeError, Disconnect, EncodeError, PacketId, ProtocolVersion,
+    Publish, SubAck, Subscribe, Unsubscribe,
 };
 
 /// AUTH has the same shape as DISCONNECT: a reason code and properties.
@@ -116,9 +116,43 @@ pub fn decode(
     if buf.len() < size {
         return Ok(None);
     }
+    if let Some(packet) = decode_in_place(buf, &header, size)? {
+        return Ok(Some(packet));
+    }
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header.header_len);
     decode_body(header.first_byte, Reader::new(frame), version).map(Some)
+}
+
+/// Packets that keep nothing of the buffer and have one valid layout — acks that are just a
+/// packet id (every 3.1/3.1.1 ack, v5's short form) and PINGREQ/PINGRESP — decoded where they
+/// lie, without cutting a shared frame from the buffer (two reference-count operations on
+/// the read chunk per ack otherwise). `None` for everything else. Same results and errors as
+/// `decode_body`; the fixed header is already validated.
+fn decode_in_place(
+    buf: &mut BytesMut,
+    header: &FixedHeader,
+    size: usize,
+) -> Result<Option<Packet>, DecodeError> {
+    let body = &buf[header.header_len..size];
+    let packet = match (header.first_byte >> 4, body) {
+        (kind @ 4..=7, &[hi, lo]) => {
+            let id =
+                PacketId::new(u16::from_be_bytes([hi, lo])).ok_or(DecodeError::ZeroPacketId)?;
+            let ack = Ack::new(id);
+            match kind {
+                4 => Packet::PubAck(ack),
+                5 => Packet::PubRec(ack),
+                6 => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            }
+        }
+        (12, []) => Packet::PingReq,
+        (13, []) => Packet::PingResp,
+        _ => return Ok(None),
+    };
+    buf.advance(size);
+    Ok(Some(packet))
 }
 
 fn decode_body(first_byte: u8, r: Reader, version: ProtocolVersion) -> Result<Packet, DecodeError> {
