@@ -124,7 +124,9 @@ class Broker:
 
 
 def vireo_config(port: int) -> str:
-    """Vireo: defaults, except the queue bounds, raised so nothing is dropped by configuration.
+    """Vireo: defaults, except the queue bounds, raised so nothing is dropped by configuration,
+    and the QoS 1/2 window at its largest (65535, what 16-bit packet ids allow), the closest
+    Vireo has to Mosquitto's `max_inflight_messages 0` (no maximum).
 
     `max_output_bytes` stays at its default: past it Vireo pushes back on publishers (QoS 1/2)
     or drops QoS 0 copies, which is the intended design; any such drop shows up as loss.
@@ -132,7 +134,7 @@ def vireo_config(port: int) -> str:
     return "\n".join([
         f'bind = "127.0.0.1:{port}"',
         "max_connections = 1000000",
-        "max_inflight = 1024",
+        "max_inflight = 65535",
         "max_queued_messages = 10000000",
         "max_queued_bytes = 4294967296",
         "",
