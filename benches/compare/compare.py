@@ -111,7 +111,9 @@ class Broker:
 
     def write_config(self, port: int, directory: Path) -> Path:
         """Write this broker's configuration for `port`; return the file."""
-        path = directory / f"{self.key}-{port}.conf"
+        # rumqttd's config loader picks the format from the extension: it must be `.toml`.
+        suffix = "conf" if self.key == "mosquitto" else "toml"
+        path = directory / f"{self.key}-{port}.{suffix}"
         path.write_text(CONFIG_WRITERS[self.key](port))
         return path
 
