@@ -257,17 +257,6 @@ impl Worker {
         match slot.session.enqueue(stored, qos, false) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
-                eprintln!(
-                    "DROP worker={} queued={} backlogged={} reliable={:?}",
-                    self.id,
-                    slot.session.queued_len(),
-                    slot.backlogged,
-                    self.shared
-                        .mailboxes
-                        .iter()
-                        .map(|m| m.reliable.load(Ordering::Relaxed))
-                        .collect::<Vec<_>>()
-                );
                 self.shared
                     .stats
                     .dropped_queued
