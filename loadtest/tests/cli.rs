@@ -37,8 +37,11 @@ fn passing_run_writes_every_file() {
         .args([
             "--rate",
             "500",
+            // Two seconds, so that one of the once-a-second timeline samples falls inside the
+            // run phase even when a loaded machine delays set-up or the sampling (with one
+            // second, both samples could land in set-up and drain: seen once on a busy box).
             "--duration",
-            "1",
+            "2",
             "--threads",
             "1",
             "--quiet",
