@@ -92,8 +92,13 @@ impl Worker {
         // No read here: registering a socket that already has data (or the peer's FIN)
         // waiting makes epoll report it at the next poll, so an extra read would most often
         // just return `WouldBlock` (one system call per handed-over connection).
-        if let Err(reason) = result {
-            self.close(key, reason);
+        // But decoding the pipelined bytes may have stopped for back-pressure with packets
+        // left in the buffer: no event will come for those (the first worker emptied the
+        // socket), so the connection waits on the `again` list, as `read_loop` does.
+        match result {
+            Ok(()) if self.paused(key) => self.read_later(key),
+            Ok(()) => {}
+            Err(reason) => self.close(key, reason),
         }
     }
 

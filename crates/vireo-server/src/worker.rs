@@ -424,7 +424,7 @@ impl Worker {
     /// Whether reading (and decoding) a connection must stop now: the broker is congested, or
     /// this publisher is throttled. Checked after every packet, so a throttled publisher adds
     /// at most one more message to a backlogged session, not a whole read buffer's worth.
-    fn paused(&self, key: usize) -> bool {
+    pub(crate) fn paused(&self, key: usize) -> bool {
         !self.final_read && (self.congested || self.conns.get(key).is_some_and(|c| c.throttled))
     }
 
@@ -459,7 +459,7 @@ impl Worker {
         }
     }
 
-    fn read_later(&mut self, key: usize) {
+    pub(crate) fn read_later(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
             && !std::mem::replace(&mut conn.read_again, true)
         {

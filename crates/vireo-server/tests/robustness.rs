@@ -371,3 +371,63 @@ fn qos1_routed_across_workers_is_not_dropped_for_queue_space() {
         }
     }
 }
+
+/// PUBLISHes pipelined behind a CONNECT that is handed to the session's home worker are read
+/// once a throttle lifts. The adopting worker decodes the pipelined bytes itself; when the
+/// first PUBLISH throttles the publisher (a backlogged QoS 1 session), the rest waits in the
+/// connection's buffer, and since the first worker had already emptied the socket no readable
+/// event will come for it: unless the adoption puts the connection on the `again` list, those
+/// PUBLISHes are never decoded. Eight publishers, so that with two workers some are handed
+/// over (each one is with probability 1/2).
+#[test]
+fn pipelined_publishes_behind_a_handed_over_connect_are_read_after_a_throttle() {
+    let broker = start_with(|c| {
+        c.workers = 2;
+        c.max_inflight = 2;
+    });
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr, "adopt-sub");
+    sub.subscribe(&[("adopt/#", QoS::AtLeastOnce)]);
+    // Two in flight and three waiting (more than a window): the subscriber is backlogged,
+    // and stays so while it acknowledges nothing.
+    let mut feeder = Client::connect(addr, "adopt-feeder");
+    for i in 1..=5 {
+        feeder.publish("adopt/feed", b"f", QoS::AtLeastOnce, false, i);
+    }
+    let (publishers, each) = (8u16, 3u16);
+    let mut pubs = Vec::new();
+    for p in 0..publishers {
+        let mut c = Client::open(addr);
+        let mut burst = BytesMut::new();
+        Packet::Connect(Box::new(Connect::new(format!("adopt-pub-{p}").as_str())))
+            .encode(vireo_codec::ProtocolVersion::V311, &mut burst)
+            .unwrap();
+        for i in 1..=each {
+            qos1(&format!("adopt/{p}"), i)
+                .encode(vireo_codec::ProtocolVersion::V311, &mut burst)
+                .unwrap();
+        }
+        c.send_raw(&burst);
+        pubs.push(c);
+    }
+    // Each publisher's first PUBLISH was handled (and throttled it) while the subscriber was
+    // backlogged.
+    for c in &mut pubs {
+        assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.code.0 == 0));
+        assert!(matches!(c.recv(), Some(Packet::PubAck(a)) if a.packet_id == pid(1)));
+    }
+    // The subscriber catches up; the throttle lifts and every publisher's rest is read.
+    for n in 0..5 + usize::from(publishers * each) {
+        let Some(Packet::Publish(p)) = sub.recv() else {
+            panic!("delivery {n} never came");
+        };
+        if let QosPid::AtLeastOnce(id) = p.qos {
+            sub.send(&Packet::PubAck(Ack::new(id)));
+        }
+    }
+    for c in &mut pubs {
+        for i in 2..=each {
+            assert!(matches!(c.recv(), Some(Packet::PubAck(a)) if a.packet_id == pid(i)));
+        }
+    }
+}
