@@ -662,7 +662,9 @@ impl Worker {
         };
         let queued = slot.session.queued_len();
         let deep = if slot.backlogged {
-            queued >= window / 2
+            // At least 1: with a window of one, `window / 2` is 0 and the backlog would
+            // never clear while the consumer keeps acknowledging.
+            queued >= (window / 2).max(1)
         } else {
             queued > window
         };

@@ -431,3 +431,56 @@ fn pipelined_publishes_behind_a_handed_over_connect_are_read_after_a_throttle() 
         }
     }
 }
+
+/// With a window of one, a backlogged session stops holding publishers back once its queue
+/// has drained. The hysteresis cleared only below `window / 2` queued messages, which for a
+/// window of one is never: publishers stayed throttled for as long as the consumer kept
+/// acknowledging, and resumed only once it had been quiet for the 1 s stall time.
+#[test]
+fn window_of_one_backlog_clears_once_drained() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_inflight = 1;
+    });
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr, "w1-sub");
+    sub.subscribe(&[("w1", QoS::AtLeastOnce)]);
+    let mut publisher = Client::connect(addr, "w1-pub");
+    // Three queued behind the one in flight: backlogged.
+    let mut burst = BytesMut::new();
+    for i in 1..=4 {
+        qos1("w1", i)
+            .encode(vireo_codec::ProtocolVersion::V311, &mut burst)
+            .unwrap();
+    }
+    publisher.send_raw(&burst);
+    for _ in 0..4 {
+        match sub.recv() {
+            Some(Packet::Publish(p)) => {
+                if let QosPid::AtLeastOnce(id) = p.qos {
+                    sub.send(&Packet::PubAck(Ack::new(id)));
+                }
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    sync(&mut sub); // its last PUBACK is handled: the queue is empty
+    // Drained and still progressing: new publishes go through well within the stall time.
+    // Two of them: the one that finds the session backlogged is still delivered, the
+    // throttle holds back the next.
+    let started = Instant::now();
+    let mut burst = BytesMut::new();
+    for i in [9, 10] {
+        qos1("w1", i)
+            .encode(vireo_codec::ProtocolVersion::V311, &mut burst)
+            .unwrap();
+    }
+    publisher.send_raw(&burst);
+    loop {
+        match publisher.recv_within(Duration::from_millis(600)) {
+            Some(Packet::PubAck(a)) if a.packet_id == pid(10) => break,
+            Some(_) => {}
+            None => panic!("publisher still throttled after {:?}", started.elapsed()),
+        }
+    }
+}
