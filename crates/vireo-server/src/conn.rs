@@ -434,7 +434,7 @@ impl Conn {
     }
 
     /// Merges a long blocked queue into one buffer. Small frames are slices of larger chunks
-    /// (the worker's frame arena, publishers' read buffers); waiting behind a blocked socket
+    /// (the worker's frame log, publishers' read buffers); waiting behind a blocked socket
     /// they would pin those chunks, far more memory than `out_bytes` says. One copy per
     /// blocked episode bounds what a stuck subscriber holds to its queued bytes. Only frames
     /// queued since the last merge are merged, so each byte is copied at most once however

@@ -4,7 +4,7 @@
 //! subscriber. Consecutive frames sit next to each other, so what one connection is sent in
 //! one iteration is usually one contiguous *run* of the log (fan-out: every subscriber gets
 //! every frame; fan-in: one subscriber gets them all). A connection queues the run as a pair of
-//! offsets ([`crate::conn::Out::Run`]), extended in place while frames stay contiguous, and
+//! offsets ([`crate::conn::Out::Pending`]), extended in place while frames stay contiguous, and
 //! resolves it to one `Bytes` slice when it is flushed: one reference count and one iovec per
 //! connection per iteration instead of one per frame (fan-out spent 22 % of its CPU time on
 //! those reference counts).
