@@ -174,8 +174,7 @@ impl Worker {
         let mut events = Events::with_capacity(MAX_EVENTS_PER_TICK);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             self.congested = self.shared.mailboxes.iter().any(|m| m.is_congested());
-            let limit = self.shared.in_transit_limit;
-            self.backlogged = self.shared.mailboxes.iter().any(|m| m.holds_back(limit, 0));
+            self.backlogged = holds_back_anywhere(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
             } else if self.accept_retry {
@@ -337,7 +336,9 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.throttled && !self.backlogged {
+        // Fresh, not the iteration's `backlogged` snapshot: a publisher throttled earlier in
+        // this iteration must not be let go by a snapshot taken before the backlog began.
+        if conn.throttled && !holds_back_anywhere(&self.shared) {
             conn.throttled = false;
         }
         if conn.queued_cost() > 2 * self.shared.config.max_output_bytes {
@@ -723,6 +724,13 @@ fn read_into_spare(stream: &mio::net::TcpStream, buf: &mut BytesMut) -> io::Resu
 }
 
 /// The worker that owns a session.
+/// Whether any worker holds QoS 1/2 publishers back (a backlogged session, or too much in
+/// transit to it).
+fn holds_back_anywhere(shared: &Shared) -> bool {
+    let limit = shared.in_transit_limit;
+    shared.mailboxes.iter().any(|m| m.holds_back(limit, 0))
+}
+
 pub(crate) fn home_of_session(id: SessionId) -> usize {
     (id.0 >> 56) as usize
 }
