@@ -91,14 +91,11 @@ impl Worker {
             .and_then(|()| self.decode_all(key));
         // No read here: registering a socket that already has data (or the peer's FIN)
         // waiting makes epoll report it at the next poll, so an extra read would most often
-        // just return `WouldBlock` (one system call per handed-over connection).
-        // But decoding the pipelined bytes may have stopped for back-pressure with packets
-        // left in the buffer: no event will come for those (the first worker emptied the
-        // socket), so the connection waits on the `again` list, as `read_loop` does.
-        match result {
-            Ok(()) if self.paused(key) => self.read_later(key),
-            Ok(()) => {}
-            Err(reason) => self.close(key, reason),
+        // just return `WouldBlock` (one system call per handed-over connection). Pipelined
+        // bytes that decoding left for back-pressure put the connection on the `again` list
+        // (`decode_all`).
+        if let Err(reason) = result {
+            self.close(key, reason);
         }
     }
 

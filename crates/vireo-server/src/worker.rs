@@ -425,7 +425,7 @@ impl Worker {
     /// Whether reading (and decoding) a connection must stop now: the broker is congested, or
     /// this publisher is throttled. Checked after every packet, so a throttled publisher adds
     /// at most one more message to a backlogged session, not a whole read buffer's worth.
-    pub(crate) fn paused(&self, key: usize) -> bool {
+    fn paused(&self, key: usize) -> bool {
         !self.final_read && (self.congested || self.conns.get(key).is_some_and(|c| c.throttled))
     }
 
@@ -460,7 +460,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn read_later(&mut self, key: usize) {
+    fn read_later(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
             && !std::mem::replace(&mut conn.read_again, true)
         {
@@ -480,7 +480,10 @@ impl Worker {
                 Ok(Some(packet)) => {
                     self.handle(key, packet)?;
                     if self.paused(key) {
-                        return Ok(()); // the rest waits in the buffer (see `read_loop`)
+                        // The rest waits in the buffer, and the connection on the `again`
+                        // list: no event will come for bytes already read, whoever called.
+                        self.read_later(key);
+                        return Ok(());
                     }
                 }
                 Ok(None) => return Ok(()),
