@@ -611,45 +611,40 @@ impl Worker {
     fn sweep(&mut self) {
         let now = self.now;
         self.sweeps += 1;
-        if self.sweeps.is_multiple_of(SHRINK_EVERY) {
-            for (_, slot) in self.sessions.iter_mut() {
-                slot.session.shrink_if_idle();
-            }
-        }
-        for (_, conn) in self.conns.iter_mut() {
+        // One pass over the connections, one over the sessions: at a million idle clients each
+        // pass is the sweep's whole cost.
+        let mut expired = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
             conn.release_idle_queue();
-        }
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
             // A connection whose reads the broker paused (back-pressure) may have sent packets
             // that wait unread in the kernel: it is not silent, so it does not time out
             // [MQTT-3.1.2-24].
-            .filter(|(_, c)| !c.read_again && !c.output_paused)
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(k, _)| k)
-            .collect();
+            let paused = conn.read_again || conn.output_paused;
+            if !paused && conn.deadline.is_some_and(|d| d <= now) {
+                expired.push(key);
+            }
+        }
         for key in expired {
             if let Some(conn) = self.conns.get(key) {
                 tracing::info!(peer = %conn.peer, "keep alive / CONNECT timeout [MQTT-3.1.2-24]");
             }
             self.close(key, Close::Timeout);
         }
-        let stale: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_none() && s.expires.is_some_and(|e| e <= now))
-            .map(|(k, _)| k)
-            .collect();
+        let shrink = self.sweeps.is_multiple_of(SHRINK_EVERY);
+        let (mut stale, mut backlogged) = (Vec::new(), Vec::new());
+        for (key, s) in self.sessions.iter_mut() {
+            if shrink {
+                s.session.shrink_if_idle();
+            }
+            if s.conn.is_none() && s.expires.is_some_and(|e| e <= now) {
+                stale.push(key);
+            } else if s.backlogged {
+                backlogged.push(key);
+            }
+        }
         for key in stale {
             self.discard_session(key);
         }
-        let backlogged: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.backlogged)
-            .map(|(k, _)| k)
-            .collect();
         for key in backlogged {
             self.update_backlog(key);
         }
