@@ -17,21 +17,10 @@ use vireo_codec::{
     has_wildcard, parse_shared, topic_matches, validate_topic_filter, validate_topic_name,
 };
 
-/// Spec 4.7: without `#`, as many levels, each equal or `+`; ending in `#`, the other levels
-/// match the topic's first ones (so the parent level matches too); a leading wildcard never
-/// matches a `$` topic.
-fn reference_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let f: Vec<&str> = filter.split('/').collect();
-    let t: Vec<&str> = topic.split('/').collect();
-    let level_ok = |(fl, tl): (&&str, &&str)| *fl == "+" || fl == tl;
-    match f.split_last() {
-        Some((&"#", head)) => t.len() >= head.len() && head.iter().zip(&t).all(level_ok),
-        _ => f.len() == t.len() && f.iter().zip(&t).all(level_ok),
-    }
-}
+// The same spec-worded matcher the property tests use.
+#[path = "../../crates/vireo-codec/tests/reference/mod.rs"]
+mod reference;
+use reference::reference_matches;
 
 fuzz_target!(|input: (&str, &str)| {
     let (filter, topic) = input;

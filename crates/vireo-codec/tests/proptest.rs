@@ -17,6 +17,9 @@ use vireo_codec::{
 
 use ProtocolVersion::{V5, V31, V311};
 
+mod reference;
+use reference::reference_matches;
+
 const VERSIONS: [ProtocolVersion; 3] = [V31, V311, V5];
 
 // ---- strategies ---------------------------------------------------------------------------------
@@ -153,6 +156,9 @@ fn reason(codes: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
     prop::sample::select(codes).prop_map(ReasonCode)
 }
 
+/// Which reason codes each packet may carry (spec 2.4, table 2-6), written out independently
+/// of the codec's own `types::allowed` on purpose, like `allowed` above: generated from the
+/// codec's table, a code missing there would never be generated, and never caught.
 mod codes {
     pub const V3_CONNACK: &[u8] = &[0, 1, 2, 3, 4, 5];
     pub const V3_SUBACK: &[u8] = &[0, 1, 2, 0x80];
@@ -493,23 +499,6 @@ fn cuts(len: usize, raw: &[prop::sample::Index]) -> Vec<usize> {
     let mut cuts: Vec<usize> = raw.iter().map(|i| i.index(len + 1)).collect();
     cuts.sort_unstable();
     cuts
-}
-
-/// Reference matcher, straight from the wording of spec 4.7: a filter without `#` matches a topic
-/// with as many levels, each equal or `+`; a filter ending in `#` matches a topic whose first
-/// levels match the filter's other levels (so the parent level too); a leading wildcard never
-/// matches a `$` topic.
-fn reference_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let f: Vec<&str> = filter.split('/').collect();
-    let t: Vec<&str> = topic.split('/').collect();
-    let level_ok = |(fl, tl): (&&str, &&str)| *fl == "+" || fl == tl;
-    match f.split_last() {
-        Some((&"#", head)) => t.len() >= head.len() && head.iter().zip(&t).all(level_ok),
-        _ => f.len() == t.len() && f.iter().zip(&t).all(level_ok),
-    }
 }
 
 /// Reference filter validation (spec 4.7.1): non-empty; every level is either free of wildcard
