@@ -144,8 +144,10 @@ impl Worker {
     pub(crate) fn publish(&mut self, msg: Arc<Message>) -> bool {
         if msg.retain {
             // Stored compacted: a retained message lives long, and must not pin the
-            // publisher's whole read buffer.
-            let outcome = self.shared.retained.write().set(compact(&msg));
+            // publisher's whole read buffer. Copied before the store's write lock is taken,
+            // so other workers' retained lookups do not wait on the allocation and copy.
+            let stored = compact(&msg);
+            let outcome = self.shared.retained.write().set(stored);
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
         }
         self.recipients.clear();
