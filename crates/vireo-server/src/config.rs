@@ -26,6 +26,10 @@ pub struct Config {
     pub pin_workers: bool,
     /// Open connections across all workers; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Sessions stored across all workers, online and offline; a CONNECT that would create
+    /// one more is refused with CONNACK 0x03 (server unavailable). Without it, clients could
+    /// leave persistent sessions behind without bound, each with its subscriptions and queue.
+    pub max_sessions: usize,
     /// Largest packet accepted, in bytes (fixed header included).
     pub max_packet_size: usize,
     /// Bytes queued for one connection's socket before QoS 0 deliveries to it are dropped and
@@ -69,6 +73,7 @@ impl Default for Config {
             workers: 0,
             pin_workers: true,
             max_connections: 1_000_000,
+            max_sessions: 1_000_000,
             max_packet_size: 1024 * 1024,
             max_output_bytes: 1024 * 1024,
             max_inflight: 1024,
@@ -138,6 +143,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_packet_size must be between 16 and 268435460 bytes",
             ));
+        }
+        if self.max_sessions == 0 {
+            return Err(ConfigError::Invalid("max_sessions must be at least 1"));
         }
         if self.max_inflight == 0 || self.max_inflight > 65_535 {
             return Err(ConfigError::Invalid("max_inflight must be 1..=65535"));

@@ -121,6 +121,15 @@ impl Worker {
                     // CleanSession=1 discards the stored session [MQTT-3.1.2-6].
                     self.discard_session(skey);
                 }
+                let stored = &self.shared.stats.sessions;
+                if stored.fetch_add(1, Ordering::Relaxed) >= self.shared.config.max_sessions {
+                    stored.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(client = %connect.client_id, "max_sessions reached; CONNECT refused");
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        return Ok(());
+                    };
+                    return refuse(conn, ReasonCode::V3_SERVER_UNAVAILABLE);
+                }
                 let skey = self.sessions.vacant_key();
                 let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
@@ -229,6 +238,7 @@ impl Worker {
         let Some(slot) = self.sessions.try_remove(skey) else {
             return;
         };
+        self.shared.stats.sessions.fetch_sub(1, Ordering::Relaxed);
         if slot.backlogged {
             self.shared.mailboxes[self.id]
                 .backlogged

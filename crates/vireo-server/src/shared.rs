@@ -127,6 +127,8 @@ impl Mailbox {
 pub struct Stats {
     /// Connections open now.
     pub connections: AtomicUsize,
+    /// Sessions stored now, online and offline (bounded by `max_sessions`).
+    pub sessions: AtomicUsize,
     /// PUBLISH packets received from clients.
     pub publishes_in: AtomicU64,
     /// QoS 0 deliveries dropped because the subscriber's output queue was full.

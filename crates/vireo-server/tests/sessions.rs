@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use vireo_codec::{Packet, QoS};
+use std::sync::atomic::Ordering;
+
+use vireo_codec::{Connect, Packet, QoS};
 
 /// [MQTT-3.1.2-4] [MQTT-3.2.2-2] [MQTT-3.2.2-3] subscriptions survive; SP flags right.
 #[test]
@@ -270,4 +272,38 @@ fn v311_mqtt_4_4_0_1_killed_mid_flight_nothing_lost() {
     assert_eq!(seen[0], all, "QoS 1: every message, in order");
     assert_eq!(seen[1], all, "QoS 2: every message, in order");
     c.expect_nothing();
+}
+
+/// Stored sessions are bounded by `max_sessions`, online and offline together: a CONNECT that
+/// would create one more gets CONNACK 0x03 (server unavailable) with session present 0 and is
+/// closed [MQTT-3.2.2-4] [MQTT-3.2.2-5]; resuming or replacing a stored session still works,
+/// and a discarded one frees its place.
+#[test]
+fn max_sessions_bounds_stored_sessions() {
+    let broker = start_with(|c| c.max_sessions = 2);
+    let addr = broker.local_addr();
+    let (a, _) = Client::connect_session(addr, "ms-a", false);
+    a.disconnect(); // offline, stored
+    let (_b, _) = Client::connect_session(addr, "ms-b", false);
+    assert_eq!(broker.stats().sessions.load(Ordering::Relaxed), 2);
+
+    let (mut c, ack) = Client::connect_with(addr, Connect::new("ms-c"));
+    match ack {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.code.0, 0x03, "server unavailable");
+            assert!(!a.session_present, "[MQTT-3.2.2-4]");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert!(c.closed_within(WAIT, false), "[MQTT-3.2.2-5]");
+
+    // Resuming the stored session needs no new place.
+    let (a, present) = Client::connect_session(addr, "ms-a", false);
+    assert!(present);
+    // A clean session replacing it neither; it ends with its connection.
+    a.disconnect();
+    let a = Client::connect(addr, "ms-a");
+    a.disconnect();
+    assert_eq!(broker.stats().sessions.load(Ordering::Relaxed), 1);
+    Client::connect(addr, "ms-c");
 }
