@@ -183,15 +183,21 @@ impl RetainedStore {
         &mut node.message
     }
 
-    /// Appends every retained message whose topic matches `filter` [MQTT-3.3.1-6]. A filter
-    /// starting with `+` or `#` does not match topics starting with `$` [MQTT-4.7.2-1]. The
-    /// filter must be valid; the order of the messages is unspecified.
-    pub fn matching(&self, filter: &str, out: &mut Vec<Arc<Message>>) {
+    /// Appends the retained messages whose topic matches `filter` [MQTT-3.3.1-6], at most
+    /// `limit` of them: the walk stops there, so a `#` over a large store costs what the caller
+    /// can take, not the whole store (under the store's read lock). A filter starting with `+`
+    /// or `#` does not match topics starting with `$` [MQTT-4.7.2-1]. The filter must be
+    /// valid; the order of the messages is unspecified.
+    pub fn matching(&self, filter: &str, out: &mut Vec<Arc<Message>>, limit: usize) {
+        let end = out.len().saturating_add(limit);
         // (node reached, the filter's levels left: `None` once the filter ends at this node,
         // whether the node is the root: then `$` levels are hidden from wildcards).
         let mut stack: SmallVec<[(&Node, Option<&str>, bool); 16]> = SmallVec::new();
         stack.push((&self.root, Some(filter), true));
         while let Some((node, rest, at_root)) = stack.pop() {
+            if out.len() >= end {
+                return;
+            }
             let Some(rest) = rest else {
                 out.extend(node.message.iter().cloned());
                 continue;
@@ -207,7 +213,7 @@ impl RetainedStore {
                     out.extend(node.message.iter().cloned());
                     let below = node.children.iter().filter(|(name, _)| visible(name));
                     for (_, child) in below {
-                        collect_subtree(child, out);
+                        collect_subtree(child, out, end);
                     }
                 }
                 "+" => {
@@ -245,10 +251,14 @@ impl RetainedStore {
 }
 
 /// Appends every message at or below `node`.
-fn collect_subtree(node: &Node, out: &mut Vec<Arc<Message>>) {
+/// Appends the messages under `node` while `out` is shorter than `end`.
+fn collect_subtree(node: &Node, out: &mut Vec<Arc<Message>>, end: usize) {
     let mut stack: SmallVec<[&Node; 16]> = SmallVec::new();
     stack.push(node);
     while let Some(node) = stack.pop() {
+        if out.len() >= end {
+            return;
+        }
         out.extend(node.message.iter().cloned());
         stack.extend(node.children.values());
     }
@@ -281,10 +291,35 @@ mod tests {
         RetainedStore::new(1_000, 1 << 20)
     }
 
+    /// A limit stops the walk: what comes back is the unlimited result's first `limit`
+    /// messages, in the same order, for every limit.
+    #[test]
+    fn matching_stops_at_its_limit() {
+        let mut store = big();
+        for t in ["a", "a/b", "a/c", "a/b/c", "x/y", "$SYS/z"] {
+            store.set(msg(t, "p"));
+        }
+        for filter in ["#", "a/#", "+/+", "a/+/c"] {
+            let mut all = Vec::new();
+            store.matching(filter, &mut all, usize::MAX);
+            for limit in 0..=all.len() + 1 {
+                let mut some = vec![msg("pre", "existing")];
+                store.matching(filter, &mut some, limit);
+                assert_eq!(some.len(), 1 + limit.min(all.len()), "{filter} {limit}");
+                let got: Vec<_> = some[1..].iter().map(|m| m.topic.to_string()).collect();
+                let want: Vec<_> = all[..limit.min(all.len())]
+                    .iter()
+                    .map(|m| m.topic.to_string())
+                    .collect();
+                assert_eq!(got, want, "{filter} {limit}");
+            }
+        }
+    }
+
     /// Topics of the messages matching `filter`, sorted.
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
         let mut out = Vec::new();
-        store.matching(filter, &mut out);
+        store.matching(filter, &mut out, usize::MAX);
         let mut v: Vec<_> = out.iter().map(|m| m.topic.to_string()).collect();
         v.sort();
         v

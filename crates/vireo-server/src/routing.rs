@@ -409,10 +409,13 @@ impl Worker {
             if !matched.insert(filter) || owed_now >= max_owed {
                 continue;
             }
-            self.shared.retained.read().matching(filter, &mut retained);
+            let room = max_owed.saturating_sub(owed_now);
+            self.shared
+                .retained
+                .read()
+                .matching(filter, &mut retained, room);
             if let Some(conn) = self.conns.get_mut(key) {
-                let room = max_owed.saturating_sub(owed_now);
-                let owed = retained.drain(..).take(room).map(|m| {
+                let owed = retained.drain(..).map(|m| {
                     let q = m.qos.min(qos);
                     (m, q)
                 });
