@@ -66,7 +66,9 @@ impl Connect {
         }
     }
 
-    pub(crate) fn decode(mut r: Reader) -> Result<Self, DecodeError> {
+    /// `header_flags`: the low nibble of the fixed header, reserved (zero) except in MQTT 3.1,
+    /// which had no such rule: old devices set it, and Mosquitto accepts them.
+    pub(crate) fn decode(header_flags: u8, mut r: Reader) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
         let protocol = match (&name[..], level) {
@@ -78,8 +80,15 @@ impl Connect {
             }
             _ => return Err(DecodeError::InvalidProtocolName),
         };
+        if header_flags != 0 && protocol != ProtocolVersion::V31 {
+            return Err(DecodeError::InvalidFlags {
+                packet_type: 1,
+                flags: header_flags,
+            });
+        }
         let flags = r.u8()?;
-        if flags & FLAG_RESERVED != 0 {
+        // MQTT 3.1 had no reserved-bit rule [MQTT-3.1.2-3 is 3.1.1's]: accept it there.
+        if flags & FLAG_RESERVED != 0 && protocol != ProtocolVersion::V31 {
             return Err(DecodeError::ConnectReservedFlag);
         }
         let will_qos = (flags >> 3) & 0x03;
@@ -98,6 +107,9 @@ impl Connect {
         let keep_alive = r.u16()?;
         let properties = read_props(&mut r, protocol, PropertyContext::Connect)?;
         let client_id = r.string()?;
+        if crate::has_control_character(&client_id) {
+            return Err(DecodeError::ControlCharacter);
+        }
         let will = if has_will {
             let properties = read_props(&mut r, protocol, PropertyContext::Will)?;
             let topic = TopicName::decode(r.binary()?, false)?;
@@ -113,7 +125,11 @@ impl Connect {
             None
         };
         let username = if has_username {
-            Some(r.string()?)
+            let name = r.string()?;
+            if crate::has_control_character(&name) {
+                return Err(DecodeError::ControlCharacter);
+            }
+            Some(name)
         } else {
             None
         };

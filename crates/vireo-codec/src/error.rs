@@ -50,6 +50,11 @@ pub enum DecodeError {
     /// A string containing U+0000.
     #[error("string contains U+0000 [MQTT-1.5.3-2]")]
     NullCharacter,
+    /// A client id, user name, topic name or topic filter holding a control character
+    /// (U+0001..U+001F, U+007F..U+009F), which strings SHOULD NOT hold [MQTT-1.5.3-2]; the
+    /// receiver may close the connection, and Vireo does, as Mosquitto does.
+    #[error("string contains a control character (U+0001..U+001F, U+007F..U+009F)")]
+    ControlCharacter,
     /// A topic name containing `+` or `#`.
     #[error("topic name contains a wildcard [MQTT-3.3.2-2]")]
     WildcardInTopicName,

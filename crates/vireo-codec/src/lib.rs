@@ -36,8 +36,8 @@ pub use properties::{Properties, Property, PropertyContext};
 pub use publish::{Publish, PublishHeader};
 pub use subscribe::{Subscribe, SubscriptionOptions, Unsubscribe};
 pub use topic::{
-    TopicName, has_wildcard, parse_shared, topic_matches, validate_topic_filter,
-    validate_topic_name,
+    TopicName, has_control_character, has_wildcard, parse_shared, topic_matches,
+    validate_topic_filter, validate_topic_name,
 };
 pub use types::{PacketId, ProtocolVersion, QoS, QosPid, ReasonCode};
 pub use wire::{MAX_VAR_INT, decode_var_int, utf8, var_int_len};

@@ -74,7 +74,9 @@ impl FixedHeader {
         let expected = match packet_type {
             0 => return Err(DecodeError::ReservedPacketType(0)),
             15 if !version.is_v5() => return Err(DecodeError::ReservedPacketType(15)),
-            3 => return Ok(()), // PUBLISH flags are DUP/QoS/RETAIN, checked while decoding
+            // CONNECT: reserved except in MQTT 3.1, whose CONNECT says which it is: checked
+            // while decoding. PUBLISH flags are DUP/QoS/RETAIN, checked while decoding.
+            1 | 3 => return Ok(()),
             6 | 8 | 10 => 0b0010,
             _ => 0,
         };
@@ -158,7 +160,7 @@ fn decode_in_place(
 fn decode_body(first_byte: u8, r: Reader, version: ProtocolVersion) -> Result<Packet, DecodeError> {
     let empty = |r: Reader, p: Packet| r.finish().map(|()| p);
     Ok(match first_byte >> 4 {
-        1 => Packet::Connect(Box::new(Connect::decode(r)?)),
+        1 => Packet::Connect(Box::new(Connect::decode(first_byte & 0x0F, r)?)),
         2 => Packet::ConnAck(ConnAck::decode(r, version)?),
         3 => Packet::Publish(Publish::decode(first_byte & 0x0F, r, version)?),
         4 => Packet::PubAck(Ack::decode(r, version, allowed::PUBACK)?),

@@ -1,14 +1,17 @@
 //! MQTT 5.0 properties (spec 2.2.2).
 //!
-//! A packet's properties are kept as a list in wire order: most packets carry none or a few, an
-//! empty `Vec` allocates nothing, and encode → decode gives back exactly what was sent. Decoding
-//! checks that each property is allowed in its packet, appears at most once where the spec says
-//! so, and has a value in range.
+//! A packet's properties are kept as the encoded block they arrived in (see [`Properties`]):
+//! decoding validates it without allocating, encode → decode gives back exactly what was sent,
+//! and a broker forwards a PUBLISH's properties by copying bytes. Decoding checks that each
+//! property is allowed in its packet, appears at most once where the spec says so, and has a
+//! value in range.
+
+use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::wire::{Reader, field_len, put_binary, put_var_int, var_int_len};
+use crate::wire::{Reader, decode_var_int, field_len, put_binary, put_var_int, var_int_len};
 use crate::{DecodeError, EncodeError};
 
 /// One MQTT 5.0 property.
@@ -251,39 +254,85 @@ const fn allowed(id: u8, ctx: PropertyContext) -> bool {
     }
 }
 
-/// The properties of one packet, in wire order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Properties(pub Vec<Property>);
+/// The properties of one packet, kept as their encoded block (without its length prefix).
+///
+/// Decoding validates the block once (every property allowed in its packet, at most once where
+/// the spec says so, values in range, strings well-formed) and keeps it as a zero-copy slice of
+/// the packet: a PUBLISH with properties costs no allocation, and a broker forwards the block by
+/// copying its bytes. [`Properties::iter`] decodes the properties on the fly, in wire order;
+/// building a list (`From<Vec<Property>>`, [`Properties::push`]) encodes it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Properties {
+    raw: Bytes,
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl From<Vec<Property>> for Properties {
+    fn from(list: Vec<Property>) -> Self {
+        list.into_iter().collect()
+    }
+}
+
+impl FromIterator<Property> for Properties {
+    fn from_iter<I: IntoIterator<Item = Property>>(iter: I) -> Self {
+        let mut buf = BytesMut::new();
+        for p in iter {
+            // Encoding into a BytesMut fails only for values the types cannot hold on the wire
+            // (a string over 65,535 bytes): such a property is left out.
+            let start = buf.len();
+            if p.encode(&mut buf).is_err() {
+                buf.truncate(start);
+            }
+        }
+        Self { raw: buf.freeze() }
+    }
+}
 
 impl Properties {
     /// No properties.
     pub const fn new() -> Self {
-        Self(Vec::new())
+        Self { raw: Bytes::new() }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.raw.is_empty()
     }
 
-    /// Iterates over them in wire order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Property> {
-        self.0.iter()
+    /// The properties in wire order, decoded as they are visited.
+    pub fn iter(&self) -> Iter {
+        Iter {
+            r: Reader::new(self.raw.clone()),
+        }
     }
 
-    /// Appends one.
+    /// Appends one (re-encodes the block: for building packets, not for hot paths).
     pub fn push(&mut self, p: Property) {
-        self.0.push(p);
+        let mut buf = BytesMut::with_capacity(self.raw.len() + p.encoded_len());
+        buf.extend_from_slice(&self.raw);
+        if p.encode(&mut buf).is_ok() {
+            self.raw = buf.freeze();
+        }
     }
 
     /// The first property for which `f` returns `Some`.
-    pub fn find<T>(&self, f: impl FnMut(&Property) -> Option<T>) -> Option<T> {
-        self.0.iter().find_map(f)
+    pub fn find<T>(&self, f: impl FnMut(Property) -> Option<T>) -> Option<T> {
+        self.iter().find_map(f)
+    }
+
+    /// The encoded block, without its length prefix.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
     }
 
     /// Length of the property block without its length prefix.
     pub fn body_len(&self) -> usize {
-        self.0.iter().map(Property::encoded_len).sum()
+        self.raw.len()
     }
 
     /// Length on the wire including the variable-byte-integer length prefix.
@@ -292,11 +341,42 @@ impl Properties {
         var_int_len(body) + body
     }
 
+    /// Visits every property's identifier and its whole encoding (identifier included), in
+    /// wire order, without decoding values. The block must be valid (it is, once decoded).
+    pub fn scan(&self, mut f: impl FnMut(u8, &[u8])) {
+        let raw = &self.raw[..];
+        let mut at = 0;
+        while at < raw.len() {
+            let id = raw[at];
+            let Some(len) = value_len(id, &raw[at + 1..]) else {
+                return;
+            };
+            let end = (at + 1 + len).min(raw.len());
+            f(id, &raw[at..end]);
+            at = end;
+        }
+    }
+
+    /// The same block without the properties whose identifier `drop` accepts: a zero-copy
+    /// clone when there are none, a copy of the rest otherwise.
+    pub fn without(&self, mut drop: impl FnMut(u8) -> bool) -> Properties {
+        let mut found = false;
+        self.scan(|id, _| found |= drop(id));
+        if !found {
+            return self.clone();
+        }
+        let mut buf = BytesMut::with_capacity(self.raw.len());
+        self.scan(|id, bytes| {
+            if !drop(id) {
+                buf.extend_from_slice(bytes);
+            }
+        });
+        Properties { raw: buf.freeze() }
+    }
+
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_var_int(buf, self.body_len())?;
-        for p in &self.0 {
-            p.encode(buf)?;
-        }
+        buf.put_slice(&self.raw);
         Ok(())
     }
 
@@ -305,8 +385,8 @@ impl Properties {
         if len == 0 {
             return Ok(Self::new());
         }
-        let mut block = Reader::new(r.take(len)?);
-        let mut props = Vec::new();
+        let raw = r.take(len)?;
+        let mut block = Reader::new(raw.clone());
         // Ids are below 0x40, so one bit per id catches duplicates without a scan.
         let mut seen: u64 = 0;
         while !block.is_empty() {
@@ -320,8 +400,51 @@ impl Properties {
                 return Err(DecodeError::DuplicateProperty(id));
             }
             seen |= bit;
-            props.push(Property::decode(id, &mut block)?);
+            Property::decode(id, &mut block)?;
         }
-        Ok(Self(props))
+        Ok(Self { raw })
+    }
+}
+
+/// Bytes the value of property `id` takes at the front of `rest` (after its identifier), or
+/// `None` for an unknown id or a value cut short.
+fn value_len(id: u8, rest: &[u8]) -> Option<usize> {
+    let field = |at: usize| -> Option<usize> {
+        let len = rest.get(at..at + 2)?;
+        Some(2 + usize::from(u16::from_be_bytes([len[0], len[1]])))
+    };
+    let len = match id {
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+        0x13 | 0x21 | 0x22 | 0x23 => 2,
+        0x02 | 0x11 | 0x18 | 0x27 => 4,
+        0x0B => match decode_var_int(rest) {
+            Ok(Some((_, n))) => n,
+            _ => return None,
+        },
+        0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => field(0)?,
+        0x26 => {
+            let key = field(0)?;
+            key + field(key)?
+        }
+        _ => return None,
+    };
+    (len <= rest.len()).then_some(len)
+}
+
+/// Iterator over a block's properties (see [`Properties::iter`]).
+#[derive(Debug)]
+pub struct Iter {
+    r: Reader,
+}
+
+impl Iterator for Iter {
+    type Item = Property;
+
+    fn next(&mut self) -> Option<Property> {
+        if self.r.is_empty() {
+            return None;
+        }
+        let id = u8::try_from(self.r.var_int().ok()?).ok()?;
+        Property::decode(id, &mut self.r).ok()
     }
 }

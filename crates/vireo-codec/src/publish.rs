@@ -126,20 +126,23 @@ impl Publish {
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         PublishHeader {
-            dup: self.dup,
-            qos: self.qos,
-            retain: self.retain,
-            topic: &self.topic,
             properties: &self.properties,
-            payload_len: self.payload.len(),
+            ..PublishHeader::new(
+                self.dup,
+                self.qos,
+                self.retain,
+                &self.topic,
+                self.payload.len(),
+            )
         }
         .encode(version, buf)
     }
 }
 
 /// A PUBLISH header described by borrowed parts, for a server that sends one stored message to
-/// many subscribers: it encodes each subscriber's header (its own packet id, DUP, RETAIN)
-/// without building a [`Publish`], so topic and payload are neither cloned nor copied.
+/// many subscribers: it encodes each subscriber's header (its own packet id, DUP, RETAIN, and in
+/// v5 its subscription identifiers and the message's remaining expiry) without building a
+/// [`Publish`], so topic, payload and forwarded properties are neither cloned nor copied.
 #[derive(Debug, Clone, Copy)]
 pub struct PublishHeader<'a> {
     /// DUP flag.
@@ -148,25 +151,71 @@ pub struct PublishHeader<'a> {
     pub qos: QosPid,
     /// RETAIN flag.
     pub retain: bool,
-    /// Topic name.
+    /// Topic name (empty when `topic_alias` names a topic the receiver already knows).
     pub topic: &'a str,
-    /// v5 properties (ignored before v5).
+    /// v5: properties forwarded as they are (ignored before v5).
     pub properties: &'a Properties,
+    /// v5: Message Expiry Interval to send, written before the forwarded properties.
+    pub message_expiry: Option<u32>,
+    /// v5: Topic Alias to send.
+    pub topic_alias: Option<u16>,
+    /// v5: Subscription Identifiers to send.
+    pub subscription_ids: &'a [u32],
     /// Length of the payload that will follow the header.
     pub payload_len: usize,
 }
 
-impl PublishHeader<'_> {
+static NO_PROPERTIES: Properties = Properties::new();
+
+impl<'a> PublishHeader<'a> {
+    /// A header with no v5 properties.
+    pub fn new(dup: bool, qos: QosPid, retain: bool, topic: &'a str, payload_len: usize) -> Self {
+        Self {
+            dup,
+            qos,
+            retain,
+            topic,
+            properties: &NO_PROPERTIES,
+            message_expiry: None,
+            topic_alias: None,
+            subscription_ids: &[],
+            payload_len,
+        }
+    }
+
+    /// Length of the v5 property block without its length prefix.
+    fn props_body_len(&self) -> usize {
+        self.properties.body_len()
+            + self.message_expiry.map_or(0, |_| 5)
+            + self.topic_alias.map_or(0, |_| 3)
+            + self
+                .subscription_ids
+                .iter()
+                .map(|&id| 1 + var_int_len(id as usize))
+                .sum::<usize>()
+    }
+
     fn variable_len(&self, version: ProtocolVersion) -> usize {
+        let props = if version.is_v5() {
+            let body = self.props_body_len();
+            var_int_len(body) + body
+        } else {
+            0
+        };
         field_len(self.topic.as_bytes())
             + if self.qos.packet_id().is_some() { 2 } else { 0 }
-            + props_len(self.properties, version)
+            + props
     }
 
     /// Bytes the header takes on the wire.
     pub fn len(&self, version: ProtocolVersion) -> usize {
         let variable = self.variable_len(version);
         1 + var_int_len(variable + self.payload_len) + variable
+    }
+
+    /// Bytes the whole packet (header and payload) takes on the wire.
+    pub fn packet_len(&self, version: ProtocolVersion) -> usize {
+        self.len(version) + self.payload_len
     }
 
     /// Never empty: a header has at least its fixed part.
@@ -189,7 +238,20 @@ impl PublishHeader<'_> {
             buf.put_u16(pid.get());
         }
         if version.is_v5() {
-            self.properties.encode(buf)?;
+            put_var_int(buf, self.props_body_len())?;
+            if let Some(expiry) = self.message_expiry {
+                buf.put_u8(0x02);
+                buf.put_u32(expiry);
+            }
+            if let Some(alias) = self.topic_alias {
+                buf.put_u8(0x23);
+                buf.put_u16(alias);
+            }
+            for &id in self.subscription_ids {
+                buf.put_u8(0x0B);
+                put_var_int(buf, id as usize)?;
+            }
+            buf.put_slice(self.properties.as_bytes());
         }
         Ok(())
     }

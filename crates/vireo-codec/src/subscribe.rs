@@ -1,7 +1,8 @@
 //! SUBSCRIBE and UNSUBSCRIBE.
 //!
-//! Filters are decoded as UTF-8 strings (ill-formed UTF-8 closes the connection,
-//! [MQTT-1.5.3-1]) but their wildcard syntax is *not* checked here: a server answers a bad filter
+//! Filters are decoded as UTF-8 strings (ill-formed UTF-8, an empty filter or a control character
+//! closes the connection, [MQTT-1.5.3-1] [MQTT-4.7.3-1]) but their wildcard syntax is *not*
+//! checked here: a server answers a bad filter
 //! with SUBACK 0x80 / 0x8F for that filter alone [MQTT-3.8.4-5], which it can only do if the rest
 //! of the packet decodes. [`crate::validate_topic_filter`] does that check, naming the tag broken.
 
@@ -64,6 +65,20 @@ impl SubscriptionOptions {
     }
 }
 
+/// A topic filter field: a UTF-8 string that is not empty [MQTT-4.7.3-1] and holds no control
+/// character. Both make the whole packet malformed (the connection closes, as Mosquitto does);
+/// wildcard syntax is checked per filter by the receiver instead (see the module docs).
+fn filter_field(r: &mut Reader) -> Result<ByteString, DecodeError> {
+    let filter = r.string()?;
+    if filter.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    if crate::has_control_character(&filter) {
+        return Err(DecodeError::ControlCharacter);
+    }
+    Ok(filter)
+}
+
 /// A SUBSCRIBE packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
@@ -81,7 +96,7 @@ impl Subscribe {
         let properties = read_props(&mut r, version, PropertyContext::Subscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
-            let filter = r.string()?;
+            let filter = filter_field(&mut r)?;
             let options = SubscriptionOptions::decode(r.u8()?, version)?;
             filters.push((filter, options));
         }
@@ -138,7 +153,7 @@ impl Unsubscribe {
         let properties = read_props(&mut r, version, PropertyContext::Unsubscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
-            filters.push(r.string()?);
+            filters.push(filter_field(&mut r)?);
         }
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);

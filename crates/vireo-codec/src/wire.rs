@@ -12,6 +12,7 @@ use crate::{DecodeError, EncodeError, PacketId};
 pub const MAX_VAR_INT: u32 = 268_435_455;
 
 /// A cursor over one packet body.
+#[derive(Debug)]
 pub(crate) struct Reader {
     buf: Bytes,
 }

@@ -286,8 +286,11 @@ fn v311_mqtt_2_2_2_2_wrong_reserved_flags_are_refused() {
             let bad = packet(packet_type << 4 | flags, &body);
             let e = DecodeError::InvalidFlags { packet_type, flags };
             assert_eq!(err(&bad, V311), e, "[MQTT-2.2.2-2] type {packet_type}");
-            // Refused from the first two bytes, before the body is there.
-            assert_eq!(err(&bad[..2], V311), e, "[MQTT-2.2.2-2] header only");
+            // Refused from the first two bytes, before the body is there; except CONNECT,
+            // whose protocol name says whether the rule applies (MQTT 3.1 had none).
+            if packet_type != 1 {
+                assert_eq!(err(&bad[..2], V311), e, "[MQTT-2.2.2-2] header only");
+            }
         }
     }
     // The table's examples: PINGREQ as `C1 00`, PUBACK as `42 02 ..`.
@@ -1289,15 +1292,94 @@ fn v311_mqtt_4_7_3_1_empty_topics_are_refused() {
         Err(DecodeError::EmptyTopic),
         "[MQTT-4.7.3-1]"
     );
-    // A SUBSCRIBE with an empty filter still decodes, so the SUBACK can refuse it alone.
-    let Packet::Subscribe(s) = ok(&subscribe(1, b"", 0), V311) else {
-        panic!("not a SUBSCRIBE");
-    };
+    // An empty filter makes the whole SUBSCRIBE / UNSUBSCRIBE malformed (the connection
+    // closes, as Mosquitto does), alone or among others.
     assert_eq!(
-        validate_topic_filter(&s.filters[0].0),
-        Err(DecodeError::EmptyTopic),
+        err(&subscribe(1, b"", 0), V311),
+        DecodeError::EmptyTopic,
         "[MQTT-4.7.3-1]"
     );
+    assert_eq!(
+        err(&unsubscribe(1, b""), V311),
+        DecodeError::EmptyTopic,
+        "[MQTT-4.7.3-1]"
+    );
+}
+
+/// MQTT 3.1 CONNECTs from old devices: the reserved connect flag and fixed-header flags are
+/// accepted, as Mosquitto accepts them (3.1 had no rule against them); 3.1.1 still refuses.
+#[test]
+fn v31_connect_reserved_bits_are_accepted() {
+    let body = hex("00 06 4D 51 49 73 64 70 03 01 00 0A 00 01 70");
+    let Packet::Connect(c) = ok(&packet(0x10, &body), V311) else {
+        panic!("not a CONNECT");
+    };
+    assert_eq!(c.protocol, V31);
+    assert_eq!(&*c.client_id, "p");
+    assert!(matches!(ok(&packet(0x14, &body), V311), Packet::Connect(_)));
+    assert_eq!(
+        err(&connect(0x03, &field(b"p")), V311),
+        DecodeError::ConnectReservedFlag,
+        "[MQTT-3.1.2-3]"
+    );
+}
+
+/// Control characters (U+0001..U+001F, U+007F..U+009F) in a client id, user name, topic name
+/// or topic filter make the packet malformed: the spec lets a receiver close [MQTT-1.5.3-2],
+/// and Vireo does, as Mosquitto does.
+#[test]
+fn control_characters_are_refused() {
+    for bad in [
+        &b"a\x01b"[..],
+        b"a\x1f",
+        b"\x7f",
+        "a\u{85}".as_bytes(),
+        "\u{9f}".as_bytes(),
+    ] {
+        assert_eq!(
+            err(&publish(0x30, bad, None, b"x"), V311),
+            DecodeError::ControlCharacter,
+            "topic {bad:02x?}"
+        );
+        assert_eq!(
+            err(&subscribe(1, bad, 0), V311),
+            DecodeError::ControlCharacter
+        );
+        assert_eq!(
+            err(&unsubscribe(1, bad), V311),
+            DecodeError::ControlCharacter
+        );
+        assert_eq!(
+            err(&connect(0x02, &field(bad)), V311),
+            DecodeError::ControlCharacter,
+            "client id"
+        );
+        let mut payload = field(b"id");
+        payload.extend_from_slice(&field(bad));
+        assert_eq!(
+            err(&connect(0x82, &payload), V311),
+            DecodeError::ControlCharacter,
+            "user name"
+        );
+        let text = std::str::from_utf8(bad).expect("UTF-8");
+        assert_eq!(
+            validate_topic_filter(text),
+            Err(DecodeError::ControlCharacter)
+        );
+        assert_eq!(
+            validate_topic_name(text),
+            Err(DecodeError::ControlCharacter)
+        );
+    }
+    // Characters next to the ranges pass: U+00A0, U+0080's neighbours in other planes, tabs in
+    // payloads (payloads are not strings).
+    assert!(matches!(
+        ok(
+            &publish(0x30, "a\u{a0}\u{100}".as_bytes(), None, b"\x01"),
+            V311
+        ),
+        Packet::Publish(_)
+    ));
 }
 
 /// MQTT 3.1.1 [MQTT-4.7.3-2]: topic names and filters never contain U+0000.
@@ -1456,14 +1538,15 @@ fn v5_repeatable_properties() {
     let Packet::Publish(p) = ok(&v5_publish_with_properties(b"t", &props), V5) else {
         panic!("not a PUBLISH");
     };
-    let pairs: Vec<(&str, &str)> = p
+    let pairs: Vec<(String, String)> = p
         .properties
         .iter()
         .filter_map(|p| match p {
-            Property::UserProperty(k, v) => Some((&**k, &**v)),
+            Property::UserProperty(k, v) => Some((k.to_string(), v.to_string())),
             _ => None,
         })
         .collect();
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&**k, &**v)).collect();
     assert_eq!(
         pairs,
         [("k", "1"), ("j", "2"), ("k", "3")],
@@ -1473,7 +1556,7 @@ fn v5_repeatable_properties() {
         panic!("not a PUBLISH");
     };
     assert_eq!(
-        p.properties.0,
+        p.properties.iter().collect::<Vec<_>>(),
         [
             Property::SubscriptionIdentifier(1),
             Property::SubscriptionIdentifier(2)

@@ -38,9 +38,25 @@ fn string() -> impl Strategy<Value = ByteString> {
     .prop_map(ByteString::from)
 }
 
-/// A valid topic name: non-empty, no wildcards, no U+0000.
+/// A client id or user name: an MQTT string without control characters, which the codec
+/// refuses there (see `vireo_codec::has_control_character`).
+fn name() -> impl Strategy<Value = ByteString> {
+    prop_oneof![
+        "[a-z0-9/ ]{0,8}",
+        "[^\u{0}-\u{1F}\u{7F}-\u{9F}]{0,6}",
+        Just("\u{FEFF}caf\u{E9}".to_owned()),
+    ]
+    .prop_map(ByteString::from)
+}
+
+/// A non-empty topic filter string (wildcard syntax not checked: SUBACK refuses bad ones).
+fn filter_string() -> impl Strategy<Value = ByteString> {
+    prop_oneof!["[a-z0-9/+#]{1,8}", "[^\u{0}-\u{1F}\u{7F}-\u{9F}]{1,6}"].prop_map(ByteString::from)
+}
+
+/// A valid topic name: non-empty, no wildcards, no U+0000, no control characters.
 fn topic() -> impl Strategy<Value = TopicName> {
-    prop_oneof!["[a-z0-9$/]{1,10}", "[^\u{0}+#]{1,6}"]
+    prop_oneof!["[a-z0-9$/]{1,10}", "[^\u{0}-\u{1F}\u{7F}-\u{9F}+#]{1,6}"]
         .prop_map(|s| TopicName::try_from(&*s).expect("generated topic is valid"))
 }
 
@@ -148,7 +164,7 @@ fn properties(
             all
         })
         .prop_shuffle()
-        .prop_map(Properties)
+        .prop_map(Properties::from)
         .boxed()
 }
 
@@ -190,9 +206,9 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     (
         any::<bool>(),
         any::<u16>(),
-        string(),
+        name(),
         will,
-        option::of(string()),
+        option::of(name()),
         option::of(bytes(8)),
         properties(version, allowed::CONNECT, false),
     )
@@ -319,7 +335,7 @@ fn subscribe(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     (
         packet_id(),
         properties(version, allowed::SUBSCRIBE, false),
-        vec((string(), subscription_options(version)), 1..4),
+        vec((filter_string(), subscription_options(version)), 1..4),
     )
         .prop_map(|(packet_id, properties, filters)| {
             Packet::Subscribe(Subscribe {
@@ -354,7 +370,7 @@ fn unsubscribe(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     (
         packet_id(),
         properties(version, allowed::UNSUBSCRIBE, false),
-        vec(string(), 1..4),
+        vec(filter_string(), 1..4),
     )
         .prop_map(|(packet_id, properties, filters)| {
             Packet::Unsubscribe(Unsubscribe {

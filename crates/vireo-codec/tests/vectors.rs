@@ -439,7 +439,7 @@ fn v5_connect_with_properties() {
     let expected = Packet::Connect(Box::new(Connect {
         protocol: V5,
         keep_alive: 30,
-        properties: Properties(vec![
+        properties: Properties::from(vec![
             Property::SessionExpiryInterval(3600),
             Property::ReceiveMaximum(20),
         ]),
@@ -466,7 +466,7 @@ fn v5_connect_with_will_properties_and_password_only() {
             payload: Bytes::from_static(b"bye"),
             qos: QoS::AtLeastOnce,
             retain: false,
-            properties: Properties(vec![Property::WillDelayInterval(5)]),
+            properties: Properties::from(vec![Property::WillDelayInterval(5)]),
         }),
         password: Some(Bytes::from_static(b"pw")),
         ..Connect::new("c")
@@ -485,7 +485,7 @@ fn v5_connack_with_properties() {
     let expected = Packet::ConnAck(ConnAck {
         session_present: false,
         code: ReasonCode::SUCCESS,
-        properties: Properties(vec![
+        properties: Properties::from(vec![
             Property::TopicAliasMaximum(10),
             Property::MaximumQoS(1),
         ]),
@@ -505,7 +505,7 @@ fn v5_publish_with_properties() {
     //       | "hi"
     let expected = Packet::Publish(Publish {
         qos: QosPid::AtLeastOnce(pid(10)),
-        properties: Properties(vec![
+        properties: Properties::from(vec![
             Property::PayloadFormatIndicator(1),
             Property::MessageExpiryInterval(60),
             Property::TopicAlias(5),
@@ -533,7 +533,7 @@ fn v5_publish_without_properties_writes_a_zero_property_length() {
 fn v5_publish_by_topic_alias_has_an_empty_topic() {
     // 30 06 | 00 00 (empty topic) | 03 23 00 07 (topic alias 7) | (no payload)
     let expected = Packet::Publish(Publish {
-        properties: Properties(vec![Property::TopicAlias(7)]),
+        properties: Properties::from(vec![Property::TopicAlias(7)]),
         ..Publish::new(TopicName::default(), Bytes::new())
     });
     check_hex("30 06 00 00 03 23 00 07", V5, &expected);
@@ -566,7 +566,7 @@ fn v5_pubrec_and_pubrel_with_reason_string() {
     // 50 0A | 00 02 | 80 (unspecified error) | 06 1F 00 03 "abc" (reason string)
     let expected = Packet::PubRec(Ack {
         reason: ReasonCode::UNSPECIFIED_ERROR,
-        properties: Properties(vec![Property::ReasonString("abc".into())]),
+        properties: Properties::from(vec![Property::ReasonString("abc".into())]),
         ..Ack::new(pid(2))
     });
     check_hex("50 0A 00 02 80 06 1F 00 03 61 62 63", V5, &expected);
@@ -584,7 +584,7 @@ fn v5_subscribe_with_options_and_identifier() {
     //       | 1D = retain handling 1 (10) + retain as published 08 + no local 04 + QoS 1
     let expected = Packet::Subscribe(Subscribe {
         packet_id: pid(1),
-        properties: Properties(vec![Property::SubscriptionIdentifier(5)]),
+        properties: Properties::from(vec![Property::SubscriptionIdentifier(5)]),
         filters: vec![(
             "a/+".into(),
             SubscriptionOptions {
@@ -641,7 +641,7 @@ fn v5_disconnect_with_reason() {
         V5,
         &Packet::Disconnect(Disconnect {
             reason: ReasonCode::SUCCESS,
-            properties: Properties(vec![Property::SessionExpiryInterval(0)]),
+            properties: Properties::from(vec![Property::SessionExpiryInterval(0)]),
         }),
     );
     check_hex(
@@ -656,7 +656,7 @@ fn v5_auth() {
     // F0 0A | 18 (continue authentication) | 08 15 00 05 "SCRAM" (authentication method)
     let expected = Packet::Auth(Disconnect {
         reason: ReasonCode::CONTINUE_AUTHENTICATION,
-        properties: Properties(vec![Property::AuthenticationMethod("SCRAM".into())]),
+        properties: Properties::from(vec![Property::AuthenticationMethod("SCRAM".into())]),
     });
     check_hex("F0 0A 18 08 15 00 05 53 43 52 41 4D", V5, &expected);
     check_hex(

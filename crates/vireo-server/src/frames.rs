@@ -55,14 +55,13 @@ pub(crate) struct FrameLog {
 impl FrameLog {
     /// Encodes a QoS 0 PUBLISH of `msg` (DUP 0 [MQTT-3.3.1-2]) and returns where it is.
     pub(crate) fn encode_qos0(&mut self, msg: &Message, retain: bool) -> Span {
-        let header = PublishHeader {
-            dup: false,
-            qos: QosPid::AtMostOnce,
+        let header = PublishHeader::new(
+            false,
+            QosPid::AtMostOnce,
             retain,
-            topic: &msg.topic,
-            properties: &NO_PROPERTIES,
-            payload_len: msg.payload.len(),
-        };
+            &msg.topic,
+            msg.payload.len(),
+        );
         let len = header.len(ProtocolVersion::V311) + msg.payload.len();
         if self.open.capacity() - self.open.len() < len {
             self.seal();

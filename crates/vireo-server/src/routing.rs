@@ -474,14 +474,13 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
             retain,
             msg,
         } => {
-            let header = PublishHeader {
+            let header = PublishHeader::new(
                 dup,
-                qos: QosPid::new(qos, pid),
+                QosPid::new(qos, pid),
                 retain,
-                topic: &msg.topic,
-                properties: &NO_PROPERTIES,
-                payload_len: msg.payload.len(),
-            };
+                &msg.topic,
+                msg.payload.len(),
+            );
             let version = conn.version;
             let len = header.len(version);
             // A small payload is copied behind its header: cheaper than sharing it (a
