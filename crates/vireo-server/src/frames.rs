@@ -17,14 +17,12 @@
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 use vireo_broker::Message;
-use vireo_codec::{Properties, ProtocolVersion, PublishHeader, QosPid};
+use vireo_codec::{ProtocolVersion, PublishHeader, QosPid};
 
 use crate::conn::Conn;
 
 /// Growth step of the log: one allocation serves hundreds of frames.
 const CHUNK: usize = 64 * 1024;
-/// Forwarded 3.1.1 messages carry no properties.
-static NO_PROPERTIES: Properties = Properties::new();
 
 /// A frame or run of frames in the log: logical offsets, end exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +132,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: Properties::new(),
+            properties: vireo_codec::Properties::new(),
         }
     }
 

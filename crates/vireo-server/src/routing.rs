@@ -7,8 +7,8 @@ use bytes::Bytes;
 use foldhash::{HashSet, HashSetExt};
 use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
 use vireo_codec::{
-    Ack, ByteString, Packet, Properties, Publish, PublishHeader, QoS, QosPid, ReasonCode, SubAck,
-    Subscribe, Unsubscribe, has_wildcard, validate_topic_filter,
+    Ack, ByteString, Packet, Publish, PublishHeader, QoS, QosPid, ReasonCode, SubAck, Subscribe,
+    Unsubscribe, has_wildcard, validate_topic_filter,
 };
 
 use crate::conn::{Close, ConnState};
@@ -19,8 +19,6 @@ use crate::worker::{Worker, home_of_session, slot_of_session};
 const PINGRESP: &[u8] = &[0xD0, 0x00];
 /// QoS 1/2 payloads up to this size are copied into the PUBLISH frame rather than shared.
 const INLINE_PAYLOAD: usize = 256;
-/// Forwarded 3.1.1 messages carry no properties.
-static NO_PROPERTIES: Properties = Properties::new();
 
 impl Worker {
     /// One line per packet type.
