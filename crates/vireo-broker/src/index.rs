@@ -31,13 +31,54 @@ use vireo_codec::{QoS, has_wildcard};
 
 use crate::SessionId;
 
-/// A session a message is routed to, with the QoS its subscription granted.
+/// A session a message is routed to, with the QoS its subscription granted and, for MQTT 5.0,
+/// its subscription options and identifier. 16 bytes, as the session id and QoS alone took
+/// with padding: the v5 fields cost the match nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Recipient {
     /// The subscribing session.
     pub session: SessionId,
     /// The granted QoS of its (highest) matching subscription.
     pub qos: QoS,
+    /// [`Recipient::NO_LOCAL`], [`Recipient::RETAIN_AS_PUBLISHED`], [`Recipient::MORE_IDS`].
+    pub flags: u8,
+    /// The v5 subscription identifier of the matching subscription; 0 for none.
+    pub sub_id: u32,
+}
+
+impl Recipient {
+    /// v5 No Local: not delivered to the session that published it [MQTT-3.8.3-3].
+    pub const NO_LOCAL: u8 = 1;
+    /// v5 Retain As Published: RETAIN goes out as it was published [MQTT-3.3.1-12].
+    pub const RETAIN_AS_PUBLISHED: u8 = 2;
+    /// Overlapping subscriptions with different identifiers matched: the one copy sent must
+    /// carry all of them [MQTT-3.3.4-4], which the server looks up in the session (rare).
+    pub const MORE_IDS: u8 = 4;
+
+    /// A plain subscription at `qos`: no options, no identifier.
+    pub const fn new(session: SessionId, qos: QoS) -> Self {
+        Self {
+            session,
+            qos,
+            flags: 0,
+            sub_id: 0,
+        }
+    }
+
+    /// Folds another matching subscription of the same session into this one: the highest
+    /// QoS [MQTT-3.3.5-1]; No Local only if both have it (one subscription that wants the
+    /// message is enough); Retain As Published if either has it; identifiers collected.
+    pub fn merge(&mut self, other: &Recipient) {
+        self.qos = self.qos.max(other.qos);
+        let no_local = self.flags & other.flags & Self::NO_LOCAL;
+        let rest = (self.flags | other.flags) & !Self::NO_LOCAL;
+        self.flags = no_local | rest;
+        if self.sub_id == 0 {
+            self.sub_id = other.sub_id;
+        } else if other.sub_id != 0 && other.sub_id != self.sub_id {
+            self.flags |= Self::MORE_IDS;
+        }
+    }
 }
 
 /// Recipients of one message. Inline up to 16, the common fan-out; the caller keeps one and
@@ -86,13 +127,14 @@ impl Subscribers {
         }
     }
 
-    /// Adds `session`, or updates its QoS. Returns whether it was new.
-    fn insert(&mut self, session: SessionId, qos: QoS) -> bool {
+    /// Adds `r.session`, or updates its QoS and options. Returns whether it was new.
+    fn insert(&mut self, r: Recipient) -> bool {
+        let session = r.session;
         if let Some(i) = self.position(session) {
-            self.list[i].qos = qos;
+            self.list[i] = r;
             return false;
         }
-        self.list.push(Recipient { session, qos });
+        self.list.push(r);
         match &mut self.positions {
             Some(positions) => {
                 positions.insert(session, self.list.len() - 1);
@@ -242,16 +284,16 @@ fn levels(path: Option<&str>) -> impl Iterator<Item = &str> {
     path.into_iter().flat_map(|p| p.split('/'))
 }
 
-fn trie_insert(root: &mut Node, filter: &str, session: SessionId, qos: QoS) -> bool {
+fn trie_insert(root: &mut Node, filter: &str, r: Recipient) -> bool {
     let (path, multi) = filter_path(filter);
     let mut node = root;
     for level in levels(path) {
         node = node.child_or_insert(level);
     }
     if multi {
-        node.multi.insert(session, qos)
+        node.multi.insert(r)
     } else {
-        node.exact.insert(session, qos)
+        node.exact.insert(r)
     }
 }
 
@@ -345,7 +387,7 @@ fn dedup_by_scan(tail: &mut [Recipient]) -> usize {
     for i in 0..tail.len() {
         let r = tail[i];
         match tail[..kept].iter_mut().find(|k| k.session == r.session) {
-            Some(k) => k.qos = k.qos.max(r.qos),
+            Some(k) => k.merge(&r),
             None => {
                 tail[kept] = r;
                 kept += 1;
@@ -362,7 +404,7 @@ fn dedup_by_sort(tail: &mut [Recipient]) -> usize {
     for i in 0..tail.len() {
         let r = tail[i];
         match kept.checked_sub(1).map(|last| &mut tail[last]) {
-            Some(k) if k.session == r.session => k.qos = k.qos.max(r.qos),
+            Some(k) if k.session == r.session => k.merge(&r),
             _ => {
                 tail[kept] = r;
                 kept += 1;
@@ -388,7 +430,7 @@ fn dedup_few_against_big(tail: &mut [Recipient], big: Range<usize>) -> usize {
     let mut in_big = 0u64;
     for r in &mut tail[..big_len] {
         if let Ok(j) = few.binary_search_by_key(&r.session, |f| f.session) {
-            r.qos = r.qos.max(few[j].qos);
+            r.merge(&few[j]);
             in_big |= 1 << j;
         }
     }
@@ -537,13 +579,19 @@ impl SubscriptionIndex {
     /// already be valid (`vireo_codec::validate_topic_filter`); it is stored literally, so a
     /// shared subscription's `$share/{group}/` prefix is the caller's to strip.
     pub fn subscribe(&self, session: SessionId, filter: &str, qos: QoS) -> bool {
+        self.subscribe_with(filter, Recipient::new(session, qos))
+    }
+
+    /// [`SubscriptionIndex::subscribe`] with v5 options and identifier: `r` is what a
+    /// matching topic yields.
+    pub fn subscribe_with(&self, filter: &str, r: Recipient) -> bool {
         match Place::of(filter) {
             Place::Exact => {
                 let shard = &self.exact[self.shard_of(filter)];
                 let mut map = shard.data.write();
                 let new = match map.get_mut(filter) {
-                    Some(subscribers) => subscribers.insert(session, qos),
-                    None => map.entry(filter.into()).or_default().insert(session, qos),
+                    Some(subscribers) => subscribers.insert(r),
+                    None => map.entry(filter.into()).or_default().insert(r),
                 };
                 if new {
                     self.count(shard, Change::Added);
@@ -553,7 +601,7 @@ impl SubscriptionIndex {
             place => {
                 let shard = self.trie_shard(&place);
                 let mut root = shard.data.write();
-                let new = trie_insert(&mut root, filter, session, qos);
+                let new = trie_insert(&mut root, filter, r);
                 if new {
                     self.count(shard, Change::Added);
                 }
@@ -781,13 +829,7 @@ mod tests {
         assert_eq!(index.len(), 2);
         let mut out = Recipients::new();
         index.matches("a/c", &mut out);
-        assert_eq!(
-            out.as_slice(),
-            [Recipient {
-                session: s(1),
-                qos: Q2
-            }]
-        );
+        assert_eq!(out.as_slice(), [Recipient::new(s(1), Q2)]);
     }
 
     /// [MQTT-3.10.4-1] Unsubscribe compares filters character by character.
@@ -891,23 +933,11 @@ mod tests {
         index.subscribe(s(1), "a/b", Q1);
         index.subscribe(s(1), "a/+", Q0);
         let mut out = Recipients::new();
-        out.push(Recipient {
-            session: s(1),
-            qos: Q0,
-        });
+        out.push(Recipient::new(s(1), Q0));
         index.matches("a/b", &mut out);
         assert_eq!(
             out.as_slice(),
-            [
-                Recipient {
-                    session: s(1),
-                    qos: Q0
-                },
-                Recipient {
-                    session: s(1),
-                    qos: Q1
-                }
-            ]
+            [Recipient::new(s(1), Q0), Recipient::new(s(1), Q1)]
         );
     }
 
@@ -986,7 +1016,7 @@ mod tests {
         fn dedup_keeps_each_session_once_at_highest_qos(lists in lists_strategy()) {
             let qos = |q: u8| QoS::try_from(q).unwrap();
             let mut out = Recipients::new();
-            out.push(Recipient { session: s(9999), qos: Q0 });
+            out.push(Recipient::new(s(9999), Q0));
             let start = out.len();
             let mut biggest = start..start;
             let mut want: BTreeMap<u64, QoS> = BTreeMap::new();
@@ -995,13 +1025,13 @@ mod tests {
                     biggest = out.len()..out.len() + list.len();
                 }
                 for (&id, &q) in list {
-                    out.push(Recipient { session: s(id), qos: qos(q) });
+                    out.push(Recipient::new(s(id), qos(q)));
                     let e = want.entry(id).or_insert(qos(q));
                     *e = (*e).max(qos(q));
                 }
             }
             dedup_sessions(&mut out, start, biggest);
-            prop_assert_eq!(out[0], Recipient { session: s(9999), qos: Q0 });
+            prop_assert_eq!(out[0], Recipient::new(s(9999), Q0));
             let mut got: Vec<_> = out[start..].iter().map(|r| (r.session.0, r.qos)).collect();
             got.sort();
             prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());

@@ -10,11 +10,16 @@
 mod ids;
 mod index;
 mod message;
+pub mod protocol;
 mod retained;
 mod session;
+mod shared;
 
 pub use ids::SessionId;
 pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;
 pub use retained::{RetainOutcome, RetainedStore};
-pub use session::{Enqueued, Outgoing, Session, SessionLimits, Subscriptions};
+pub use session::{
+    AckOutcome, Enqueued, Outgoing, Session, SessionLimits, Subscribed, Subscriptions,
+};
+pub use shared::SharedSubscriptions;

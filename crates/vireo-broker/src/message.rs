@@ -1,8 +1,11 @@
 //! An application message as the broker routes it.
 
 use std::fmt;
+use std::time::Instant;
 
 use vireo_codec::{Bytes, Properties, QoS, TopicName};
+
+use crate::SessionId;
 
 /// One published message, shared (behind an `Arc`) by every session it is routed to: topic and
 /// payload are the `Bytes` slices the codec cut from the publisher's read buffer.
@@ -16,8 +19,14 @@ pub struct Message {
     pub qos: QoS,
     /// RETAIN as published.
     pub retain: bool,
-    /// v5 properties to forward (empty for 3.1.1).
+    /// v5 properties to forward unchanged and in order (empty for 3.1.1): the publisher's,
+    /// less Topic Alias and Message Expiry Interval, which are per hop [MQTT-3.3.2-18].
     pub properties: Properties,
+    /// v5 Message Expiry Interval as a deadline: past it the message is not sent
+    /// [MQTT-3.3.2-5], and subscribers get what is left of it [MQTT-3.3.2-6].
+    pub expires: Option<Instant>,
+    /// The session that published it, for No Local [MQTT-3.8.3-3]; `SessionId(0)` for none.
+    pub origin: SessionId,
 }
 
 impl fmt::Debug for Message {
@@ -32,6 +41,32 @@ impl fmt::Debug for Message {
 }
 
 impl Message {
+    /// A message with no v5 extras: no properties, no expiry, no origin.
+    pub fn new(topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: Properties::new(),
+            expires: None,
+            origin: SessionId(0),
+        }
+    }
+
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
+    /// Seconds of its expiry interval left at `now`, rounded up, for the PUBLISH it goes out
+    /// in; `None` if it never expires.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let left = self.expires?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+
     /// Bytes this message pins in memory (topic + payload), for byte limits.
     pub fn weight(&self) -> usize {
         self.topic.len() + self.payload.len()

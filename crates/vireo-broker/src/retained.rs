@@ -271,20 +271,18 @@ mod tests {
 
     use proptest::prelude::*;
     use vireo_codec::{
-        Bytes, Properties, QoS, TopicName, topic_matches, validate_topic_filter,
-        validate_topic_name,
+        Bytes, QoS, TopicName, topic_matches, validate_topic_filter, validate_topic_name,
     };
 
     use super::*;
 
     fn msg(topic: &str, payload: &str) -> Arc<Message> {
-        Arc::new(Message {
-            topic: TopicName::try_from(topic).unwrap(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-        })
+        Arc::new(Message::new(
+            TopicName::try_from(topic).unwrap(),
+            Bytes::copy_from_slice(payload.as_bytes()),
+            QoS::AtLeastOnce,
+            true,
+        ))
     }
 
     fn big() -> RetainedStore {

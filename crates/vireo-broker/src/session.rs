@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use vireo_codec::{ByteString, PacketId, QoS};
@@ -56,6 +57,9 @@ pub enum Outgoing {
         retain: bool,
         /// The message.
         msg: Arc<Message>,
+        /// The subscription identifier it goes out with (v5; 0: none;
+        /// [`Session::ALL_IDS`]: every matching subscription's).
+        sub_id: u32,
     },
     /// A PUBREL for a QoS 2 delivery whose PUBREC has arrived.
     PubRel(PacketId),
@@ -68,6 +72,7 @@ enum InflightState {
         qos: QoS,
         retain: bool,
         msg: Arc<Message>,
+        sub_id: u32,
     },
     /// QoS 2 awaiting PUBCOMP: the PUBLISH is never sent again, only the PUBREL [MQTT-4.3.3-1].
     AwaitingPubComp,
@@ -78,6 +83,42 @@ struct Queued {
     qos: QoS,
     retain: bool,
     msg: Arc<Message>,
+    sub_id: u32,
+}
+
+/// What an acknowledgement from the client (PUBACK, PUBREC, PUBCOMP) matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// It completed (or advanced) a delivery in flight.
+    Matched,
+    /// No delivery in flight has this id: ignored (a late repeat, or after a reconnect).
+    Unknown,
+    /// The id is in flight at the other QoS, or at another step (PUBREC for a QoS 1 PUBLISH,
+    /// PUBACK or PUBCOMP for a QoS 2 one awaiting PUBREC): a protocol violation, which
+    /// Mosquitto answers by closing the connection (5.0: DISCONNECT 0x82).
+    WrongStep,
+}
+
+/// One subscription of a session as it was granted: what the index holds for it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// Granted QoS.
+    pub qos: QoS,
+    /// [`crate::Recipient`] flags (No Local, Retain As Published).
+    pub flags: u8,
+    /// v5 subscription identifier; 0 for none.
+    pub sub_id: u32,
+}
+
+impl Subscribed {
+    /// A plain subscription at `qos`.
+    pub const fn qos(qos: QoS) -> Self {
+        Self {
+            qos,
+            flags: 0,
+            sub_id: 0,
+        }
+    }
 }
 
 /// Result of offering a message to a session.
@@ -120,11 +161,11 @@ impl Flow {
     }
 }
 
-/// The filters a session subscribes to, with granted QoS. The map is allocated on the first
+/// The filters a session subscribes to, as granted. The map is allocated on the first
 /// subscription and dropped with the last, so a session that subscribes to nothing (most idle
 /// connections, e.g. publishers) spends 8 bytes on it instead of an empty map's 40.
 #[derive(Debug, Default)]
-pub struct Subscriptions(Option<Box<HashMap<ByteString, QoS>>>);
+pub struct Subscriptions(Option<Box<HashMap<ByteString, Subscribed>>>);
 
 impl Subscriptions {
     /// How many filters.
@@ -142,20 +183,20 @@ impl Subscriptions {
         self.0.as_ref().is_some_and(|m| m.contains_key(filter))
     }
 
-    /// The QoS granted for `filter`.
-    pub fn get(&self, filter: &str) -> Option<QoS> {
+    /// What was granted for `filter`.
+    pub fn get(&self, filter: &str) -> Option<Subscribed> {
         self.0.as_ref().and_then(|m| m.get(filter).copied())
     }
 
-    /// Adds or replaces `filter`; returns the QoS it replaced.
-    pub fn insert(&mut self, filter: ByteString, qos: QoS) -> Option<QoS> {
+    /// Adds or replaces `filter`; returns what it replaced.
+    pub fn insert(&mut self, filter: ByteString, sub: Subscribed) -> Option<Subscribed> {
         self.0
             .get_or_insert_with(|| Box::new(HashMap::new()))
-            .insert(filter, qos)
+            .insert(filter, sub)
     }
 
-    /// Removes `filter`; returns its QoS if it was there.
-    pub fn remove(&mut self, filter: &str) -> Option<QoS> {
+    /// Removes `filter`; returns what was granted if it was there.
+    pub fn remove(&mut self, filter: &str) -> Option<Subscribed> {
         let map = self.0.as_mut()?;
         let qos = map.remove(filter);
         if map.is_empty() {
@@ -167,6 +208,32 @@ impl Subscriptions {
     /// The filters, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &ByteString> + '_ {
         self.0.iter().flat_map(|m| m.keys())
+    }
+
+    /// The identifiers of every subscription whose filter matches `topic` (a shared one's
+    /// inner filter included), for the one PUBLISH that must carry them all [MQTT-3.3.4-4].
+    /// A walk over the session's filters: only for the rare overlapping case.
+    pub fn ids_matching(&self, topic: &str) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .iter()
+            .filter(|(_, s)| s.sub_id != 0)
+            .filter(|(f, _)| {
+                let filter = match vireo_codec::parse_shared(f) {
+                    Ok(Some((_, inner))) => inner,
+                    _ => f,
+                };
+                vireo_codec::topic_matches(filter, topic)
+            })
+            .map(|(_, s)| s.sub_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Filters and what was granted, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ByteString, &Subscribed)> + '_ {
+        self.0.iter().flat_map(|m| m.iter())
     }
 }
 
@@ -188,11 +255,18 @@ pub struct Session {
     flow: Option<Box<Flow>>,
     /// Packet id counter; kept outside `flow` so ids keep advancing across idle periods.
     next_pid: u16,
+    /// The client's v5 Receive Maximum: the window is the smaller of it and
+    /// `limits.max_inflight` [MQTT-3.3.4-9]. 0 (3.1.1): the limit alone.
+    receive_maximum: u16,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
 }
 
 impl Session {
+    /// The `sub_id` of a message matched by overlapping subscriptions with different
+    /// identifiers: the server sends every matching subscription's [MQTT-3.3.4-4].
+    pub const ALL_IDS: u32 = u32::MAX;
+
     /// A new, empty session.
     pub fn new(
         id: SessionId,
@@ -208,7 +282,22 @@ impl Session {
             limits,
             flow: None,
             next_pid: 0,
+            receive_maximum: 0,
             dropped: 0,
+        }
+    }
+
+    /// Sets the client's Receive Maximum (v5 CONNECT; 0 for none), which bounds the window
+    /// from the next send on.
+    pub fn set_receive_maximum(&mut self, receive_maximum: u16) {
+        self.receive_maximum = receive_maximum;
+    }
+
+    /// Unacknowledged QoS 1/2 PUBLISHes this session may have out at once.
+    pub fn window(&self) -> usize {
+        match self.receive_maximum {
+            0 => self.limits.max_inflight,
+            n => self.limits.max_inflight.min(usize::from(n)),
         }
     }
 
@@ -228,6 +317,17 @@ impl Session {
 
     /// Queues a QoS 1/2 message ([MQTT-3.1.2-5] while offline, or behind a full window).
     pub fn enqueue(&mut self, msg: Arc<Message>, qos: QoS, retain: bool) -> Enqueued {
+        self.enqueue_with(msg, qos, retain, 0)
+    }
+
+    /// [`Session::enqueue`] with the subscription identifier the message goes out with.
+    pub fn enqueue_with(
+        &mut self,
+        msg: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_id: u32,
+    ) -> Enqueued {
         debug_assert!(qos != QoS::AtMostOnce, "QoS 0 never enters the session");
         let limits = Arc::clone(&self.limits);
         let weight = msg.weight();
@@ -255,16 +355,31 @@ impl Session {
         }
         if outcome != Enqueued::Dropped {
             flow.queued_bytes += weight;
-            flow.queue.push_back(Queued { qos, retain, msg });
+            flow.queue.push_back(Queued {
+                qos,
+                retain,
+                msg,
+                sub_id,
+            });
         }
         self.dropped += dropped;
         outcome
     }
 
     /// Takes the next queued message into the inflight window, if the window has room.
-    pub fn next_outgoing(&mut self) -> Option<Outgoing> {
-        let flow = self.flow.as_ref()?;
-        if flow.inflight.len() >= self.limits.max_inflight || flow.queue.is_empty() {
+    /// Messages whose expiry passed while they waited are dropped on the way [MQTT-3.3.2-5].
+    pub fn next_outgoing(&mut self, now: Instant) -> Option<Outgoing> {
+        let window = self.window();
+        let flow = self.flow.as_mut()?;
+        if flow.inflight.len() >= window {
+            return None;
+        }
+        while flow.queue.front().is_some_and(|q| q.msg.expired(now)) {
+            if let Some(old) = flow.queue.pop_front() {
+                flow.queued_bytes -= old.msg.weight();
+            }
+        }
+        if flow.queue.is_empty() {
             return None;
         }
         let pid = self.allocate_pid()?;
@@ -277,6 +392,7 @@ impl Session {
                 qos: q.qos,
                 retain: q.retain,
                 msg: Arc::clone(&q.msg),
+                sub_id: q.sub_id,
             },
         ));
         Some(Outgoing::Publish {
@@ -285,6 +401,7 @@ impl Session {
             dup: false,
             retain: q.retain,
             msg: q.msg,
+            sub_id: q.sub_id,
         })
     }
 
@@ -302,10 +419,10 @@ impl Session {
         None
     }
 
-    /// PUBACK: completes a QoS 1 delivery. Returns whether it matched one.
-    pub fn on_puback(&mut self, pid: PacketId) -> bool {
+    /// PUBACK: completes a QoS 1 delivery.
+    pub fn on_puback(&mut self, pid: PacketId) -> AckOutcome {
         let Some(flow) = self.flow.as_mut() else {
-            return false;
+            return AckOutcome::Unknown;
         };
         match flow.position(pid) {
             Some(i)
@@ -318,45 +435,85 @@ impl Session {
                 ) =>
             {
                 flow.forget(i);
-                true
+                AckOutcome::Matched
             }
-            _ => false,
+            Some(_) => AckOutcome::WrongStep,
+            None => AckOutcome::Unknown,
         }
     }
 
-    /// PUBREC: the QoS 2 delivery moves on to PUBREL, which is returned to send. An unknown id
-    /// still gets a PUBREL, so the client can finish its side.
-    pub fn on_pubrec(&mut self, pid: PacketId) -> Outgoing {
+    /// PUBREC: the QoS 2 delivery moves on to PUBREL, which the caller sends (for an
+    /// unknown id too, so the client can finish its side; 5.0 with reason 0x92).
+    pub fn on_pubrec(&mut self, pid: PacketId) -> AckOutcome {
+        let Some(flow) = self.flow.as_mut() else {
+            return AckOutcome::Unknown;
+        };
+        let Some(i) = flow.position(pid) else {
+            return AckOutcome::Unknown;
+        };
+        match flow.inflight[i].1 {
+            InflightState::AwaitingAck {
+                qos: QoS::ExactlyOnce,
+                ..
+            } => {}
+            // A repeated PUBREC: PUBREL again.
+            InflightState::AwaitingPubComp => return AckOutcome::Matched,
+            InflightState::AwaitingAck { .. } => return AckOutcome::WrongStep,
+        }
+        // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order the
+        // PUBRECs arrived in [MQTT-4.6.0-4].
+        flow.inflight.remove(i);
+        flow.inflight
+            .push_back((pid, InflightState::AwaitingPubComp));
+        AckOutcome::Matched
+    }
+
+    /// A 5.0 PUBREC with a failure reason (0x80 or more): the delivery ends there, with no
+    /// PUBREL [MQTT-4.3.3-4], and is not sent again [MQTT-4.4.0-2].
+    pub fn on_pubrec_failed(&mut self, pid: PacketId) -> AckOutcome {
+        let Some(flow) = self.flow.as_mut() else {
+            return AckOutcome::Unknown;
+        };
+        match flow.position(pid) {
+            Some(i)
+                if matches!(
+                    flow.inflight[i].1,
+                    InflightState::AwaitingAck {
+                        qos: QoS::ExactlyOnce,
+                        ..
+                    }
+                ) =>
+            {
+                flow.forget(i);
+                AckOutcome::Matched
+            }
+            Some(_) => AckOutcome::WrongStep,
+            None => AckOutcome::Unknown,
+        }
+    }
+
+    /// Drops a delivery in flight as if it had been acknowledged: a PUBLISH larger than the
+    /// client's Maximum Packet Size is not sent and counts as delivered [MQTT-3.1.2-25].
+    pub fn abandon(&mut self, pid: PacketId) {
         if let Some(flow) = self.flow.as_mut()
             && let Some(i) = flow.position(pid)
-            && matches!(
-                flow.inflight[i].1,
-                InflightState::AwaitingAck {
-                    qos: QoS::ExactlyOnce,
-                    ..
-                }
-            )
         {
-            // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order
-            // the PUBRECs arrived in [MQTT-4.6.0-4].
-            flow.inflight.remove(i);
-            flow.inflight
-                .push_back((pid, InflightState::AwaitingPubComp));
+            flow.forget(i);
         }
-        Outgoing::PubRel(pid)
     }
 
-    /// PUBCOMP: completes a QoS 2 delivery. Returns whether it matched one.
-    pub fn on_pubcomp(&mut self, pid: PacketId) -> bool {
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub fn on_pubcomp(&mut self, pid: PacketId) -> AckOutcome {
         let Some(flow) = self.flow.as_mut() else {
-            return false;
+            return AckOutcome::Unknown;
         };
         match flow.position(pid) {
             Some(i) if matches!(flow.inflight[i].1, InflightState::AwaitingPubComp) => {
                 flow.forget(i);
-                true
+                AckOutcome::Matched
             }
-            _ => false,
+            Some(_) => AckOutcome::WrongStep,
+            None => AckOutcome::Unknown,
         }
     }
 
@@ -368,12 +525,18 @@ impl Session {
             .iter()
             .flat_map(|f| f.inflight.iter())
             .map(|(pid, state)| match state {
-                InflightState::AwaitingAck { qos, retain, msg } => Outgoing::Publish {
+                InflightState::AwaitingAck {
+                    qos,
+                    retain,
+                    msg,
+                    sub_id,
+                } => Outgoing::Publish {
                     pid: *pid,
                     qos: *qos,
                     dup: true,
                     retain: *retain,
                     msg: Arc::clone(msg),
+                    sub_id: *sub_id,
                 },
                 InflightState::AwaitingPubComp => Outgoing::PubRel(*pid),
             })
@@ -397,10 +560,17 @@ impl Session {
     }
 
     /// PUBREL for an inbound QoS 2 id: forgets it (the id means a new message afterwards).
-    pub fn on_pubrel(&mut self, pid: PacketId) {
-        if let Some(flow) = self.flow.as_mut() {
-            flow.incoming_qos2.remove(&pid);
-        }
+    /// Returns whether the id was awaiting PUBREL.
+    pub fn on_pubrel(&mut self, pid: PacketId) -> bool {
+        self.flow
+            .as_mut()
+            .is_some_and(|flow| flow.incoming_qos2.remove(&pid))
+    }
+
+    /// Inbound QoS 2 ids awaiting PUBREL: the client's unacknowledged PUBLISHes, which its
+    /// Receive Maximum from the server bounds [MQTT-3.3.4-7].
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.flow.as_ref().map_or(0, |f| f.incoming_qos2.len())
     }
 
     /// Outbound messages sent and not yet acknowledged.
@@ -417,7 +587,7 @@ impl Session {
     pub fn has_sendable(&self) -> bool {
         self.flow
             .as_ref()
-            .is_some_and(|f| !f.queue.is_empty() && f.inflight.len() < self.limits.max_inflight)
+            .is_some_and(|f| !f.queue.is_empty() && f.inflight.len() < self.window())
     }
 }
 
@@ -425,16 +595,15 @@ impl Session {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use vireo_codec::{Bytes, Properties, TopicName};
+    use vireo_codec::{Bytes, TopicName};
 
     fn msg(n: u8) -> Arc<Message> {
-        Arc::new(Message {
-            topic: TopicName::try_from("t").unwrap(),
-            payload: Bytes::from(vec![n]),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Properties::new(),
-        })
+        Arc::new(Message::new(
+            TopicName::try_from("t").unwrap(),
+            Bytes::from(vec![n]),
+            QoS::AtLeastOnce,
+            false,
+        ))
     }
 
     fn session(limits: SessionLimits) -> Session {
@@ -457,16 +626,17 @@ mod tests {
         for n in 0..5 {
             s.enqueue(msg(n), QoS::AtLeastOnce, false);
         }
-        let sent: Vec<_> = std::iter::from_fn(|| s.next_outgoing()).collect();
+        let sent: Vec<_> = std::iter::from_fn(|| s.next_outgoing(Instant::now())).collect();
         assert_eq!(sent.len(), 3, "window of 3");
         let ids: HashSet<_> = sent.iter().map(pid_of).collect();
         assert_eq!(ids.len(), 3);
-        assert!(s.on_puback(pid_of(&sent[1])));
-        assert!(
-            !s.on_puback(pid_of(&sent[1])),
+        assert_eq!(s.on_puback(pid_of(&sent[1])), AckOutcome::Matched);
+        assert_eq!(
+            s.on_puback(pid_of(&sent[1])),
+            AckOutcome::Unknown,
             "second PUBACK matches nothing"
         );
-        let next = s.next_outgoing().unwrap();
+        let next = s.next_outgoing(Instant::now()).unwrap();
         assert!(
             !ids.contains(&pid_of(&next)),
             "no unacked id handed out again"
@@ -479,9 +649,12 @@ mod tests {
         let mut s = session(SessionLimits::default());
         s.enqueue(msg(1), QoS::ExactlyOnce, false);
         s.enqueue(msg(2), QoS::AtLeastOnce, false);
-        let a = s.next_outgoing().unwrap();
-        let b = s.next_outgoing().unwrap();
-        assert!(matches!(s.on_pubrec(pid_of(&a)), Outgoing::PubRel(p) if p == pid_of(&a)));
+        let a = s.next_outgoing(Instant::now()).unwrap();
+        let b = s.next_outgoing(Instant::now()).unwrap();
+        assert_eq!(s.on_pubrec(pid_of(&a)), AckOutcome::Matched);
+        // The wrong ack for each step is told apart from an unknown id.
+        assert_eq!(s.on_pubrec(pid_of(&b)), AckOutcome::WrongStep);
+        assert_eq!(s.on_puback(pid_of(&a)), AckOutcome::WrongStep);
         // PUBREC'd entries move behind the unacknowledged ones, so PUBRELs keep PUBREC order
         // [MQTT-4.6.0-4].
         let resent: Vec<_> = s.resend().collect();
@@ -489,7 +662,8 @@ mod tests {
             matches!(&resent[0], Outgoing::Publish { dup: true, pid, .. } if *pid == pid_of(&b))
         );
         assert!(matches!(resent[1], Outgoing::PubRel(p) if p == pid_of(&a)));
-        assert!(s.on_pubcomp(pid_of(&a)));
+        assert_eq!(s.on_pubcomp(pid_of(&b)), AckOutcome::WrongStep);
+        assert_eq!(s.on_pubcomp(pid_of(&a)), AckOutcome::Matched);
         assert_eq!(s.inflight_len(), 1);
     }
 

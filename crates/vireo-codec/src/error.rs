@@ -131,6 +131,8 @@ impl DecodeError {
             DecodeError::InvalidMultiLevelWildcard
             | DecodeError::InvalidSingleLevelWildcard
             | DecodeError::InvalidSharedSubscription => ReasonCode::TOPIC_FILTER_INVALID,
+            // Topic Alias 0 [MQTT-3.3.2-8].
+            DecodeError::InvalidPropertyValue(0x23) => ReasonCode::TOPIC_ALIAS_INVALID,
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
             | DecodeError::ZeroPacketId

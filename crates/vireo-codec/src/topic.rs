@@ -21,6 +21,11 @@ impl TopicName {
         Ok(Self(name))
     }
 
+    /// The empty topic name of a v5 PUBLISH that names its topic by Topic Alias alone.
+    pub fn empty() -> Self {
+        Self(ByteString::new())
+    }
+
     /// Decodes a topic-name field read off the wire, with one scan for U+0000 and wildcards
     /// before the UTF-8 check (the hot path of every PUBLISH). `allow_empty`: a v5 PUBLISH may
     /// name its topic by alias alone. Errors come in the order the separate checks give them.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vireo_broker::SessionLimits;
+use vireo_broker::protocol::Limits;
 use vireo_codec::QoS;
 
 /// Most worker threads: a session id keeps its worker index in 8 bits.
@@ -64,6 +65,23 @@ pub struct Config {
     pub session_expiry_secs: u64,
     /// Subscription index shards per kind (rounded to a power of two).
     pub index_shards: usize,
+    /// Longest keep alive granted, in seconds; 0: whatever the client asks. A 5.0 client
+    /// asking for more (or for none) is told this as Server Keep Alive; 3.1.1 clients are
+    /// held to it too.
+    pub max_keepalive: u16,
+    /// Topic aliases a 5.0 client may set up per connection (0: none).
+    pub topic_alias_maximum: u16,
+    /// Inbound QoS 2 PUBLISHes a client may have awaiting PUBREL: advertised to 5.0 clients
+    /// as Receive Maximum, enforced for every version (5.0: DISCONNECT 0x93).
+    pub receive_maximum: u16,
+    /// Whether retained messages are kept; when false, 5.0 CONNACK says so, and a retained
+    /// PUBLISH from a 5.0 client gets DISCONNECT 0x9A (3.1.1: published, not kept).
+    pub retain_available: bool,
+    /// Whether `$share/{group}/{filter}` subscriptions are served (5.0; 3.1.1 clients may use
+    /// them too, as with Mosquitto).
+    pub shared_subscriptions: bool,
+    /// Longest session expiry interval a 5.0 client is granted, in seconds; 0: no cap.
+    pub max_session_expiry_secs: u64,
 }
 
 impl Default for Config {
@@ -90,6 +108,12 @@ impl Default for Config {
             connect_timeout_secs: 10,
             session_expiry_secs: 0,
             index_shards: 64,
+            max_keepalive: 0,
+            topic_alias_maximum: 10,
+            receive_maximum: 1024,
+            retain_available: true,
+            shared_subscriptions: true,
+            max_session_expiry_secs: 0,
         }
     }
 }
@@ -164,7 +188,44 @@ impl Config {
                 "session_expiry_secs must be at most 315360000 (10 years)",
             ));
         }
+        if self.receive_maximum == 0 {
+            return Err(ConfigError::Invalid("receive_maximum must be 1..=65535"));
+        }
+        if self.max_session_expiry_secs > u64::from(u32::MAX) {
+            return Err(ConfigError::Invalid(
+                "max_session_expiry_secs must be at most 4294967295",
+            ));
+        }
         Ok(())
+    }
+
+    /// What the protocol core enforces and advertises to 5.0 clients.
+    pub fn protocol_limits(&self) -> Limits {
+        Limits {
+            receive_maximum: self.receive_maximum,
+            maximum_qos: self.max_qos(),
+            retain_available: self.retain_available,
+            maximum_packet_size: u32::try_from(self.max_packet_size).unwrap_or(u32::MAX),
+            topic_alias_maximum: self.topic_alias_maximum,
+            wildcard_available: self.wildcard_subscriptions,
+            shared_available: self.shared_subscriptions,
+            max_keep_alive: self.max_keepalive,
+            max_session_expiry: match self.max_session_expiry_secs {
+                0 => u32::MAX,
+                n => u32::try_from(n).unwrap_or(u32::MAX),
+            },
+            max_topic_length: self.max_topic_length,
+            max_topic_levels: self.max_topic_levels,
+            max_subscriptions: self.max_subscriptions,
+        }
+    }
+
+    /// The session expiry a 3.1.1 persistent session gets (`u32::MAX`: never).
+    pub fn persistent_session_expiry(&self) -> u32 {
+        match self.session_expiry_secs {
+            0 => u32::MAX,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        }
     }
 
     /// Worker count with 0 resolved to the number of cores (at most 256).
@@ -193,7 +254,7 @@ impl Config {
             max_queued_messages: self.max_queued_messages,
             max_queued_bytes: self.max_queued_bytes,
             drop_oldest: self.queue_drop_oldest,
-            max_incoming_qos2: self.max_inflight,
+            max_incoming_qos2: usize::from(self.receive_maximum),
         }
     }
 }

@@ -19,7 +19,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
-use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
+use vireo_broker::protocol::connect::Negotiated;
+use vireo_broker::protocol::publish::InboundAliases;
+use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS, ReasonCode};
 
 use crate::frames::{FrameLog, Span};
 
@@ -41,8 +43,9 @@ const SCRATCH_CHUNK: usize = 4 * 1024;
 /// allocations of the connections accepted in the same iteration).
 const CONNACK_ACCEPTED: [&[u8]; 2] = [&[0x20, 0x02, 0x00, 0x00], &[0x20, 0x02, 0x01, 0x00]];
 
-/// A retained message owed after a SUBSCRIBE, with the QoS it goes out at.
-type Owed = (Arc<Message>, QoS);
+/// A retained message owed after a SUBSCRIBE, with the QoS it goes out at and the
+/// subscription identifier it carries (0: none).
+pub(crate) type Owed = (Arc<Message>, QoS, u32);
 
 /// A piece of queued output.
 pub(crate) enum Out {
@@ -111,35 +114,72 @@ impl ConnState {
     }
 }
 
-/// Why a connection is being closed; decides whether the Will is published.
+/// Why a connection is being closed; decides whether the Will is published, and which
+/// DISCONNECT reason a 5.0 client is told first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Close {
     /// The client sent DISCONNECT: the Will is discarded [MQTT-3.14.4-3].
     Disconnect,
+    /// The client sent DISCONNECT 0x04 Disconnect with Will Message (5.0).
+    DisconnectWithWill,
     /// Peer closed the socket.
     Eof,
     /// A socket error.
     Io,
     /// Nothing heard for 1.5 x keep alive [MQTT-3.1.2-24], or no CONNECT in time.
     Timeout,
-    /// A protocol violation or malformed packet; logged with its tag where it was detected.
-    Protocol,
+    /// A protocol violation or malformed packet, with the 5.0 DISCONNECT reason; logged with
+    /// its tag where it was detected.
+    Protocol(ReasonCode),
     /// A new connection took over the client id [MQTT-3.1.4-2].
     TakenOver,
     /// CONNACK refused the connection; flush it, then close.
     Refused,
-    /// A client went past a hard limit.
-    Limit,
+    /// A client went past a hard limit, with the 5.0 DISCONNECT reason.
+    Limit(ReasonCode),
     /// The broker is stopping.
     Shutdown,
 }
 
 impl Close {
+    /// A protocol error: 5.0 DISCONNECT 0x82.
+    pub(crate) const PROTOCOL: Self = Close::Protocol(ReasonCode::PROTOCOL_ERROR);
+
     /// Whether the Will must be published for this close [MQTT-3.1.2-8]: not after DISCONNECT
     /// [MQTT-3.14.4-3], not for a refused CONNECT, and not when the broker itself stops.
     pub(crate) fn publishes_will(self) -> bool {
         !matches!(self, Close::Disconnect | Close::Refused | Close::Shutdown)
     }
+
+    /// The reason of the DISCONNECT a 5.0 client gets before this close, if it gets one:
+    /// only after its CONNACK [MQTT-3.14.0-1], never after its own DISCONNECT.
+    pub(crate) fn disconnect_reason(self) -> Option<ReasonCode> {
+        match self {
+            Close::Protocol(r) | Close::Limit(r) => Some(r),
+            Close::Timeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Close::Disconnect
+            | Close::DisconnectWithWill
+            | Close::Eof
+            | Close::Io
+            | Close::Refused => None,
+        }
+    }
+}
+
+/// What a 5.0 connection negotiated, and its inbound topic aliases.
+#[derive(Debug)]
+pub(crate) struct V5State {
+    pub negotiated: Negotiated,
+    pub aliases: InboundAliases,
+}
+
+/// What only some connections have: a Will, 5.0 state.
+#[derive(Debug, Default)]
+struct Extra {
+    will: Option<LastWill>,
+    v5: Option<V5State>,
 }
 
 pub(crate) struct Conn {
@@ -163,8 +203,9 @@ pub(crate) struct Conn {
     pub keep_alive_secs: u16,
     /// When this connection times out: CONNECT timeout, then 1.5 x keep alive after each packet.
     pub deadline: Option<Instant>,
-    /// Boxed: most connections have none, and every byte of `Conn` counts per idle client.
-    pub will: Option<Box<LastWill>>,
+    /// The Will and the 5.0 state: boxed, since most connections have neither, and every
+    /// byte of `Conn` counts per idle client.
+    extra: Option<Box<Extra>>,
     /// On the worker's flush list this iteration.
     pub dirty: bool,
     /// On the worker's read-again list (read budget ran out before WouldBlock).
@@ -199,7 +240,7 @@ impl Conn {
             scratch: BytesMut::new(),
             keep_alive_secs: 0,
             deadline: Some(deadline),
-            will: None,
+            extra: None,
             dirty: false,
             read_again: false,
             throttled: false,
@@ -359,13 +400,42 @@ impl Conn {
         self.push_scratch(start)
     }
 
-    /// Queues the CONNACK accepting this connection (MQTT 3.1/3.1.1: MQTT 5.0 is refused
-    /// before a session is set up).
+    /// Queues the CONNACK accepting a 3.1/3.1.1 connection (5.0 CONNACKs carry properties and
+    /// go through [`Conn::push_packet`]).
     pub(crate) fn push_connack_accepted(&mut self, session_present: bool) -> bool {
         debug_assert!(self.version != ProtocolVersion::V5);
         self.push(Bytes::from_static(
             CONNACK_ACCEPTED[usize::from(session_present)],
         ))
+    }
+
+    /// What this 5.0 connection negotiated in CONNECT; `None` for 3.1/3.1.1.
+    pub(crate) fn negotiated(&self) -> Option<&Negotiated> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.v5.as_ref())
+            .map(|v| &v.negotiated)
+    }
+
+    /// The 5.0 state, for the packets that change it.
+    pub(crate) fn v5_mut(&mut self) -> Option<&mut V5State> {
+        self.extra.as_mut().and_then(|e| e.v5.as_mut())
+    }
+
+    /// Sets what CONNECT gave: the Will and, for 5.0, the negotiated state.
+    pub(crate) fn set_connect_state(&mut self, will: Option<LastWill>, v5: Option<V5State>) {
+        self.extra = (will.is_some() || v5.is_some()).then(|| Box::new(Extra { will, v5 }));
+    }
+
+    /// Takes the Will, to publish or discard it.
+    pub(crate) fn take_will(&mut self) -> Option<LastWill> {
+        self.extra.as_mut().and_then(|e| e.will.take())
+    }
+
+    /// Whether a packet of `len` bytes may go to this client (its 5.0 Maximum Packet Size
+    /// [MQTT-3.1.2-24]).
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        self.negotiated().is_none_or(|n| n.fits(len))
     }
 
     /// Makes room for `len` more bytes in the scratch buffer, for callers that encode a frame

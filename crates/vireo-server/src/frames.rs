@@ -51,7 +51,8 @@ pub(crate) struct FrameLog {
 }
 
 impl FrameLog {
-    /// Encodes a QoS 0 PUBLISH of `msg` (DUP 0 [MQTT-3.3.1-2]) and returns where it is.
+    /// Encodes a 3.1/3.1.1 QoS 0 PUBLISH of `msg` (DUP 0 [MQTT-3.3.1-2]) and returns where
+    /// it is.
     pub(crate) fn encode_qos0(&mut self, msg: &Message, retain: bool) -> Span {
         let header = PublishHeader::new(
             false,
@@ -60,15 +61,46 @@ impl FrameLog {
             &msg.topic,
             msg.payload.len(),
         );
-        let len = header.len(ProtocolVersion::V311) + msg.payload.len();
+        self.encode(&header, ProtocolVersion::V311, &msg.payload)
+    }
+
+    /// Encodes a 5.0 QoS 0 PUBLISH of `msg`: its forwarded properties, what is left of its
+    /// expiry interval (`expiry`) and the subscription identifiers `ids`.
+    pub(crate) fn encode_qos0_v5(
+        &mut self,
+        msg: &Message,
+        retain: bool,
+        expiry: Option<u32>,
+        ids: &[u32],
+    ) -> Span {
+        let mut header = PublishHeader::new(
+            false,
+            QosPid::AtMostOnce,
+            retain,
+            &msg.topic,
+            msg.payload.len(),
+        );
+        header.properties = &msg.properties;
+        header.message_expiry = expiry;
+        header.subscription_ids = ids;
+        self.encode(&header, ProtocolVersion::V5, &msg.payload)
+    }
+
+    fn encode(
+        &mut self,
+        header: &PublishHeader<'_>,
+        version: ProtocolVersion,
+        payload: &[u8],
+    ) -> Span {
+        let len = header.len(version) + payload.len();
         if self.open.capacity() - self.open.len() < len {
             self.seal();
             self.open.reserve(len.max(CHUNK));
         }
         let start = self.open_base + self.open.len() as u64;
         // Encoding into a buffer with room cannot fail for a topic the codec accepted.
-        let _ = header.encode(ProtocolVersion::V311, &mut self.open);
-        self.open.extend_from_slice(&msg.payload);
+        let _ = header.encode(version, &mut self.open);
+        self.open.extend_from_slice(payload);
         Span {
             start,
             end: self.open_base + self.open.len() as u64,
@@ -127,13 +159,12 @@ mod tests {
     use vireo_codec::{QoS, TopicName};
 
     fn msg(payload: &'static [u8]) -> Message {
-        Message {
-            topic: TopicName::try_from("a/b").expect("valid topic"),
-            payload: Bytes::from_static(payload),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: vireo_codec::Properties::new(),
-        }
+        Message::new(
+            TopicName::try_from("a/b").expect("valid topic"),
+            Bytes::from_static(payload),
+            QoS::AtMostOnce,
+            false,
+        )
     }
 
     #[test]

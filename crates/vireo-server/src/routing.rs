@@ -5,13 +5,16 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use foldhash::{HashSet, HashSetExt};
-use vireo_broker::{Enqueued, Message, Outgoing, SessionId};
+use vireo_broker::protocol::acks::{self, AckAction};
+use vireo_broker::protocol::subscribe::{self as subscription, Filter, Refusal};
+use vireo_broker::protocol::{disconnect, publish as inbound};
+use vireo_broker::{Enqueued, Message, Outgoing, Recipient, Session, Subscriptions};
 use vireo_codec::{
-    Ack, ByteString, Packet, Publish, PublishHeader, QoS, QosPid, ReasonCode, SubAck, Subscribe,
-    Unsubscribe, has_wildcard, validate_topic_filter,
+    Ack, ByteString, Packet, PacketId, Property, Publish, PublishHeader, QoS, QosPid, ReasonCode,
+    SubAck, Subscribe, Unsubscribe,
 };
 
-use crate::conn::{Close, ConnState};
+use crate::conn::{Close, Conn, ConnState};
 use crate::frames::Span;
 use crate::shared::Mailbox;
 use crate::worker::{Worker, home_of_session, slot_of_session};
@@ -30,7 +33,7 @@ impl Worker {
             (ConnState::AwaitingConnect, Packet::Connect(c)) => return self.on_connect(key, c),
             (ConnState::AwaitingConnect, p) => {
                 tracing::info!(peer = %conn.peer, packet = p.name(), "first packet is not CONNECT [MQTT-3.1.0-1]");
-                return Err(Close::Protocol);
+                return Err(Close::PROTOCOL);
             }
             (ConnState::Connected { session }, packet) => (session as usize, packet),
         };
@@ -46,14 +49,20 @@ impl Worker {
                 self.push_frame(key, Bytes::from_static(PINGRESP)); // [MQTT-3.12.4-1]
                 Ok(())
             }
-            Packet::Disconnect(_) => Err(Close::Disconnect),
+            Packet::Disconnect(d) => self.on_disconnect(skey, &d),
             Packet::Connect(_) => {
                 tracing::info!(peer = %conn.peer, "second CONNECT [MQTT-3.1.0-2]");
-                Err(Close::Protocol)
+                Err(Close::PROTOCOL)
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication was started (no method is configured).
+                tracing::info!(peer = %conn.peer, "AUTH without an authentication method");
+                let v = vireo_broker::protocol::auth::on_auth_without_method();
+                Err(Close::Protocol(v.0))
             }
             other => {
                 tracing::info!(peer = %conn.peer, packet = other.name(), "server-bound packet type not allowed [MQTT-4.8.0-1]");
-                Err(Close::Protocol)
+                Err(Close::PROTOCOL)
             }
         }
     }
@@ -74,52 +83,123 @@ impl Worker {
         }
     }
 
-    fn on_publish(&mut self, key: usize, skey: usize, p: Publish) -> Result<(), Close> {
+    /// DISCONNECT: discards the Will (unless 5.0 reason 0x04 keeps it) and takes a new
+    /// Session Expiry Interval.
+    fn on_disconnect(&mut self, skey: usize, d: &vireo_codec::Disconnect) -> Result<(), Close> {
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return Err(Close::Disconnect);
+        };
+        match disconnect::on_disconnect(d, slot.expiry_secs) {
+            Ok(ending) => {
+                if let Some(expiry) = ending.session_expiry {
+                    slot.expiry_secs = expiry;
+                    slot.session.clean = expiry == 0;
+                }
+                Err(if ending.publish_will {
+                    Close::DisconnectWithWill
+                } else {
+                    Close::Disconnect
+                })
+            }
+            Err(v) => {
+                tracing::info!("DISCONNECT sets a session expiry after CONNECT's 0");
+                Err(Close::Protocol(v.0))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, key: usize, skey: usize, mut p: Publish) -> Result<(), Close> {
         self.shared
             .stats
             .publishes_in
             .fetch_add(1, Ordering::Relaxed);
-        let config = &self.shared.config;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        let version = conn.version;
+        let limits = &self.shared.limits;
+        let peer = conn.peer;
+        if let Some(v5) = conn.v5_mut() {
+            v5.aliases
+                .resolve(&mut p, limits.topic_alias_maximum)
+                .and_then(|()| inbound::check(&p, version, limits))
+                .map_err(|v| {
+                    tracing::info!(%peer, reason = v.0.0, "PUBLISH refused");
+                    Close::Protocol(v.0)
+                })?;
+        }
         // Levels can exceed the limit only if the topic is at least that long: skip the count
         // on the hot path for ordinary topics.
-        if p.topic.len() > config.max_topic_length
-            || (p.topic.len() >= config.max_topic_levels
-                && p.topic.bytes().filter(|&b| b == b'/').count() >= config.max_topic_levels)
+        if p.topic.len() > limits.max_topic_length
+            || (p.topic.len() >= limits.max_topic_levels
+                && p.topic.bytes().filter(|&b| b == b'/').count() >= limits.max_topic_levels)
         {
             tracing::info!(
                 topic_len = p.topic.len(),
                 "topic over the configured length/levels"
             );
-            return Err(Close::Limit);
+            return Err(Close::Limit(ReasonCode::TOPIC_NAME_INVALID));
         }
+        if version.is_v5() && !inbound::payload_format_valid(&p.properties, &p.payload) {
+            // Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 on the ack, or
+            // DISCONNECT at QoS 0 (spec 3.3.2.3.2).
+            let pid = match p.qos {
+                QosPid::AtMostOnce => {
+                    return Err(Close::Protocol(ReasonCode::PAYLOAD_FORMAT_INVALID));
+                }
+                QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) => pid,
+            };
+            let mut ack = Ack::new(pid);
+            ack.reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
+            let packet = match p.qos {
+                QosPid::AtLeastOnce(_) => Packet::PubAck(ack),
+                _ => Packet::PubRec(ack),
+            };
+            self.push_packet(key, &packet);
+            return Ok(());
+        }
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return Ok(());
+        };
         let deliver = match p.qos {
-            QosPid::AtMostOnce => true,
+            QosPid::AtMostOnce | QosPid::AtLeastOnce(_) => true,
+            // [MQTT-4.3.3-2]: deliver on first receipt, acknowledge every repeat.
+            QosPid::ExactlyOnce(pid) => slot.session.on_incoming_qos2(pid).map_err(|()| {
+                tracing::info!("too many QoS 2 messages awaiting PUBREL (Receive Maximum)");
+                Close::Limit(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+            })?,
+        };
+        let origin = slot.session.id;
+        let qos = p.qos;
+        let msg = deliver.then(|| {
+            Arc::new(inbound::message(
+                p.topic,
+                p.payload,
+                qos.qos(),
+                p.retain,
+                p.properties,
+                origin,
+                self.now,
+            ))
+        });
+        // Matched before the ack (5.0 says 0x10 when nothing matched), delivered after it, so
+        // that the publisher's ack comes first when it subscribes to its own topic.
+        let matched = msg.as_ref().is_none_or(|m| self.match_recipients(m));
+        match qos {
+            QosPid::AtMostOnce => {}
             QosPid::AtLeastOnce(pid) => {
-                self.push_packet(key, &Packet::PubAck(Ack::new(pid))); // [MQTT-3.3.4-1]
-                true
+                let mut ack = Ack::new(pid);
+                ack.reason = inbound::ack_reason(version, matched);
+                self.push_packet(key, &Packet::PubAck(ack)); // [MQTT-3.3.4-1]
             }
             QosPid::ExactlyOnce(pid) => {
-                let Some(slot) = self.sessions.get_mut(skey) else {
-                    return Ok(());
-                };
-                // [MQTT-4.3.3-2]: deliver on first receipt, acknowledge every repeat.
-                let first = slot.session.on_incoming_qos2(pid).map_err(|()| {
-                    tracing::info!("too many QoS 2 messages awaiting PUBREL");
-                    Close::Limit
-                })?;
-                self.push_packet(key, &Packet::PubRec(Ack::new(pid)));
-                first
+                let mut ack = Ack::new(pid);
+                ack.reason = inbound::ack_reason(version, matched);
+                self.push_packet(key, &Packet::PubRec(ack));
             }
-        };
-        if deliver {
-            let msg = Arc::new(Message {
-                topic: p.topic,
-                payload: p.payload,
-                qos: p.qos.qos(),
-                retain: p.retain,
-                properties: p.properties,
-            });
-            let throttle = self.publish(msg);
+        }
+        if let Some(msg) = msg {
+            let throttle = self.deliver_matched(msg);
             // A client with deliveries of its own in flight is not throttled: its acks must
             // keep being read, or its own session would stall.
             let consuming = self
@@ -137,19 +217,37 @@ impl Worker {
     }
 
     /// Routes a message: retained store, then every matching session, locally or batched to
-    /// the session's home worker. Returns whether the publisher should pause: the message went
-    /// at QoS 1/2 to a worker with a backlogged session.
-    pub(crate) fn publish(&mut self, msg: Arc<Message>) -> bool {
-        if msg.retain {
+    /// the session's home worker. Says whether any subscriber matched, and whether the
+    /// publisher should pause: the message went at QoS 1/2 to a worker with a backlogged
+    /// session.
+    pub(crate) fn publish(&mut self, msg: Arc<Message>) {
+        self.match_recipients(&msg);
+        self.deliver_matched(msg);
+    }
+
+    /// Stores a retained message, and finds every recipient of `msg` into
+    /// `self.recipients`. Returns whether there is any.
+    pub(crate) fn match_recipients(&mut self, msg: &Arc<Message>) -> bool {
+        if msg.retain && self.shared.config.retain_available {
             // Stored compacted: a retained message lives long, and must not pin the
             // publisher's whole read buffer. Copied before the store's write lock is taken,
             // so other workers' retained lookups do not wait on the allocation and copy.
-            let stored = compact(&msg);
+            let stored = compact(msg);
             let outcome = self.shared.retained.write().set(stored);
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
         }
         self.recipients.clear();
         self.shared.index.matches(&msg.topic, &mut self.recipients);
+        // One member of each matching `$share/` group (an atomic load when there are none).
+        self.shared
+            .shared_subs
+            .matches(&msg.topic, &mut self.recipients);
+        !self.recipients.is_empty()
+    }
+
+    /// Delivers `msg` to the recipients [`Worker::match_recipients`] found. Returns whether
+    /// the publisher should pause.
+    fn deliver_matched(&mut self, msg: Arc<Message>) -> bool {
         let mut copies = MessageCopies::default();
         let mut throttle = false;
         // Indexed, not iterated: `deliver_local` needs `&mut self`, and taking the 272-byte
@@ -173,7 +271,7 @@ impl Worker {
                 throttle |= mailbox.holds_back(self.shared.in_transit_limit, unsent);
             }
             if home == self.id {
-                self.deliver_local(r.session, &msg, r.qos, &mut copies);
+                self.deliver_local(r, &msg, &mut copies);
             } else {
                 self.outbox_pending += 1;
                 if self.outbox_pending > Mailbox::HIGH_WATER {
@@ -194,24 +292,38 @@ impl Worker {
     }
 
     /// Delivers to one session of this worker at min(published, granted) QoS
-    /// [MQTT-3.8.4-6]. `copies` holds what is made once per message for all its recipients.
+    /// [MQTT-3.8.4-6], with its subscription's options. `copies` holds what is made once per
+    /// message for all its recipients.
     pub(crate) fn deliver_local(
         &mut self,
-        session: SessionId,
+        r: Recipient,
         msg: &Arc<Message>,
-        granted: QoS,
         copies: &mut MessageCopies,
     ) {
-        let skey = slot_of_session(session);
+        let skey = slot_of_session(r.session);
         let Some(slot) = self.sessions.get_mut(skey) else {
             return; // session ended while the message was in flight
         };
-        if slot.session.id != session {
+        if slot.session.id != r.session {
             return; // ... and its slot was reused by another session
         }
-        let qos = msg.qos.min(granted);
+        if r.flags & Recipient::NO_LOCAL != 0 && msg.origin == r.session {
+            return; // 5.0 No Local [MQTT-3.8.3-3]
+        }
+        if msg.expired(self.now) {
+            return; // [MQTT-3.3.2-5]
+        }
+        // 5.0 Retain As Published keeps the publisher's RETAIN [MQTT-3.3.1-13]; otherwise a
+        // live delivery has RETAIN 0 [MQTT-3.3.1-12].
+        let retain = r.flags & Recipient::RETAIN_AS_PUBLISHED != 0 && msg.retain;
+        let sub_id = if r.flags & Recipient::MORE_IDS != 0 {
+            Session::ALL_IDS
+        } else {
+            r.sub_id
+        };
+        let qos = msg.qos.min(r.qos);
         if qos == QoS::AtMostOnce {
-            let Some(key) = slot.conn else {
+            let Some(key) = slot.conn() else {
                 return; // QoS 0 is not kept for offline sessions
             };
             let limit = self.shared.config.max_output_bytes;
@@ -235,9 +347,29 @@ impl Worker {
                 return;
             }
             let log = &mut self.frames;
-            let span = *copies
-                .qos0_frame
-                .get_or_insert_with(|| log.encode_qos0(msg, false));
+            let span = if conn.version.is_v5() {
+                let expiry = msg.remaining_expiry(self.now);
+                if sub_id == 0 && !retain {
+                    *copies
+                        .qos0_frame_v5
+                        .get_or_insert_with(|| log.encode_qos0_v5(msg, false, expiry, &[]))
+                } else {
+                    let ids = ids_for(sub_id, &slot.session.subscriptions, &msg.topic);
+                    log.encode_qos0_v5(msg, retain, expiry, &ids)
+                }
+            } else {
+                *copies
+                    .qos0_frame
+                    .get_or_insert_with(|| log.encode_qos0(msg, false))
+            };
+            if !conn.fits(span.len()) {
+                // Larger than the client's Maximum Packet Size: not sent [MQTT-3.1.2-24].
+                self.shared
+                    .stats
+                    .dropped_qos0
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             if conn.push_span(span, log, key) {
                 self.dirty.push(key);
             }
@@ -248,13 +380,13 @@ impl Worker {
         // long as it waits, which `max_queued_bytes` does not see. Messages about to be sent
         // stay zero-copy (compacting every queued one cost QoS 1 fan-in ~15%).
         let deep = 2 * self.shared.config.max_inflight;
-        let waits = slot.conn.is_none() || slot.session.queued_len() >= deep;
+        let waits = slot.conn().is_none() || slot.session.queued_len() >= deep;
         let stored = if waits {
             Arc::clone(copies.compact.get_or_insert_with(|| compact(msg)))
         } else {
             Arc::clone(msg)
         };
-        match slot.session.enqueue(stored, qos, false) {
+        match slot.session.enqueue_with(stored, qos, retain, sub_id) {
             Enqueued::Queued => {}
             Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
                 self.shared
@@ -263,7 +395,7 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(key) = slot.conn {
+        if let Some(key) = slot.conn() {
             self.refill(key);
         }
         self.update_backlog(skey);
@@ -273,6 +405,7 @@ impl Worker {
     /// connection, then owed retained messages.
     pub(crate) fn refill(&mut self, key: usize) {
         let limit = self.shared.config.max_output_bytes;
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -284,19 +417,40 @@ impl Worker {
         };
         let mut newly_dirty = false;
         while conn.out_bytes() < limit {
-            if let Some(out) = slot.session.next_outgoing() {
-                newly_dirty |= push_outgoing(conn, out);
+            if let Some(out) = slot.session.next_outgoing(now) {
+                match push_outgoing(conn, out, &slot.session.subscriptions, now) {
+                    Ok(dirty) => newly_dirty |= dirty,
+                    Err(pid) => {
+                        // Too large for the client: dropped as if delivered [MQTT-3.1.2-25].
+                        slot.session.abandon(pid);
+                        self.shared
+                            .stats
+                            .dropped_queued
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 continue;
             }
             // Retained messages owed after a SUBSCRIBE, paced by the same output limit.
-            let Some((msg, qos)) = conn.next_owed() else {
+            let Some((msg, qos, sub_id)) = conn.next_owed() else {
                 break;
             };
+            if msg.expired(now) {
+                continue;
+            }
             if qos == QoS::AtMostOnce {
-                let span = self.frames.encode_qos0(&msg, true);
-                newly_dirty |= conn.push_span(span, &mut self.frames, key);
+                let span = if conn.version.is_v5() {
+                    let ids = ids_for(sub_id, &slot.session.subscriptions, &msg.topic);
+                    let expiry = msg.remaining_expiry(now);
+                    self.frames.encode_qos0_v5(&msg, true, expiry, &ids)
+                } else {
+                    self.frames.encode_qos0(&msg, true)
+                };
+                if conn.fits(span.len()) {
+                    newly_dirty |= conn.push_span(span, &mut self.frames, key);
+                }
             } else {
-                slot.session.enqueue(msg, qos, true);
+                slot.session.enqueue_with(msg, qos, true, sub_id);
                 if slot.session.has_sendable() {
                     continue;
                 }
@@ -308,11 +462,17 @@ impl Worker {
         }
     }
 
-    pub(crate) fn write_outgoing(&mut self, key: usize, out: Outgoing) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && push_outgoing(conn, out)
-        {
-            self.dirty.push(key);
+    /// Queues a re-sent PUBLISH or PUBREL of session `skey` on connection `key`.
+    pub(crate) fn write_outgoing(&mut self, key: usize, skey: usize, out: Outgoing) {
+        let now = self.now;
+        let (Some(conn), Some(slot)) = (self.conns.get_mut(key), self.sessions.get_mut(skey))
+        else {
+            return;
+        };
+        match push_outgoing(conn, out, &slot.session.subscriptions, now) {
+            Ok(true) => self.dirty.push(key),
+            Ok(false) => {}
+            Err(pid) => slot.session.abandon(pid),
         }
     }
 
@@ -329,48 +489,88 @@ impl Worker {
         self.sessions.get_mut(skey).map(|s| &mut s.session)
     }
 
-    fn on_puback(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
-        if let Some(s) = self.session_mut(skey)
-            && s.on_puback(a.packet_id)
-        {
-            self.progress(key, skey);
+    fn version(&self, key: usize) -> vireo_codec::ProtocolVersion {
+        self.conns
+            .get(key)
+            .map_or(vireo_codec::ProtocolVersion::V311, |c| c.version)
+    }
+
+    /// Applies what an acknowledgement of a delivery decided.
+    fn completed(&mut self, key: usize, skey: usize, action: AckAction) -> Result<(), Close> {
+        match action {
+            AckAction::Progress => {
+                self.progress(key, skey);
+                Ok(())
+            }
+            AckAction::Ignore => Ok(()),
+            AckAction::Close(v) => {
+                tracing::info!("acknowledgement of the wrong QoS or step; closing");
+                Err(Close::Protocol(v.0))
+            }
         }
-        Ok(())
+    }
+
+    fn on_puback(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
+        // A 5.0 PUBACK with a failure reason acknowledges too [MQTT-4.4.0-2].
+        let Some(s) = self.session_mut(skey) else {
+            return Ok(());
+        };
+        let action = acks::completion(s.on_puback(a.packet_id));
+        self.completed(key, skey, action)
     }
 
     fn on_pubrec(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
-        if let Some(s) = self.session_mut(skey) {
-            let rel = s.on_pubrec(a.packet_id);
-            self.write_outgoing(key, rel);
+        let version = self.version(key);
+        let Some(s) = self.session_mut(skey) else {
+            return Ok(());
+        };
+        if acks::pubrec_failed(a) {
+            // 5.0 PUBREC >= 0x80: the delivery ends, no PUBREL [MQTT-4.3.3-4].
+            let action = acks::completion(s.on_pubrec_failed(a.packet_id));
+            return self.completed(key, skey, action);
         }
+        let outcome = s.on_pubrec(a.packet_id);
+        if let AckAction::Close(v) = acks::completion(outcome) {
+            tracing::info!("PUBREC for a QoS 1 delivery; closing");
+            return Err(Close::Protocol(v.0));
+        }
+        let rel = acks::pubrel(a.packet_id, outcome, version);
+        self.push_packet(key, &Packet::PubRel(rel));
         Ok(())
     }
 
     fn on_pubrel(&mut self, key: usize, skey: usize, a: Ack) -> Result<(), Close> {
-        if let Some(s) = self.session_mut(skey) {
-            s.on_pubrel(a.packet_id);
-        }
-        // PUBCOMP even for an unknown id, so the client can finish [MQTT-4.3.3-2].
-        self.push_packet(key, &Packet::PubComp(Ack::new(a.packet_id)));
+        let version = self.version(key);
+        let known = self
+            .session_mut(skey)
+            .is_some_and(|s| s.on_pubrel(a.packet_id));
+        // PUBCOMP even for an unknown id, so the client can finish [MQTT-4.3.3-2] (5.0 with
+        // 0x92).
+        let comp = acks::pubcomp(a.packet_id, known, version);
+        self.push_packet(key, &Packet::PubComp(comp));
         Ok(())
     }
 
     fn on_pubcomp(&mut self, key: usize, skey: usize, a: &Ack) -> Result<(), Close> {
-        if let Some(s) = self.session_mut(skey)
-            && s.on_pubcomp(a.packet_id)
-        {
-            self.progress(key, skey);
-        }
-        Ok(())
+        let Some(s) = self.session_mut(skey) else {
+            return Ok(());
+        };
+        let action = acks::completion(s.on_pubcomp(a.packet_id));
+        self.completed(key, skey, action)
     }
 
     fn on_subscribe(&mut self, key: usize, skey: usize, sub: Subscribe) -> Result<(), Close> {
-        let config = &self.shared.config;
-        let (max_qos, max_subs) = (config.max_qos(), config.max_subscriptions);
-        let (max_len, max_levels) = (config.max_topic_length, config.max_topic_levels);
-        let wildcards = config.wildcard_subscriptions;
+        let version = self.version(key);
+        let limits = self.shared.limits;
         // Owed retained messages per connection are bounded like the retained store itself.
-        let max_owed = config.max_retained_messages;
+        let max_owed = self.shared.config.max_retained_messages;
+        let sub_id = sub
+            .properties
+            .find(|p| match p {
+                Property::SubscriptionIdentifier(id) => Some(id),
+                _ => None,
+            })
+            .unwrap_or(0);
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };
@@ -381,30 +581,49 @@ impl Worker {
         // client chooses how many filters a SUBSCRIBE repeats.
         let mut matched: HashSet<&str> = HashSet::new();
         for (filter, options) in &sub.filters {
-            let valid = validate_topic_filter(filter).is_ok()
-                && filter.len() <= max_len
-                && filter.split('/').count() <= max_levels
-                && (wildcards || !has_wildcard(filter));
-            let room = slot.session.subscriptions.len() < max_subs
+            let room = slot.session.subscriptions.len() < limits.max_subscriptions
                 || slot.session.subscriptions.contains_key(filter);
-            if !valid || !room {
-                // [MQTT-3.8.4-5] failure code for this filter alone.
-                tracing::debug!(%filter, valid, room, "subscription refused");
-                codes.push(ReasonCode::V3_SUBSCRIBE_FAILURE);
-                continue;
-            }
-            let qos = options.qos.min(max_qos);
-            self.shared.index.subscribe(id, filter, qos);
+            let grant = match subscription::grant(filter, options, sub_id, version, &limits, room) {
+                Ok(grant) => grant,
+                Err(Refusal::Code(code)) => {
+                    // [MQTT-3.8.4-5] failure code for this filter alone.
+                    tracing::debug!(%filter, code = code.0, "subscription refused");
+                    codes.push(code);
+                    continue;
+                }
+                Err(Refusal::Close(v)) => {
+                    tracing::info!(%filter, "No Local on a shared subscription [MQTT-3.8.3-4]");
+                    return Err(Close::Protocol(v.0));
+                }
+            };
+            let granted = grant.subscribed;
+            let r = Recipient {
+                session: id,
+                qos: granted.qos,
+                flags: granted.flags,
+                sub_id: granted.sub_id,
+            };
             // Copied: the session keeps it, and a slice would pin the read buffer.
-            slot.session
+            let existed = slot
+                .session
                 .subscriptions
-                .insert(ByteString::from(&**filter), qos);
-            codes.push(ReasonCode::granted(qos));
-            // [MQTT-3.3.1-6] retained messages matching the new subscription: once per distinct
-            // filter of this SUBSCRIBE, and not past `max_owed` already owed (a SUBSCRIBE
-            // repeating `#` must not copy the whole store per repetition).
+                .insert(ByteString::from(&**filter), granted)
+                .is_some();
+            match grant.filter {
+                Filter::Plain(f) => {
+                    self.shared.index.subscribe_with(f, r);
+                }
+                Filter::Shared { share, filter } => {
+                    self.shared.shared_subs.subscribe(share, filter, r);
+                }
+            }
+            codes.push(grant.code());
+            // [MQTT-3.3.1-6] retained messages matching the new subscription (5.0: as its
+            // Retain Handling says): once per distinct filter of this SUBSCRIBE, and not past
+            // `max_owed` already owed (a SUBSCRIBE repeating `#` must not copy the whole store
+            // per repetition).
             let owed_now = self.conns.get(key).map_or(0, |c| c.owed_len());
-            if !matched.insert(filter) || owed_now >= max_owed {
+            if !grant.sends_retained(existed) || !matched.insert(filter) || owed_now >= max_owed {
                 continue;
             }
             let room = max_owed.saturating_sub(owed_now);
@@ -414,8 +633,8 @@ impl Worker {
                 .matching(filter, &mut retained, room);
             if let Some(conn) = self.conns.get_mut(key) {
                 let owed = retained.drain(..).map(|m| {
-                    let q = m.qos.min(qos);
-                    (m, q)
+                    let q = m.qos.min(granted.qos);
+                    (m, q, granted.sub_id)
                 });
                 conn.owe(owed);
             }
@@ -427,25 +646,55 @@ impl Worker {
     }
 
     fn on_unsubscribe(&mut self, key: usize, skey: usize, u: Unsubscribe) -> Result<(), Close> {
+        let version = self.version(key);
+        let mut codes = Vec::new();
         if let Some(slot) = self.sessions.get_mut(skey) {
+            let id = slot.session.id;
+            let mut removed = Vec::new();
             for filter in &u.filters {
                 // Literal comparison only [MQTT-3.10.4-1].
-                if slot.session.subscriptions.remove(filter).is_some() {
-                    self.shared.index.unsubscribe(slot.session.id, filter);
+                let existed = slot.session.subscriptions.remove(filter).is_some();
+                if existed {
+                    removed.push(filter);
+                }
+                if version.is_v5() {
+                    // 5.0 [MQTT-3.11.3-1]: a code per filter, in order.
+                    codes.push(subscription::unsubscribe_code(existed));
                 }
             }
+            for filter in removed {
+                self.unsubscribe_filter(id, filter);
+            }
+        } else if version.is_v5() {
+            codes.resize(u.filters.len(), ReasonCode::NO_SUBSCRIPTION_EXISTED);
         }
         // Always answered, even when nothing matched [MQTT-3.10.4-4] [MQTT-3.10.4-5].
-        self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, Vec::new())));
+        self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, codes)));
         Ok(())
+    }
+}
+
+/// The subscription identifiers a PUBLISH carries for `sub_id` (see `Outgoing::Publish`).
+fn ids_for(
+    sub_id: u32,
+    subscriptions: &Subscriptions,
+    topic: &str,
+) -> smallvec::SmallVec<[u32; 2]> {
+    match sub_id {
+        0 => smallvec::SmallVec::new(),
+        Session::ALL_IDS => subscriptions.ids_matching(topic).into_iter().collect(),
+        id => smallvec::smallvec![id],
     }
 }
 
 /// What one message needs made once, however many sessions of this worker it reaches.
 #[derive(Default)]
 pub(crate) struct MessageCopies {
-    /// Its QoS 0 PUBLISH frame in the worker's frame log, shared by every QoS 0 recipient.
+    /// Its QoS 0 PUBLISH frame in the worker's frame log, shared by every 3.1.1 QoS 0
+    /// recipient.
     qos0_frame: Option<Span>,
+    /// The same for 5.0 recipients without subscription identifier or RETAIN.
+    qos0_frame_v5: Option<Span>,
     /// Its compacted copy, shared by every session queue it waits in.
     compact: Option<Arc<Message>>,
 }
@@ -459,11 +708,20 @@ pub(crate) fn compact(msg: &Arc<Message>) -> Arc<Message> {
         qos: msg.qos,
         retain: msg.retain,
         properties: msg.properties.clone(),
+        expires: msg.expires,
+        origin: msg.origin,
     })
 }
 
-/// Queues a QoS 1/2 PUBLISH (its own small header, the shared payload) or a PUBREL.
-fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
+/// Queues a QoS 1/2 PUBLISH (its own small header, the shared payload) or a PUBREL. Returns
+/// whether the connection became dirty, or the id of a PUBLISH too large for the client's
+/// Maximum Packet Size, which was not queued.
+fn push_outgoing(
+    conn: &mut Conn,
+    out: Outgoing,
+    subscriptions: &Subscriptions,
+    now: std::time::Instant,
+) -> Result<bool, PacketId> {
     match out {
         Outgoing::Publish {
             pid,
@@ -471,8 +729,9 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
             dup,
             retain,
             msg,
+            sub_id,
         } => {
-            let header = PublishHeader::new(
+            let mut header = PublishHeader::new(
                 dup,
                 QosPid::new(qos, pid),
                 retain,
@@ -480,6 +739,16 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
                 msg.payload.len(),
             );
             let version = conn.version;
+            let ids;
+            if version.is_v5() {
+                ids = ids_for(sub_id, subscriptions, &msg.topic);
+                header.properties = &msg.properties;
+                header.message_expiry = msg.remaining_expiry(now);
+                header.subscription_ids = &ids;
+                if !conn.fits(header.packet_len(version)) {
+                    return Err(pid);
+                }
+            }
             let len = header.len(version);
             // A small payload is copied behind its header: cheaper than sharing it (a
             // reference count taken here and dropped after the write, often on another core's
@@ -487,15 +756,15 @@ fn push_outgoing(conn: &mut crate::conn::Conn, out: Outgoing) -> bool {
             let inline = msg.payload.len() <= INLINE_PAYLOAD;
             let start = conn.scratch(if inline { len + msg.payload.len() } else { len });
             if header.encode(version, conn.scratch_buf()).is_err() {
-                return false;
+                return Ok(false);
             }
             if inline {
                 conn.scratch_buf().extend_from_slice(&msg.payload);
-                return conn.push_scratch(start);
+                return Ok(conn.push_scratch(start));
             }
             let dirty = conn.push_scratch(start);
-            conn.push(msg.payload.clone()) || dirty
+            Ok(conn.push(msg.payload.clone()) || dirty)
         }
-        Outgoing::PubRel(pid) => conn.push_packet(&Packet::PubRel(Ack::new(pid))),
+        Outgoing::PubRel(pid) => Ok(conn.push_packet(&Packet::PubRel(Ack::new(pid)))),
     }
 }

@@ -78,6 +78,8 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             index: SubscriptionIndex::new(config.index_shards),
+            shared_subs: vireo_broker::SharedSubscriptions::new(),
+            limits: config.protocol_limits(),
             retained: RwLock::new(RetainedStore::new(
                 config.max_retained_messages,
                 config.max_retained_bytes,

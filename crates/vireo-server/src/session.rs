@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use vireo_broker::{Message, Session};
-use vireo_codec::{ByteString, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+use vireo_broker::protocol::{Violation, connect, disconnect, publish};
+use vireo_broker::{Message, Session, SessionId};
+use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, parse_shared};
 
-use crate::conn::{Close, Conn, ConnState};
+use crate::conn::{Close, Conn, ConnState, V5State};
 use crate::shared::{Adoption, WorkerMsg};
 use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
 
 impl Worker {
-    /// The first packet: decide the connection's home worker, then accept or refuse.
+    /// The first packet: check it, decide the connection's home worker, then accept or
+    /// refuse.
     pub(crate) fn on_connect(
         &mut self,
         key: usize,
@@ -22,23 +24,14 @@ impl Worker {
             return Ok(());
         };
         conn.version = connect.protocol;
-        if connect.protocol == ProtocolVersion::V5 {
-            // MQTT 5.0 sessions are not served yet: refuse in the client's own version.
-            let refuse = ConnAck::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
-            conn.push_packet(&Packet::ConnAck(refuse));
-            return Err(Close::Refused);
-        }
-        let id_len = connect.client_id.len();
-        if connect.client_id.is_empty() && !connect.clean_start {
-            // [MQTT-3.1.3-8]
-            return refuse(conn, ReasonCode::V3_IDENTIFIER_REJECTED);
-        }
-        if connect.protocol == ProtocolVersion::V31 && id_len > 23 {
-            // MQTT 3.1 limits client ids to 23 bytes; refuse as Mosquitto does [MQTT-3.1.3-9].
-            return refuse(conn, ReasonCode::V3_IDENTIFIER_REJECTED);
+        let persistent = self.shared.config.persistent_session_expiry();
+        if let Err(code) = connect::check(&connect, &self.shared.limits, persistent) {
+            tracing::info!(peer = %conn.peer, client = %connect.client_id, code = code.0, "CONNECT refused");
+            return refuse(conn, code);
         }
         let workers = self.shared.mailboxes.len();
-        if connect.client_id.is_empty() {
+        let assigned = connect.client_id.is_empty();
+        if assigned {
             // [MQTT-3.1.3-6]: invent a unique id homed on this worker.
             let (by_client, sessions) = (&self.by_client, &self.sessions);
             connect.client_id = generated_client_id(self.id, workers, &mut self.generated, |id| {
@@ -50,7 +43,7 @@ impl Worker {
         // so that neither an idle connection nor a hand-over pins a 16 KiB read chunk.
         detach(&mut connect);
         if home == self.id {
-            return self.accept_connect(key, connect);
+            return self.accept_connect(key, connect, assigned);
         }
         // Hand the connection, with its decoded CONNECT and any pipelined bytes, to the
         // worker that owns this client id's session.
@@ -63,6 +56,7 @@ impl Worker {
                 stream: conn.stream,
                 connect,
                 rest,
+                assigned,
             })));
         }
         Ok(())
@@ -74,6 +68,7 @@ impl Worker {
             stream,
             connect,
             rest,
+            assigned,
         } = adoption;
         let peer = match stream.peer_addr() {
             Ok(p) => p,
@@ -87,7 +82,7 @@ impl Worker {
             return;
         };
         let result = self
-            .accept_connect(key, connect)
+            .accept_connect(key, connect, assigned)
             .and_then(|()| self.decode_all(key));
         // No read here: registering a socket that already has data (or the peer's FIN)
         // waiting makes epoll report it at the next poll, so an extra read would most often
@@ -100,12 +95,30 @@ impl Worker {
     }
 
     /// Accepts a CONNECT on the session's home worker: takeover, clean/persistent session,
-    /// CONNACK, then re-sends what the session still owes.
-    fn accept_connect(&mut self, key: usize, connect: Box<Connect>) -> Result<(), Close> {
+    /// CONNACK, then re-sends what the session still owes. `assigned`: the client id was
+    /// generated for an empty one.
+    fn accept_connect(
+        &mut self,
+        key: usize,
+        connect: Box<Connect>,
+        assigned: bool,
+    ) -> Result<(), Close> {
         let connect = *connect;
+        let persistent = self.shared.config.persistent_session_expiry();
+        // Checked on the worker that decoded it; checked again here (pure, cheap) rather than
+        // carried across the hand-over.
+        let negotiated = match connect::check(&connect, &self.shared.limits, persistent) {
+            Ok(n) => n,
+            Err(code) => {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return Ok(());
+                };
+                return refuse(conn, code);
+            }
+        };
         let existing = self.by_client.get(&connect.client_id, &self.sessions);
         if let Some(skey) = existing
-            && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn)
+            && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn())
         {
             self.final_read(old);
             if let Some(c) = self.conns.get(old) {
@@ -118,7 +131,8 @@ impl Worker {
             Some(skey) if !connect.clean_start => (skey, true),
             other => {
                 if let Some(skey) = other {
-                    // CleanSession=1 discards the stored session [MQTT-3.1.2-6].
+                    // Clean Session / Clean Start discards the stored session [MQTT-3.1.2-6]
+                    // (5.0 [MQTT-3.1.2-4]).
                     self.discard_session(skey);
                 }
                 let stored = &self.shared.stats.sessions;
@@ -128,16 +142,19 @@ impl Worker {
                     let Some(conn) = self.conns.get_mut(key) else {
                         return Ok(());
                     };
-                    return refuse(conn, ReasonCode::V3_SERVER_UNAVAILABLE);
+                    return refuse(conn, connect::server_unavailable(connect.protocol));
                 }
                 let skey = self.sessions.vacant_key();
                 let id = self.new_session_id(skey);
                 let limits = Arc::clone(&self.session_limits);
-                let session = Session::new(id, &*connect.client_id, connect.clean_start, limits);
+                let clean = negotiated.session_expiry == 0;
+                let session = Session::new(id, &*connect.client_id, clean, limits);
                 self.sessions.insert(SessionSlot {
                     session,
-                    conn: None,
+                    conn_key: None,
                     expires: None,
+                    expiry_secs: 0,
+                    pending_will: None,
                     backlogged: false,
                     last_progress: self.now,
                 });
@@ -151,27 +168,75 @@ impl Worker {
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };
-        slot.conn = Some(key);
+        slot.set_conn(Some(key));
         slot.expires = None;
+        slot.expiry_secs = negotiated.session_expiry;
+        slot.session.clean = negotiated.session_expiry == 0;
         slot.last_progress = self.now;
+        if slot.pending_will.take().is_some() {
+            // Back before its Will Delay ran out: the Will is not sent (5.0 [MQTT-3.1.3-9]).
+            tracing::debug!(client = %connect.client_id, "delayed Will cancelled by reconnect");
+        }
+        slot.session.set_receive_maximum(negotiated.receive_maximum);
+        let version = connect.protocol;
         conn.state = ConnState::connected(skey);
-        conn.will = connect.will.map(Box::new);
-        conn.keep_alive_secs = connect.keep_alive;
+        conn.keep_alive_secs = negotiated.keep_alive;
         conn.deadline = conn.keep_alive().map(|ka| self.now + ka);
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
-        let newly_dirty = conn.push_connack_accepted(session_present);
+        let newly_dirty = if version.is_v5() {
+            let assigned_id = assigned.then_some(&*connect.client_id);
+            let ack = connect::accepted(
+                version,
+                session_present,
+                &self.shared.limits,
+                &negotiated,
+                assigned_id,
+            );
+            conn.set_connect_state(
+                connect.will,
+                Some(V5State {
+                    negotiated,
+                    aliases: Default::default(),
+                }),
+            );
+            conn.push_packet(&Packet::ConnAck(ack))
+        } else {
+            conn.set_connect_state(connect.will, None);
+            conn.push_connack_accepted(session_present)
+        };
         if newly_dirty {
             self.dirty.push(key);
         }
         self.connected.push(key);
+        let resend: Vec<_> = if session_present {
+            slot.session.resend().collect()
+        } else {
+            Vec::new()
+        };
+        self.set_shared_online(skey, true);
         if session_present {
             // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
-            let resend: Vec<_> = slot.session.resend().collect();
             for out in resend {
-                self.write_outgoing(key, out);
+                self.write_outgoing(key, skey, out);
             }
+            self.refill(key);
         }
         Ok(())
+    }
+
+    /// Marks the session's shared-subscription memberships online or offline, so groups pick
+    /// connected members first.
+    fn set_shared_online(&self, skey: usize, online: bool) {
+        let Some(slot) = self.sessions.get(skey) else {
+            return;
+        };
+        for filter in slot.session.subscriptions.keys() {
+            if filter.starts_with("$share/") {
+                self.shared
+                    .shared_subs
+                    .set_online(filter, slot.session.id, online);
+            }
+        }
     }
 
     /// Reads what a connection about to be taken over has already sent, ignoring back-pressure:
@@ -185,55 +250,102 @@ impl Worker {
         self.final_read = false;
     }
 
-    /// Closes a connection: publishes its Will unless it ended with DISCONNECT, and ends a
-    /// clean session with it.
+    /// Closes a connection: tells a 5.0 client why, publishes its Will unless it ended with
+    /// DISCONNECT (or delays it by its Will Delay Interval), and ends the session when its
+    /// expiry interval is 0.
     pub(crate) fn close(&mut self, key: usize, reason: Close) {
+        let connected = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.state.session().is_some());
+        if connected
+            && let Some(code) = reason.disconnect_reason()
+            && let Some(conn) = self.conns.get_mut(key)
+            && conn.version.is_v5()
+        {
+            // [MQTT-3.14.0-1] only after a successful CONNACK; then nothing else is sent
+            // [MQTT-3.14.4-1].
+            conn.push_packet(&Packet::Disconnect(disconnect::server_disconnect(
+                Violation(code),
+            )));
+        }
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
-        if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown) {
-            // Best effort: a refusing CONNACK should reach the client before the close, and
-            // unread input would turn the close into a reset that can discard it.
+        if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown)
+            || (connected && conn.version.is_v5() && reason.disconnect_reason().is_some())
+        {
+            // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
+            // the close, and unread input would turn the close into a reset that can discard
+            // it.
             let _ = conn.flush(&mut self.frames);
             conn.drain_input();
         }
         let Some(session) = conn.state.session() else {
             return;
         };
-        if let Some(will) = conn.will.take().map(|w| *w)
-            && reason.publishes_will()
-        {
-            // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
-            let msg = Arc::new(Message {
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                properties: will.properties,
-            });
-            self.publish(msg);
-        }
+        let will_delay = conn.negotiated().map_or(0, |n| n.will_delay);
+        let will = conn
+            .take_will()
+            .filter(|_| reason.publishes_will())
+            .map(|w| self.will_message(w, session));
         let Some(slot) = self.sessions.get_mut(session) else {
             return;
         };
-        if slot.conn == Some(key) {
-            slot.conn = None;
-            slot.session.shrink_if_idle();
-            self.update_backlog(session);
-            let Some(slot) = self.sessions.get_mut(session) else {
-                return;
-            };
-            if slot.session.clean {
-                self.discard_session(session);
-            } else if self.shared.config.session_expiry_secs > 0 {
-                let ttl = std::time::Duration::from_secs(self.shared.config.session_expiry_secs);
+        if slot.conn() != Some(key) {
+            return;
+        }
+        slot.set_conn(None);
+        slot.session.shrink_if_idle();
+        let expiry = slot.expiry_secs;
+        if let Some(will) = will {
+            if will_delay > 0 && expiry > 0 {
+                // 5.0: published when the delay or the session ends, whichever is first
+                // [MQTT-3.1.2-8], unless the client comes back first [MQTT-3.1.3-9].
+                let delay = std::time::Duration::from_secs(u64::from(will_delay.min(expiry)));
+                let at = self.now.checked_add(delay).unwrap_or(self.now);
+                slot.pending_will = Some(Box::new((at, will)));
+            } else {
+                // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
+                self.publish(will);
+            }
+        }
+        self.set_shared_online(session, false);
+        self.update_backlog(session);
+        let Some(slot) = self.sessions.get_mut(session) else {
+            return;
+        };
+        match slot.expiry_secs {
+            0 => self.discard_session(session),
+            u32::MAX => slot.expires = None,
+            secs => {
+                let ttl = std::time::Duration::from_secs(u64::from(secs));
                 slot.expires = self.now.checked_add(ttl);
             }
         }
     }
 
-    /// Removes a session and its subscriptions.
+    /// The message a Will becomes: its 5.0 properties forwarded, its Message Expiry Interval
+    /// counted from now.
+    fn will_message(&self, will: LastWill, session: usize) -> Arc<Message> {
+        let origin = self
+            .sessions
+            .get(session)
+            .map_or(SessionId(0), |s| s.session.id);
+        Arc::new(publish::message(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            will.properties,
+            origin,
+            self.now,
+        ))
+    }
+
+    /// Removes a session and its subscriptions; a Will still waiting for its delay is
+    /// published now, since the session ends [MQTT-3.1.2-8].
     pub(crate) fn discard_session(&mut self, skey: usize) {
         let Some(slot) = self.sessions.try_remove(skey) else {
             return;
@@ -246,9 +358,20 @@ impl Worker {
         }
         let session = slot.session;
         for filter in session.subscriptions.keys() {
-            self.shared.index.unsubscribe(session.id, filter);
+            self.unsubscribe_filter(session.id, filter);
         }
         self.by_client.remove(&session.client_id, skey);
+        if let Some(pending) = slot.pending_will {
+            self.publish(pending.1);
+        }
+    }
+
+    /// Removes one subscription from the index it lives in (shared or not).
+    pub(crate) fn unsubscribe_filter(&self, id: SessionId, filter: &str) -> bool {
+        match parse_shared(filter) {
+            Ok(Some((_, inner))) => self.shared.shared_subs.unsubscribe(filter, inner, id),
+            _ => self.shared.index.unsubscribe(id, filter),
+        }
     }
 }
 
@@ -269,7 +392,8 @@ fn detach(connect: &mut Connect) {
 }
 
 fn refuse(conn: &mut Conn, code: ReasonCode) -> Result<(), Close> {
-    // [MQTT-3.2.2-4] session present 0 with a refusal; [MQTT-3.2.2-5] then close.
+    // [MQTT-3.2.2-4] session present 0 with a refusal; [MQTT-3.2.2-5] then close (5.0
+    // [MQTT-3.2.2-6] [MQTT-3.2.2-7]).
     conn.push_packet(&Packet::ConnAck(ConnAck::new(false, code)));
     Err(Close::Refused)
 }

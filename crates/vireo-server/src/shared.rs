@@ -9,7 +9,8 @@ use mio::Waker;
 use mio::net::TcpStream;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
-use vireo_broker::{Message, Recipient, RetainedStore, SubscriptionIndex};
+use vireo_broker::protocol::Limits;
+use vireo_broker::{Message, Recipient, RetainedStore, SharedSubscriptions, SubscriptionIndex};
 use vireo_codec::Connect;
 
 use crate::Config;
@@ -37,6 +38,9 @@ pub(crate) struct Adoption {
     pub connect: Box<Connect>,
     /// Bytes that arrived after the CONNECT (pipelined packets).
     pub rest: BytesMut,
+    /// The client sent an empty id and `connect.client_id` was generated: a 5.0 CONNACK
+    /// returns it as Assigned Client Identifier [MQTT-3.1.3-7].
+    pub assigned: bool,
 }
 
 /// A worker's mailbox: its channel and the waker of its poll.
@@ -143,6 +147,10 @@ pub struct Stats {
 pub(crate) struct Shared {
     pub config: Config,
     pub index: SubscriptionIndex,
+    /// v5 `$share/` groups.
+    pub shared_subs: SharedSubscriptions,
+    /// The protocol limits, from `config` once.
+    pub limits: Limits,
     pub retained: RwLock<RetainedStore>,
     pub mailboxes: Vec<Mailbox>,
     /// QoS 1/2 deliveries that may be in transit to one worker before publishers feeding it

@@ -16,7 +16,7 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use vireo_broker::{Recipients, Session, SessionId};
+use vireo_broker::{Message, Recipients, Session, SessionId};
 use vireo_codec::{ByteString, QoS, decode};
 
 use crate::clients::ClientIds;
@@ -56,10 +56,17 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// A session and where it is connected.
 pub(crate) struct SessionSlot {
     pub session: Session,
-    /// The connection serving it, if online.
-    pub conn: Option<usize>,
+    /// The connection serving it, if online: a slab key, 32 bits as in `ConnState` (see
+    /// [`SessionSlot::conn`]).
+    pub conn_key: Option<u32>,
     /// When an offline persistent session is discarded (session expiry).
     pub expires: Option<Instant>,
+    /// Session expiry interval in seconds, from the last CONNECT (or DISCONNECT): 0 ends
+    /// the session with its connection, `u32::MAX` never.
+    pub expiry_secs: u32,
+    /// A 5.0 Will waiting out its Will Delay Interval, and when it is due.
+    #[allow(clippy::type_complexity)]
+    pub pending_will: Option<Box<(Instant, Arc<Message>)>>,
     /// Counted in this worker's `Mailbox::backlogged`.
     pub backlogged: bool,
     /// Last time the client acknowledged a QoS 1/2 delivery (or connected).
@@ -121,6 +128,19 @@ pub(crate) struct Worker {
     pub now: Instant,
     last_sweep: Instant,
     sweeps: u64,
+}
+
+impl SessionSlot {
+    /// The connection serving this session, if online.
+    pub(crate) fn conn(&self) -> Option<usize> {
+        self.conn_key.map(|k| k as usize)
+    }
+
+    /// Records the connection now serving it (`None`: offline).
+    pub(crate) fn set_conn(&mut self, key: Option<usize>) {
+        // Connection slab keys fit 32 bits, as `ConnState::connected` already assumes.
+        self.conn_key = key.map(|k| k as u32);
+    }
 }
 
 impl Worker {
@@ -502,7 +522,8 @@ impl Worker {
                         conn.push(Bytes::from_static(&[0x20, 0x02, 0x00, 0x01]));
                         return Err(Close::Refused);
                     }
-                    return Err(Close::Protocol);
+                    // 5.0: DISCONNECT 0x81 / 0x82 / 0x95 as the error says [MQTT-4.13.1-1].
+                    return Err(Close::Protocol(e.reason_code()));
                 }
             }
         }
@@ -521,7 +542,7 @@ impl Worker {
             };
             let mut copies = MessageCopies::default();
             for r in &d.recipients {
-                self.deliver_local(r.session, &d.msg, r.qos, &mut copies);
+                self.deliver_local(*r, &d.msg, &mut copies);
                 if d.msg.qos.min(r.qos) != QoS::AtMostOnce {
                     reliable += 1;
                 }
@@ -631,12 +652,15 @@ impl Worker {
             self.close(key, Close::Timeout);
         }
         let shrink = self.sweeps.is_multiple_of(SHRINK_EVERY);
-        let (mut stale, mut backlogged) = (Vec::new(), Vec::new());
+        let (mut stale, mut backlogged, mut wills) = (Vec::new(), Vec::new(), Vec::new());
         for (key, s) in self.sessions.iter_mut() {
             if shrink {
                 s.session.shrink_if_idle();
             }
-            if s.conn.is_none() && s.expires.is_some_and(|e| e <= now) {
+            if s.pending_will.as_ref().is_some_and(|w| w.0 <= now) {
+                wills.push(key);
+            }
+            if s.conn_key.is_none() && s.expires.is_some_and(|e| e <= now) {
                 stale.push(key);
             } else if s.backlogged {
                 backlogged.push(key);
@@ -644,6 +668,17 @@ impl Worker {
         }
         for key in stale {
             self.discard_session(key);
+        }
+        // 5.0 Wills whose Will Delay Interval ran out [MQTT-3.1.2-8] (those of sessions that
+        // just expired went out with them).
+        for key in wills {
+            if let Some(will) = self
+                .sessions
+                .get_mut(key)
+                .and_then(|s| s.pending_will.take())
+            {
+                self.publish(will.1);
+            }
         }
         for key in backlogged {
             self.update_backlog(key);
@@ -670,7 +705,7 @@ impl Worker {
         // A session whose own connection is throttled cannot make progress (its acks are not
         // read), so it must not hold publishers back.
         let online = slot
-            .conn
+            .conn()
             .and_then(|k| self.conns.get(k))
             .is_some_and(|c| !c.throttled);
         let should = online && deep && now.duration_since(slot.last_progress) < STALL;

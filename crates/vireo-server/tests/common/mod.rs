@@ -11,8 +11,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use vireo_codec::{
-    Ack, Bytes, BytesMut, Connect, LastWill, Packet, PacketId, ProtocolVersion, Publish, QoS,
-    QosPid, Subscribe, SubscriptionOptions, TopicName, Unsubscribe, decode,
+    Ack, Bytes, BytesMut, ConnAck, Connect, LastWill, Packet, PacketId, Properties, Property,
+    ProtocolVersion, Publish, QoS, QosPid, Subscribe, SubscriptionOptions, TopicName, Unsubscribe,
+    decode,
 };
 use vireo_server::{Config, Server, ServerHandle};
 
@@ -116,6 +117,99 @@ impl Client {
             "{ack:?}"
         );
         c
+    }
+
+    /// A 5.0 CONNECT with a clean start and these properties.
+    pub fn v5(id: &str, props: &[Property]) -> Connect {
+        let mut c = Connect::new(id);
+        c.protocol = ProtocolVersion::V5;
+        for p in props {
+            c.properties.push(p.clone());
+        }
+        c
+    }
+
+    /// Sends a 5.0 CONNECT; returns the client and the CONNACK (panics on anything else).
+    pub fn connect_v5_with(addr: SocketAddr, connect: Connect) -> (Self, ConnAck) {
+        let (c, ack) = Self::connect_with(addr, connect);
+        match ack {
+            Packet::ConnAck(a) => (c, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with 5.0 and these CONNECT properties; asserts acceptance.
+    pub fn connect_v5(addr: SocketAddr, id: &str, props: &[Property]) -> Self {
+        let (c, ack) = Self::connect_v5_with(addr, Self::v5(id, props));
+        assert_eq!(ack.code.0, 0, "CONNACK {ack:?}");
+        c
+    }
+
+    /// Subscribes one filter with full options and an optional subscription identifier;
+    /// returns the SUBACK codes.
+    pub fn subscribe_opts(
+        &mut self,
+        id: u16,
+        filters: &[(&str, SubscriptionOptions)],
+        sub_id: Option<u32>,
+    ) -> Vec<u8> {
+        let mut properties = Properties::new();
+        if let Some(s) = sub_id {
+            properties.push(Property::SubscriptionIdentifier(s));
+        }
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            properties,
+            filters: filters.iter().map(|(f, o)| ((*f).into(), *o)).collect(),
+        }));
+        match self.recv() {
+            Some(Packet::SubAck(s)) => {
+                assert_eq!(s.packet_id, pid(id));
+                s.codes.iter().map(|c| c.0).collect()
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Sends a PUBLISH with properties (and the topic as given, possibly empty); waits for
+    /// nothing.
+    pub fn send_publish(
+        &mut self,
+        t: &str,
+        payload: &[u8],
+        qos: QosPid,
+        retain: bool,
+        props: &[Property],
+    ) {
+        let topic = if t.is_empty() {
+            TopicName::empty()
+        } else {
+            topic(t)
+        };
+        let mut p = Publish::new(topic, Bytes::copy_from_slice(payload));
+        p.qos = qos;
+        p.retain = retain;
+        for prop in props {
+            p.properties.push(prop.clone());
+        }
+        self.send(&Packet::Publish(p));
+    }
+
+    /// The 5.0 DISCONNECT the broker sends before closing: its reason code, then asserts the
+    /// close follows [MQTT-3.14.4-2].
+    pub fn expect_disconnect(&mut self) -> u8 {
+        let reason = loop {
+            match self.recv() {
+                Some(Packet::Disconnect(d)) => break d.reason.0,
+                // Acks or deliveries that were already queued may come first.
+                Some(
+                    Packet::PubAck(_) | Packet::PubRec(_) | Packet::Publish(_) | Packet::SubAck(_),
+                ) => {}
+                other => panic!("expected DISCONNECT, got {other:?}"),
+            }
+        };
+        assert!(self.closed_within(WAIT, false), "close after DISCONNECT");
+        reason
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
