@@ -309,6 +309,7 @@ impl Conn {
     /// when the span follows it. Returns true if the connection was not yet on the flush list.
     /// `key` is this connection's: a new run is registered with the log, which keeps what it
     /// points into until it is resolved.
+    #[inline]
     pub(crate) fn push_span(&mut self, span: Span, log: &mut FrameLog, key: usize) -> bool {
         let runs = self.runs;
         let dirty = self.push_pending(span, Source::Log);
@@ -320,6 +321,7 @@ impl Conn {
 
     /// Queues a span of `source`, extending the pending span at the back of the queue when
     /// the new one follows it in the same buffer.
+    #[inline]
     fn push_pending(&mut self, span: Span, source: Source) -> bool {
         if span.start == span.end {
             return false;

@@ -118,8 +118,10 @@ impl Worker {
         };
         let version = conn.version;
         let limits = &self.shared.limits;
-        let peer = conn.peer;
-        if let Some(v5) = conn.v5_mut() {
+        if version.is_v5()
+            && let peer = conn.peer
+            && let Some(v5) = conn.v5_mut()
+        {
             v5.aliases
                 .resolve(&mut p, limits.topic_alias_maximum)
                 .and_then(|()| inbound::check(&p, version, limits))
@@ -171,47 +173,47 @@ impl Worker {
         };
         let origin = slot.session.id;
         let qos = p.qos;
-        let msg = deliver.then(|| {
-            Arc::new(inbound::message(
-                p.topic,
-                p.payload,
-                qos.qos(),
-                p.retain,
-                p.properties,
-                origin,
-                self.now,
-            ))
-        });
+        if !deliver {
+            // A repeated QoS 2 PUBLISH before PUBREL: acknowledged again, not routed.
+            if let QosPid::ExactlyOnce(pid) = qos {
+                self.push_packet(key, &Packet::PubRec(Ack::new(pid)));
+            }
+            return Ok(());
+        }
+        let msg = Arc::new(inbound::message(
+            p.topic,
+            p.payload,
+            qos.qos(),
+            p.retain,
+            p.properties,
+            origin,
+            self.now,
+        ));
         // Matched before the ack (5.0 says 0x10 when nothing matched), delivered after it, so
         // that the publisher's ack comes first when it subscribes to its own topic.
-        let matched = msg.as_ref().is_none_or(|m| self.match_recipients(m));
-        match qos {
-            QosPid::AtMostOnce => {}
-            QosPid::AtLeastOnce(pid) => {
-                let mut ack = Ack::new(pid);
-                ack.reason = inbound::ack_reason(version, matched);
-                self.push_packet(key, &Packet::PubAck(ack)); // [MQTT-3.3.4-1]
-            }
-            QosPid::ExactlyOnce(pid) => {
-                let mut ack = Ack::new(pid);
-                ack.reason = inbound::ack_reason(version, matched);
-                self.push_packet(key, &Packet::PubRec(ack));
-            }
+        let matched = self.match_recipients(&msg);
+        if let QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) = qos {
+            let mut ack = Ack::new(pid);
+            ack.reason = inbound::ack_reason(version, matched);
+            // [MQTT-3.3.4-1]
+            let ack = if qos.qos() == QoS::AtLeastOnce {
+                Packet::PubAck(ack)
+            } else {
+                Packet::PubRec(ack)
+            };
+            self.push_packet(key, &ack);
         }
-        if let Some(msg) = msg {
-            let throttle = self.deliver_matched(msg);
-            // A client with deliveries of its own in flight is not throttled: its acks must
-            // keep being read, or its own session would stall.
-            let consuming = self
+        let throttle = self.deliver_matched(msg);
+        // A client with deliveries of its own in flight is not throttled: its acks must keep
+        // being read, or its own session would stall.
+        if throttle
+            && self
                 .sessions
                 .get(skey)
-                .is_some_and(|s| s.session.inflight_len() > 0);
-            if throttle
-                && !consuming
-                && let Some(conn) = self.conns.get_mut(key)
-            {
-                conn.throttled = true;
-            }
+                .is_none_or(|s| s.session.inflight_len() == 0)
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            conn.throttled = true;
         }
         Ok(())
     }
@@ -227,6 +229,7 @@ impl Worker {
 
     /// Stores a retained message, and finds every recipient of `msg` into
     /// `self.recipients`. Returns whether there is any.
+    #[inline]
     pub(crate) fn match_recipients(&mut self, msg: &Arc<Message>) -> bool {
         if msg.retain && self.shared.config.retain_available {
             // Stored compacted: a retained message lives long, and must not pin the
@@ -247,6 +250,7 @@ impl Worker {
 
     /// Delivers `msg` to the recipients [`Worker::match_recipients`] found. Returns whether
     /// the publisher should pause.
+    #[inline]
     fn deliver_matched(&mut self, msg: Arc<Message>) -> bool {
         let mut copies = MessageCopies::default();
         let mut throttle = false;
@@ -307,20 +311,14 @@ impl Worker {
         if slot.session.id != r.session {
             return; // ... and its slot was reused by another session
         }
-        if r.flags & Recipient::NO_LOCAL != 0 && msg.origin == r.session {
-            return; // 5.0 No Local [MQTT-3.8.3-3]
+        // 5.0 No Local [MQTT-3.8.3-3]; expired [MQTT-3.3.2-5]. One test for the common case
+        // (3.1.1 subscriptions have no flags, most messages no expiry).
+        if (r.flags != 0 || msg.expires.is_some())
+            && ((r.flags & Recipient::NO_LOCAL != 0 && msg.origin == r.session)
+                || msg.expired(self.now))
+        {
+            return;
         }
-        if msg.expired(self.now) {
-            return; // [MQTT-3.3.2-5]
-        }
-        // 5.0 Retain As Published keeps the publisher's RETAIN [MQTT-3.3.1-13]; otherwise a
-        // live delivery has RETAIN 0 [MQTT-3.3.1-12].
-        let retain = r.flags & Recipient::RETAIN_AS_PUBLISHED != 0 && msg.retain;
-        let sub_id = if r.flags & Recipient::MORE_IDS != 0 {
-            Session::ALL_IDS
-        } else {
-            r.sub_id
-        };
         let qos = msg.qos.min(r.qos);
         if qos == QoS::AtMostOnce {
             let Some(key) = slot.conn() else {
@@ -348,33 +346,35 @@ impl Worker {
             }
             let log = &mut self.frames;
             let span = if conn.version.is_v5() {
-                let expiry = msg.remaining_expiry(self.now);
-                if sub_id == 0 && !retain {
-                    *copies
-                        .qos0_frame_v5
-                        .get_or_insert_with(|| log.encode_qos0_v5(msg, false, expiry, &[]))
-                } else {
-                    let ids = ids_for(sub_id, &slot.session.subscriptions, &msg.topic);
-                    log.encode_qos0_v5(msg, retain, expiry, &ids)
+                let subs = &slot.session.subscriptions;
+                match qos0_frame_v5(log, conn, subs, r, msg, self.now, copies) {
+                    Some(span) => span,
+                    None => {
+                        // Larger than the client's Maximum Packet Size: not sent
+                        // [MQTT-3.1.2-24].
+                        self.shared
+                            .stats
+                            .dropped_qos0
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
                 }
+            } else if let Some(span) = copies.qos0_frame {
+                span
             } else {
-                *copies
-                    .qos0_frame
-                    .get_or_insert_with(|| log.encode_qos0(msg, false))
+                let span = log.encode_qos0(msg, false);
+                copies.qos0_frame = Some(span);
+                span
             };
-            if !conn.fits(span.len()) {
-                // Larger than the client's Maximum Packet Size: not sent [MQTT-3.1.2-24].
-                self.shared
-                    .stats
-                    .dropped_qos0
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
             if conn.push_span(span, log, key) {
                 self.dirty.push(key);
             }
             return;
         }
+        // 5.0 Retain As Published keeps the publisher's RETAIN [MQTT-3.3.1-13]; otherwise a
+        // live delivery has RETAIN 0 [MQTT-3.3.1-12].
+        let retain = r.flags & Recipient::RETAIN_AS_PUBLISHED != 0 && msg.retain;
+        let sub_id = sub_id_of(&r);
         // A message that will wait long (client away, or more than two windows queued) is
         // stored compacted: as a slice it would pin the publisher's whole read chunk for as
         // long as it waits, which `max_queued_bytes` does not see. Messages about to be sent
@@ -672,6 +672,42 @@ impl Worker {
         self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, codes)));
         Ok(())
     }
+}
+
+/// The `sub_id` a delivery to `r` carries (see `Outgoing::Publish`).
+fn sub_id_of(r: &Recipient) -> u32 {
+    if r.flags & Recipient::MORE_IDS != 0 {
+        Session::ALL_IDS
+    } else {
+        r.sub_id
+    }
+}
+
+/// The 5.0 QoS 0 frame of `msg` for `r`: shared by the message's recipients that need no
+/// subscription identifier nor RETAIN, else encoded for this one. `None` when it is larger
+/// than the client's Maximum Packet Size. Out of line: the 3.1.1 fan-out does not carry it.
+#[inline(never)]
+fn qos0_frame_v5(
+    log: &mut crate::frames::FrameLog,
+    conn: &Conn,
+    subscriptions: &Subscriptions,
+    r: Recipient,
+    msg: &Message,
+    now: std::time::Instant,
+    copies: &mut MessageCopies,
+) -> Option<Span> {
+    let retain = r.flags & Recipient::RETAIN_AS_PUBLISHED != 0 && msg.retain;
+    let sub_id = sub_id_of(&r);
+    let expiry = msg.remaining_expiry(now);
+    let span = if sub_id == 0 && !retain {
+        *copies
+            .qos0_frame_v5
+            .get_or_insert_with(|| log.encode_qos0_v5(msg, false, expiry, &[]))
+    } else {
+        let ids = ids_for(sub_id, subscriptions, &msg.topic);
+        log.encode_qos0_v5(msg, retain, expiry, &ids)
+    };
+    conn.fits(span.len()).then_some(span)
 }
 
 /// The subscription identifiers a PUBLISH carries for `sub_id` (see `Outgoing::Publish`).

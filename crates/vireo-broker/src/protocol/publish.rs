@@ -119,7 +119,9 @@ pub fn ack_reason(version: ProtocolVersion, matched: bool) -> ReasonCode {
 }
 
 /// The message a PUBLISH (or a Will) becomes: the properties to forward, less the per-hop
-/// ones, and the Message Expiry Interval as a deadline from `now`.
+/// ones, and the Message Expiry Interval as a deadline from `now`. Inline, with the work on
+/// properties out of line: a message without properties (every 3.1.1 one) is built in place.
+#[inline]
 pub fn message(
     topic: TopicName,
     payload: vireo_codec::Bytes,
@@ -129,13 +131,28 @@ pub fn message(
     origin: SessionId,
     now: Instant,
 ) -> Message {
-    let mut msg = Message::new(topic, payload, qos, retain);
-    msg.origin = origin;
-    if properties.is_empty() {
-        return msg;
+    let mut msg = Message {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+        expires: None,
+        origin,
+    };
+    if !msg.properties.is_empty() {
+        consume_per_hop(&mut msg, now);
     }
+    msg
+}
+
+/// Takes the per-hop properties out of `msg.properties`, turning its Message Expiry Interval
+/// into `msg.expires`.
+#[inline(never)]
+fn consume_per_hop(msg: &mut Message, now: Instant) {
     let mut per_hop = false;
-    properties.scan(|id, value| {
+    let mut expires = None;
+    msg.properties.scan(|id, value| {
         if PER_HOP.contains(&id) {
             per_hop = true;
             // `value` is the whole encoding: the id, then the four bytes.
@@ -143,16 +160,14 @@ pub fn message(
                 && let Some(Ok(secs)) = value.get(1..5).map(<[u8; 4]>::try_from)
             {
                 let secs = u32::from_be_bytes(secs);
-                msg.expires = now.checked_add(Duration::from_secs(u64::from(secs)));
+                expires = now.checked_add(Duration::from_secs(u64::from(secs)));
             }
         }
     });
-    msg.properties = if per_hop {
-        properties.without(|id| PER_HOP.contains(&id))
-    } else {
-        properties
-    };
-    msg
+    msg.expires = expires;
+    if per_hop {
+        msg.properties = msg.properties.without(|id| PER_HOP.contains(&id));
+    }
 }
 
 #[cfg(test)]
