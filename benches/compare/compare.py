@@ -372,6 +372,8 @@ def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pi
     cmd += ["--duration", str(args.conn_hold if scenario.is_connections else args.duration)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.protocol != "3.1.1":
+        cmd += ["--protocol", args.protocol]
     if args.drain_timeout is not None:
         cmd += ["--drain-timeout", str(args.drain_timeout)]
     if plot_file is not None:
@@ -682,7 +684,10 @@ def find_tools(args: argparse.Namespace) -> list[Broker]:
         sys.exit("missing:\n  " + "\n  ".join(missing))
     brokers = [Broker("vireo", "Vireo", args.vireo), Broker("mosquitto", "Mosquitto", mosquitto)]
     rumqttd = None if args.no_rumqttd else (args.rumqttd or shutil.which("rumqttd"))
-    if rumqttd:
+    if rumqttd and args.protocol == "5":
+        print("note: rumqttd is configured with a 3.1.1 listener only, so it is left out "
+              "under --protocol 5", file=sys.stderr)
+    elif rumqttd:
         brokers.append(Broker("rumqttd", "rumqttd", rumqttd))
     elif not args.no_rumqttd:
         print("note: rumqttd not on PATH, so it is left out; `cargo install rumqttd` adds it",
@@ -722,6 +727,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--source-ips", choices=("auto", "none"), default="auto",
                    help="connection scenarios: bind clients to fresh 127.x.y.z addresses "
                    "(auto) or let the kernel pick (none)")
+    p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1",
+                   help="MQTT version every client speaks (rumqttd's v4 listener is left "
+                        "out under 5)")
     p.add_argument("--threads", type=int, help="generator threads (default: loadtest's, cores)")
     p.add_argument("--scenarios", help="comma list of scenario numbers or names (default all)")
     p.add_argument("--quick", action="store_true",
@@ -821,7 +829,7 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
         "command": "python3 " + " ".join(sys.argv),
         "settings": {"duration": args.duration, "repeats": args.repeats,
                      "conn_counts": args.conn_counts, "conn_hold": args.conn_hold,
-                     "payload": PAYLOAD},
+                     "payload": PAYLOAD, "protocol": args.protocol},
         "broker_configs": {b.key: CONFIG_WRITERS[b.key](0) for b in brokers},
         "runs": [dataclasses.asdict(r) for r in results],
         "medians": {f"{k[0]}/{k[1]}": v for k, v in summaries.items()},

@@ -77,6 +77,8 @@ pub enum MqttVersion {
     V311,
     #[value(name = "3.1")]
     V31,
+    #[value(name = "5")]
+    V5,
 }
 
 /// Options every scenario takes.
@@ -127,8 +129,8 @@ pub struct Common {
     /// Local address to bind clients to; repeat for round-robin (e.g. 127.0.0.2).
     #[arg(long = "source-ip")]
     pub source_ips: Vec<IpAddr>,
-    /// MQTT version.
-    #[arg(long, value_enum, default_value = "3.1.1")]
+    /// MQTT version (`--protocol` is the same option).
+    #[arg(long, alias = "protocol", value_enum, default_value = "3.1.1")]
     pub mqtt_version: MqttVersion,
     /// QoS 1/2 messages a publisher may have unacknowledged.
     #[arg(long, default_value_t = 64)]
@@ -200,6 +202,7 @@ impl Common {
         c.mqtt_version = match self.mqtt_version {
             MqttVersion::V311 => ProtocolVersion::V311,
             MqttVersion::V31 => ProtocolVersion::V31,
+            MqttVersion::V5 => ProtocolVersion::V5,
         };
         c.inflight = self.inflight;
         c.drain_timeout = secs(self.drain_timeout);

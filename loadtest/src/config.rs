@@ -179,9 +179,6 @@ pub enum ConfigError {
     /// `connections` without a hold time.
     #[error("the connections scenario needs --duration (how long to hold the connections)")]
     NoHoldDuration,
-    /// Only 3.1 and 3.1.1 are generated.
-    #[error("only MQTT 3.1 and 3.1.1 are supported")]
-    UnsupportedVersion,
     /// A source address is not IPv4 loopback-compatible with the broker address family.
     #[error("source address {0} is not of the broker's address family")]
     SourceFamily(IpAddr),
@@ -262,9 +259,6 @@ impl Config {
         }
         if vireo_codec::validate_topic_name(&self.topic_prefix).is_err() {
             return Err(ConfigError::TopicPrefix(self.topic_prefix.clone()));
-        }
-        if self.mqtt_version.is_v5() {
-            return Err(ConfigError::UnsupportedVersion);
         }
         let resolve = || ConfigError::Resolve {
             host: self.host.clone(),
