@@ -13,13 +13,13 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
 use vireo_broker::protocol::connect::Negotiated;
+use vireo_broker::protocol::lifecycle::{self, Liveness};
 use vireo_broker::protocol::publish::InboundAliases;
 use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS, ReasonCode};
 
@@ -156,8 +156,8 @@ impl Close {
     pub(crate) fn disconnect_reason(self) -> Option<ReasonCode> {
         match self {
             Close::Protocol(r) | Close::Limit(r) => Some(r),
-            Close::Timeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::Timeout => Some(lifecycle::KEEP_ALIVE_EXPIRED.0),
+            Close::TakenOver => Some(lifecycle::TAKEN_OVER.0),
             Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Close::Disconnect
             | Close::DisconnectWithWill
@@ -199,10 +199,11 @@ pub(crate) struct Conn {
     /// Scratch space headers are encoded into and split off, so a frame header costs no
     /// allocation of its own.
     scratch: BytesMut,
-    /// CONNECT's keep alive in seconds; 0 turns it off. See [`Conn::keep_alive`].
-    pub keep_alive_secs: u16,
-    /// When this connection times out: CONNECT timeout, then 1.5 x keep alive after each packet.
-    pub deadline: Option<Instant>,
+    /// The keep alive granted in seconds; 0 before CONNECT, or turned off.
+    pub keep_alive: u16,
+    /// When this connection times out: CONNECT timeout, then 1.5 x keep alive after each
+    /// read (the protocol core's decision; the worker's sweep enforces it).
+    pub liveness: Liveness,
     /// The Will and the 5.0 state: boxed, since most connections have neither, and every
     /// byte of `Conn` counts per idle client.
     extra: Option<Box<Extra>>,
@@ -226,7 +227,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, liveness: Liveness) -> Self {
         Self {
             stream,
             peer,
@@ -238,8 +239,8 @@ impl Conn {
             out_bytes: 0,
             unmerged: 0,
             scratch: BytesMut::new(),
-            keep_alive_secs: 0,
-            deadline: Some(deadline),
+            keep_alive: 0,
+            liveness,
             extra: None,
             dirty: false,
             read_again: false,
@@ -248,12 +249,6 @@ impl Conn {
             write_blocked: false,
             retained_backlog: None,
         }
-    }
-
-    /// How long the connection may stay silent: 1.5 x keep alive [MQTT-3.1.2-24].
-    pub(crate) fn keep_alive(&self) -> Option<Duration> {
-        (self.keep_alive_secs > 0)
-            .then(|| Duration::from_millis(u64::from(self.keep_alive_secs) * 1500))
     }
 
     /// Retained messages still owed.

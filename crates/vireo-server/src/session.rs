@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
+use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, WillFate};
 use vireo_broker::protocol::{Violation, connect, disconnect, publish};
 use vireo_broker::{Message, Session, SessionId};
 use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, parse_shared};
@@ -74,8 +75,8 @@ impl Worker {
             Ok(p) => p,
             Err(_) => return, // already gone
         };
-        let deadline = self.now + self.shared.config.connect_timeout();
-        let mut conn = Conn::new(stream, peer, deadline);
+        let liveness = Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
+        let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;
         conn.rbuf = rest;
         let Some(key) = self.register(conn) else {
@@ -127,9 +128,12 @@ impl Worker {
             }
         }
         let existing = self.by_client.get(&connect.client_id, &self.sessions);
-        let (skey, session_present) = match existing {
-            Some(skey) if !connect.clean_start => (skey, true),
-            other => {
+        let (skey, session_present) = match (
+            existing,
+            lifecycle::resume(existing.is_some(), connect.clean_start),
+        ) {
+            (Some(skey), Resume::Resume) => (skey, true),
+            (other, _) => {
                 if let Some(skey) = other {
                     // Clean Session / Clean Start discards the stored session [MQTT-3.1.2-6]
                     // (5.0 [MQTT-3.1.2-4]).
@@ -180,8 +184,8 @@ impl Worker {
         slot.session.set_receive_maximum(negotiated.receive_maximum);
         let version = connect.protocol;
         conn.state = ConnState::connected(skey);
-        conn.keep_alive_secs = negotiated.keep_alive;
-        conn.deadline = conn.keep_alive().map(|ka| self.now + ka);
+        conn.keep_alive = negotiated.keep_alive;
+        conn.liveness.connected(self.now, negotiated.keep_alive);
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
         let newly_dirty = if version.is_v5() {
             let assigned_id = assigned.then_some(&*connect.client_id);
@@ -298,31 +302,24 @@ impl Worker {
         }
         slot.set_conn(None);
         slot.session.shrink_if_idle();
-        let expiry = slot.expiry_secs;
-        if let Some(will) = will {
-            if will_delay > 0 && expiry > 0 {
-                // 5.0: published when the delay or the session ends, whichever is first
-                // [MQTT-3.1.2-8], unless the client comes back first [MQTT-3.1.3-9].
-                let delay = std::time::Duration::from_secs(u64::from(will_delay.min(expiry)));
-                let at = self.now.checked_add(delay).unwrap_or(self.now);
-                slot.pending_will = Some(Box::new((at, will)));
-            } else {
-                // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
-                self.publish(will);
-            }
+        let fate = lifecycle::after_close(self.now, will.is_some(), will_delay, slot.expiry_secs);
+        match (will, fate.will) {
+            // 5.0: published when the delay or the session ends, whichever is first
+            // [MQTT-3.1.2-8], unless the client comes back first [MQTT-3.1.3-9].
+            (Some(will), WillFate::At(at)) => slot.pending_will = Some(Box::new((at, will))),
+            // [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
+            (Some(will), _) => self.publish(will),
+            (None, _) => {}
         }
         self.set_shared_online(session, false);
         self.update_backlog(session);
         let Some(slot) = self.sessions.get_mut(session) else {
             return;
         };
-        match slot.expiry_secs {
-            0 => self.discard_session(session),
-            u32::MAX => slot.expires = None,
-            secs => {
-                let ttl = std::time::Duration::from_secs(u64::from(secs));
-                slot.expires = self.now.checked_add(ttl);
-            }
+        match fate.session {
+            SessionFate::EndsNow => self.discard_session(session),
+            SessionFate::Kept => slot.expires = None,
+            SessionFate::ExpiresAt(at) => slot.expires = Some(at),
         }
     }
 

@@ -16,6 +16,7 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use vireo_broker::protocol::lifecycle::{self, Liveness};
 use vireo_broker::{Message, Recipients, Session, SessionId};
 use vireo_codec::{ByteString, QoS, decode};
 
@@ -290,8 +291,9 @@ impl Worker {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
-                    let deadline = self.now + self.shared.config.connect_timeout();
-                    self.register(Conn::new(stream, peer, deadline));
+                    let liveness =
+                        Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
+                    self.register(Conn::new(stream, peer, liveness));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -428,9 +430,7 @@ impl Worker {
                 Ok(n) => {
                     drained = n < spare && self.short_read_ends && !self.final_read;
                     budget = budget.saturating_sub(n);
-                    if let Some(ka) = conn.keep_alive() {
-                        conn.deadline = Some(self.now + ka);
-                    }
+                    conn.liveness.on_input(self.now, conn.keep_alive);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -641,7 +641,7 @@ impl Worker {
             // that wait unread in the kernel: it is not silent, so it does not time out
             // [MQTT-3.1.2-24].
             let paused = conn.read_again || conn.output_paused;
-            if !paused && conn.deadline.is_some_and(|d| d <= now) {
+            if !paused && conn.liveness.expired(now) {
                 expired.push(key);
             }
         }
@@ -657,10 +657,16 @@ impl Worker {
             if shrink {
                 s.session.shrink_if_idle();
             }
-            if s.pending_will.as_ref().is_some_and(|w| w.0 <= now) {
+            let due = lifecycle::due(
+                now,
+                s.conn_key.is_some(),
+                s.pending_will.as_ref().map(|w| w.0),
+                s.expires,
+            );
+            if due.will {
                 wills.push(key);
             }
-            if s.conn_key.is_none() && s.expires.is_some_and(|e| e <= now) {
+            if due.expired {
                 stale.push(key);
             } else if s.backlogged {
                 backlogged.push(key);

@@ -142,7 +142,7 @@ pub fn check(
 impl Negotiated {
     /// How long the connection may stay silent: 1.5 × keep alive (5.0 [MQTT-3.1.2-22]).
     pub fn keep_alive_timeout(&self) -> Option<Duration> {
-        (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500))
+        super::lifecycle::timeout(self.keep_alive)
     }
 
     /// Whether a packet of `len` bytes may be sent to the client [MQTT-3.1.2-24].

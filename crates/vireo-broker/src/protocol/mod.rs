@@ -12,6 +12,7 @@ pub mod acks;
 pub mod auth;
 pub mod connect;
 pub mod disconnect;
+pub mod lifecycle;
 pub mod publish;
 pub mod subscribe;
 
