@@ -47,7 +47,7 @@ PLOT_SCENARIOS = {"fanin-q0", "p2p-q1-10k", "fanout-500"}
 class Scenario:
     """One vireo-loadtest invocation, minus the broker-specific arguments."""
 
-    number: str  # "1" .. "7"; used by --scenarios
+    number: str  # "1" .. "8"; used by --scenarios
     name: str  # short id, used in file names and by --scenarios
     title: str  # human description for the table
     args: tuple[str, ...]  # subcommand and its scenario arguments
@@ -75,6 +75,11 @@ def build_scenarios(conn_counts: list[int]) -> list[Scenario]:
                  ("fan-out", "--publishers", "1", "--subscribers", "100", "--qos", "0",
                   "--rate", "500")),
     ]
+    # The CONNECT path: 10,000 handshakes, 100 in flight at once; the rate and the CONNACK
+    # latency are the figures.
+    scenarios.append(Scenario(
+        "8", "connect-10k", "10,000 connects, 100 in flight",
+        ("connections", "--connections", "10000", "--handshakes", "100"), connections=10000))
     for count in conn_counts:
         scenarios.append(Scenario(
             "7", f"conn-{count}", f"{count:,} idle connections",

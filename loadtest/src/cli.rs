@@ -135,6 +135,10 @@ pub struct Common {
     /// QoS 1/2 messages a publisher may have unacknowledged.
     #[arg(long, default_value_t = 64)]
     pub inflight: u16,
+    /// Handshakes (TCP connect to CONNACK) in flight at once, over all threads (default: 256
+    /// per thread).
+    #[arg(long)]
+    pub handshakes: Option<usize>,
     /// Longest wait for deliveries after publishing stops, seconds.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
@@ -205,6 +209,7 @@ impl Common {
             MqttVersion::V5 => ProtocolVersion::V5,
         };
         c.inflight = self.inflight;
+        c.handshakes = self.handshakes;
         c.drain_timeout = secs(self.drain_timeout);
         c.drain_quiet = secs(self.drain_quiet);
         c.connect_timeout = secs(self.connect_timeout);

@@ -135,6 +135,9 @@ pub struct Config {
     pub drain_quiet: Duration,
     /// Time allowed from TCP connect to CONNACK (and SUBACK) per client.
     pub connect_timeout: Duration,
+    /// Handshakes (TCP connect to CONNACK/SUBACK) in flight at once, over all threads; `None`:
+    /// 256 per thread.
+    pub handshakes: Option<usize>,
     /// Broker process whose RSS is sampled before and after connecting (`connections`).
     pub broker_pid: Option<u32>,
     /// First topic level of every topic.
@@ -223,6 +226,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             drain_quiet: Duration::from_secs(1),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshakes: None,
             broker_pid: None,
             topic_prefix: "bench".into(),
         }

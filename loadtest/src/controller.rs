@@ -128,6 +128,10 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
         let shared = Arc::new(Shared::new(threads, run_magic(), clock));
         let (tx, rx) = crossbeam_channel::unbounded();
         let connect = connect_template(config);
+        // Split the run's handshake budget over the threads, at least one each.
+        let max_handshakes = config.handshakes.map_or(crate::worker::MAX_HANDSHAKES, |n| {
+            n.div_ceil(plan.len().max(1)).max(1)
+        });
         let mut wakers: Vec<Arc<Waker>> = Vec::new();
         let mut handles = Vec::new();
         let spawned = (|| {
@@ -144,6 +148,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
                     connect: connect.clone(),
                     keepalive_ns: u64::from(config.keepalive) * 1_000_000_000,
                     connect_timeout_ns: config.connect_timeout.as_nanos() as u64,
+                    max_handshakes,
                     total_publishers: config.scenario.publishers(),
                     meter: meter(config, &shared),
                 };

@@ -27,7 +27,8 @@ pub const WAKER: Token = Token(usize::MAX);
 const TIMER: Token = Token(usize::MAX - 1);
 /// Handshakes (TCP connect to CONNACK/SUBACK) one thread keeps going at once when no connect
 /// rate is set: enough to ramp fast, few enough not to overflow a broker's accept backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// `--handshakes` replaces it.
+pub const MAX_HANDSHAKES: usize = 256;
 /// Keepalive and connect timeouts are checked this often.
 const HOUSEKEEPING_NS: u64 = 50_000_000;
 /// Longest poll: the loop also re-reads the phase at least this often.
@@ -58,6 +59,8 @@ pub struct WorkerSetup {
     pub keepalive_ns: u64,
     /// Handshake timeout in nanoseconds.
     pub connect_timeout_ns: u64,
+    /// Handshakes this thread keeps in flight at most.
+    pub max_handshakes: usize,
     /// Publisher count of the whole run (for per-publisher arrays).
     pub total_publishers: u32,
     /// Per-thread measurement.
@@ -180,7 +183,7 @@ impl Worker {
         if phase >= Phase::Draining {
             return None;
         }
-        while self.next_start < self.s.clients.len() && self.handshaking < MAX_HANDSHAKES {
+        while self.next_start < self.s.clients.len() && self.handshaking < self.s.max_handshakes {
             let i = self.next_start;
             let client = &mut self.s.clients[i];
             if client.connect_at_ns > now {
