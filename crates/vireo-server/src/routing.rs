@@ -354,7 +354,7 @@ impl Worker {
                         // [MQTT-3.1.2-24].
                         self.shared
                             .stats
-                            .dropped_qos0
+                            .dropped_too_large
                             .fetch_add(1, Ordering::Relaxed);
                         return;
                     }
@@ -425,7 +425,7 @@ impl Worker {
                         slot.session.abandon(pid);
                         self.shared
                             .stats
-                            .dropped_queued
+                            .dropped_too_large
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -448,6 +448,11 @@ impl Worker {
                 };
                 if conn.fits(span.len()) {
                     newly_dirty |= conn.push_span(span, &mut self.frames, key);
+                } else {
+                    self.shared
+                        .stats
+                        .dropped_too_large
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             } else {
                 slot.session.enqueue_with(msg, qos, true, sub_id);
@@ -472,7 +477,13 @@ impl Worker {
         match push_outgoing(conn, out, &slot.session.subscriptions, now) {
             Ok(true) => self.dirty.push(key),
             Ok(false) => {}
-            Err(pid) => slot.session.abandon(pid),
+            Err(pid) => {
+                slot.session.abandon(pid);
+                self.shared
+                    .stats
+                    .dropped_too_large
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -141,6 +141,9 @@ pub struct Stats {
     pub dropped_queued: AtomicU64,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: AtomicU64,
+    /// Deliveries not sent because they exceed the client's 5.0 Maximum Packet Size
+    /// [MQTT-3.1.2-25]: discarded as if sent.
+    pub dropped_too_large: AtomicU64,
 }
 
 /// Everything the workers share.

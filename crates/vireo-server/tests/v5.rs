@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -502,6 +503,11 @@ fn v5_mqtt_3_1_2_24_maximum_packet_size() {
     let got = c.recv_publish_ack();
     assert_eq!(got.payload.len(), 10, "only the one that fits");
     c.expect_nothing();
+    let dropped = broker.stats().dropped_too_large.load(Ordering::Relaxed);
+    assert_eq!(
+        dropped, 2,
+        "both oversized deliveries counted [MQTT-3.1.2-25]"
+    );
 }
 
 // ---------------------------------------------------------------- PUBLISH
