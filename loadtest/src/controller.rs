@@ -129,9 +129,11 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let connect = connect_template(config);
         // Split the run's handshake budget over the threads, at least one each.
-        let max_handshakes = config.handshakes.map_or(crate::worker::MAX_HANDSHAKES, |n| {
-            n.div_ceil(plan.len().max(1)).max(1)
-        });
+        let max_handshakes = config
+            .handshakes
+            .map_or(crate::worker::MAX_HANDSHAKES, |n| {
+                n.div_ceil(plan.len().max(1)).max(1)
+            });
         let mut wakers: Vec<Arc<Waker>> = Vec::new();
         let mut handles = Vec::new();
         let spawned = (|| {
