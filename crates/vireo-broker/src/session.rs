@@ -542,6 +542,26 @@ impl Session {
             })
     }
 
+    /// Takes every message this session was given and has not delivered — unacknowledged
+    /// PUBLISHes (QoS 1, and QoS 2 before PUBREC) and the queue, in order — with the QoS each
+    /// was to go out at. For a session that ends owing messages to a shared group, which then
+    /// go to another member. QoS 2 messages already PUBREC'd were received and stay out.
+    pub fn take_undelivered(&mut self) -> Vec<(Arc<Message>, QoS)> {
+        let Some(flow) = self.flow.take() else {
+            return Vec::new();
+        };
+        let inflight = flow
+            .inflight
+            .into_iter()
+            .filter_map(|(_, state)| match state {
+                InflightState::AwaitingAck { qos, msg, .. } => Some((msg, qos)),
+                InflightState::AwaitingPubComp => None,
+            });
+        inflight
+            .chain(flow.queue.into_iter().map(|q| (q.msg, q.qos)))
+            .collect()
+    }
+
     /// An inbound QoS 2 PUBLISH with `pid`: `Ok(true)` the first time (deliver it onward),
     /// `Ok(false)` for a repeat before PUBREL (acknowledge again, deliver nothing)
     /// [MQTT-4.3.3-2]; `Err(())` if the client has too many QoS 2 ids open.

@@ -154,6 +154,14 @@ impl SharedSubscriptions {
         }
     }
 
+    /// The member of `share`'s group the next message goes to (round-robin, online first), if
+    /// the group has any: where the messages owed to a member that left go.
+    pub fn pick(&self, share: &str) -> Option<Recipient> {
+        let groups = self.groups.read();
+        let id = groups.by_name.get(share)?;
+        groups.by_id.get(id)?.pick()
+    }
+
     /// Appends to `out` one member of every group whose filter matches `topic`.
     pub fn matches(&self, topic: &str, out: &mut Recipients) {
         if self.is_empty() {

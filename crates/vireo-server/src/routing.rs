@@ -251,7 +251,7 @@ impl Worker {
     /// Delivers `msg` to the recipients [`Worker::match_recipients`] found. Returns whether
     /// the publisher should pause.
     #[inline]
-    fn deliver_matched(&mut self, msg: Arc<Message>) -> bool {
+    pub(crate) fn deliver_matched(&mut self, msg: Arc<Message>) -> bool {
         let mut copies = MessageCopies::default();
         let mut throttle = false;
         // Indexed, not iterated: `deliver_local` needs `&mut self`, and taking the 272-byte

@@ -353,13 +353,47 @@ impl Worker {
                 .backlogged
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        let session = slot.session;
+        let mut session = slot.session;
+        let mut shares = Vec::new();
         for filter in session.subscriptions.keys() {
             self.unsubscribe_filter(session.id, filter);
+            if let Ok(Some((_, inner))) = parse_shared(filter) {
+                shares.push((filter.clone(), inner.to_owned()));
+            }
         }
         self.by_client.remove(&session.client_id, skey);
+        if !shares.is_empty() {
+            self.hand_to_other_members(&shares, session.take_undelivered());
+        }
         if let Some(pending) = slot.pending_will {
             self.publish(pending.1);
+        }
+    }
+
+    /// A session that ends owing QoS 1/2 messages it got through shared subscriptions: each
+    /// goes to another member of the group it came through (5.0 §4.8.2: a message is
+    /// delivered to one member, and one that leaves must not take it with it). A message that
+    /// matches none of the session's shares came through an ordinary subscription and ends
+    /// with the session.
+    fn hand_to_other_members(
+        &mut self,
+        shares: &[(ByteString, String)],
+        owed: Vec<(Arc<Message>, vireo_codec::QoS)>,
+    ) {
+        for (msg, _) in owed {
+            let Some((share, _)) = shares
+                .iter()
+                .find(|(_, inner)| vireo_codec::topic_matches(inner, &msg.topic))
+            else {
+                continue;
+            };
+            let Some(member) = self.shared.shared_subs.pick(share) else {
+                continue; // the group left with it
+            };
+            tracing::debug!(topic = %msg.topic, %share, "owed shared message handed to another member");
+            self.recipients.clear();
+            self.recipients.push(member);
+            self.deliver_matched(msg);
         }
     }
 

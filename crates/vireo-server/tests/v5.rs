@@ -1040,6 +1040,38 @@ fn v5_shared_subscription_skips_offline_members() {
     gone.expect_nothing();
 }
 
+/// Spec 4.8.2: a QoS 1 message owed to a shared-group member whose session ends (sent and
+/// unacknowledged, or queued) goes to another member instead of being lost with it.
+#[test]
+fn v5_shared_subscription_owed_messages_go_to_another_member() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut leaver = Client::connect_v5(addr, "leaver", &[]); // expiry 0: ends at the close
+    let mut stayer = Client::connect_v5(addr, "stayer", &[]);
+    for c in [&mut leaver, &mut stayer] {
+        assert_eq!(
+            c.subscribe_opts(1, &[("$share/g/owed", opts(QoS::AtLeastOnce))], None),
+            [1]
+        );
+    }
+    let mut p = Client::connect_v5(addr, "p", &[]);
+    for i in 1..=2u16 {
+        p.send_publish("owed", &[i as u8], QosPid::AtLeastOnce(pid(i)), false, &[]);
+        assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+    }
+    // One each, round-robin; the leaver never acknowledges its one.
+    let kept = leaver.recv_publish().payload[0];
+    let first = stayer.recv_publish_ack().payload[0];
+    assert_ne!(kept, first, "round-robin: one message each");
+    leaver.drop_connection();
+    let handed = stayer.recv_publish_ack();
+    assert_eq!(
+        handed.payload[0], kept,
+        "the leaver's unacknowledged message came over"
+    );
+    stayer.expect_nothing();
+}
+
 /// [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error: DISCONNECT 0x82.
 #[test]
 fn v5_mqtt_3_8_3_4_no_local_on_shared_subscription() {
