@@ -146,6 +146,14 @@ impl RetainedStore {
         Some(removed)
     }
 
+    /// Removes `msg` if it is still its topic's retained message (the same allocation, not a
+    /// newer one): how an expired v5 message leaves the store when a subscriber finds it
+    /// [MQTT-3.3.2-5]. Returns whether it was removed.
+    pub fn remove_if_current(&mut self, msg: &Arc<Message>) -> bool {
+        let current = self.get(&msg.topic).is_some_and(|m| Arc::ptr_eq(m, msg));
+        current && self.remove(&msg.topic).is_some()
+    }
+
     /// Cuts the branch down to `topic`'s node, now empty, at the deepest node on the path that
     /// holds something else (the root at the latest).
     fn prune(&mut self, topic: &str) {
@@ -312,6 +320,22 @@ mod tests {
                 assert_eq!(got, want, "{filter} {limit}");
             }
         }
+    }
+
+    /// An expired message leaves the store only if it is still the topic's message: a newer
+    /// one published meanwhile stays.
+    #[test]
+    fn remove_if_current_spares_a_newer_message() {
+        let mut store = big();
+        let old = msg("a/b", "old");
+        store.set(Arc::clone(&old));
+        assert!(store.remove_if_current(&old));
+        assert_eq!(store.len(), 0);
+        assert!(!store.remove_if_current(&old), "already gone");
+        store.set(Arc::clone(&old));
+        store.set(msg("a/b", "new"));
+        assert!(!store.remove_if_current(&old));
+        assert_eq!(&store.get("a/b").unwrap().payload[..], b"new");
     }
 
     /// Topics of the messages matching `filter`, sorted.

@@ -436,6 +436,8 @@ impl Worker {
                 break;
             };
             if msg.expired(now) {
+                // Expired while retained: never sent [MQTT-3.3.2-5], and out of the store.
+                self.shared.retained.write().remove_if_current(&msg);
                 continue;
             }
             if qos == QoS::AtMostOnce {

@@ -668,6 +668,37 @@ fn v5_mqtt_3_3_2_5_message_expiry() {
     s.expect_nothing();
 }
 
+/// [MQTT-3.3.2-5] a retained message whose Message Expiry Interval has passed is not sent to
+/// a new subscriber; one still alive is, with what is left of its interval [MQTT-3.3.2-6].
+#[test]
+fn v5_mqtt_3_3_2_5_retained_message_expiry() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut p = Client::connect_v5(addr, "p", &[]);
+    for (topic, secs) in [("rexp/short", 1), ("rexp/long", 600)] {
+        let expiry = [Property::MessageExpiryInterval(secs)];
+        p.send_publish(topic, b"r", QosPid::AtLeastOnce(pid(1)), true, &expiry);
+        assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+    }
+    // No event marks an expiry: let the short interval run out.
+    std::thread::sleep(Duration::from_millis(1100));
+    for round in 0..2 {
+        let mut s = Client::connect_v5(addr, &format!("s{round}"), &[]);
+        assert_eq!(
+            s.subscribe_opts(1, &[("rexp/#", opts(QoS::AtLeastOnce))], None),
+            [1]
+        );
+        let got = s.recv_publish_ack();
+        assert_eq!(&got.topic[..], "rexp/long", "[MQTT-3.3.2-5] round {round}");
+        let left = got.properties.find(|p| match p {
+            Property::MessageExpiryInterval(s) => Some(s),
+            _ => None,
+        });
+        assert!(matches!(left, Some(590..=599)), "[MQTT-3.3.2-6] {left:?}");
+        s.expect_nothing();
+    }
+}
+
 /// Payload Format Indicator 1 with a payload that is not UTF-8: PUBACK 0x99 and not routed;
 /// at QoS 0, DISCONNECT 0x99.
 #[test]
