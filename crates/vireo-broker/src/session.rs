@@ -542,10 +542,11 @@ impl Session {
             })
     }
 
-    /// Takes every message this session was given and has not delivered — unacknowledged
-    /// PUBLISHes (QoS 1, and QoS 2 before PUBREC) and the queue, in order — with the QoS each
-    /// was to go out at. For a session that ends owing messages to a shared group, which then
-    /// go to another member. QoS 2 messages already PUBREC'd were received and stay out.
+    /// Takes every message this session was given and may hand on — unacknowledged QoS 1
+    /// PUBLISHes and the queue, in order — with the QoS each was to go out at. For a session
+    /// that ends owing messages to a shared group, which then go to another member. A QoS 2
+    /// PUBLISH already sent stays out, acknowledged or not: it must not reach a second member
+    /// [MQTT-4.8.2-5].
     pub fn take_undelivered(&mut self) -> Vec<(Arc<Message>, QoS)> {
         let Some(flow) = self.flow.take() else {
             return Vec::new();
@@ -554,8 +555,12 @@ impl Session {
             .inflight
             .into_iter()
             .filter_map(|(_, state)| match state {
-                InflightState::AwaitingAck { qos, msg, .. } => Some((msg, qos)),
-                InflightState::AwaitingPubComp => None,
+                InflightState::AwaitingAck {
+                    qos: QoS::AtLeastOnce,
+                    msg,
+                    ..
+                } => Some((msg, QoS::AtLeastOnce)),
+                InflightState::AwaitingAck { .. } | InflightState::AwaitingPubComp => None,
             });
         inflight
             .chain(flow.queue.into_iter().map(|q| (q.msg, q.qos)))
