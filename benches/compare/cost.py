@@ -52,10 +52,13 @@ def hardware_counters() -> bool:
 
 
 def start_broker(broker: compare.Broker, tmp: Path, log: Path, wrapper: list[str],
-                 listen_timeout: float) -> tuple[subprocess.Popen, int]:
-    """Start `broker` (under `wrapper`, e.g. valgrind) on a free port; wait until it listens."""
+                 listen_timeout: float, vireo_set: list[str] = ()) -> tuple[subprocess.Popen, int]:
+    """Start `broker` (under `wrapper`, e.g. valgrind) on a free port; wait until it listens.
+    `vireo_set` lines (`key = value`) are added to Vireo's configuration."""
     port = compare.free_port()
     config = broker.write_config(port, tmp)
+    if broker.key == "vireo" and vireo_set:
+        config.write_text(config.read_text() + "\n".join(vireo_set) + "\n")
     if broker.key == "mosquitto":
         # Stay root: callgrind reopens its output file at exit, after Mosquitto would have
         # dropped to the `mosquitto` user.
@@ -69,7 +72,7 @@ def load(args: argparse.Namespace, port: int, pid: int, out: Path, extra: list[s
     """One vireo-loadtest run of the scenario; its JSON report."""
     cmd = [args.loadtest, *SCENARIOS[args.scenario][0], "--port", str(port), "--payload", "64", "--quiet",
            "--broker-pid", str(pid), "--json", str(out), "--drain-timeout", "60",
-           "--connect-timeout", "60", *extra]
+           "--connect-timeout", "60", *args.loadtest_arg, *extra]
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False, timeout=900)
     return json.loads(out.read_text())
 
@@ -123,7 +126,7 @@ def count_instructions(args, broker: compare.Broker, tmp: Path, count: int,
     wrapper = ([] if method == "perf" else
                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg_file}"])
     proc, port = start_broker(broker, tmp, args.out / f"{stem}.{method}.log", wrapper,
-                              listen_timeout=120)
+                              listen_timeout=120, vireo_set=args.vireo_set)
     stat_file = args.out / f"{stem}.perf-stat.csv"
     try:
         stat = None
@@ -163,7 +166,7 @@ def instructions_per_message(args, broker: compare.Broker, tmp: Path, method: st
 def perf_profile(args, broker: compare.Broker, tmp: Path) -> dict:
     """Sample the broker (all threads, kernel included) during a full-speed fan-in run."""
     proc, port = start_broker(broker, tmp, args.out / f"{broker.key}.perf.broker.log", [],
-                              listen_timeout=10)
+                              listen_timeout=10, vireo_set=args.vireo_set)
     data = args.out / f"perf.{broker.key}.data"
     try:
         # Start sampling once clients are connected: the generator needs ~0.1 s for set-up.
@@ -207,6 +210,11 @@ def main() -> int:
     p.add_argument("--no-perf", action="store_true",
                    help="skip the full-speed perf record (instruction counts only)")
     p.add_argument("--top", type=int, default=10)
+    p.add_argument("--loadtest-arg", action="append", default=[],
+                   help="one more vireo-loadtest argument (repeat), e.g. --loadtest-arg=--protocol=5")
+    p.add_argument("--vireo-set", action="append", default=[],
+                   help="one more line of Vireo's configuration (repeat), e.g. "
+                        "'outbound_topic_alias_maximum = 10'")
     p.add_argument("--out", type=Path, default=Path("/tmp/vireo-cost"))
     args = p.parse_args()
     args.counts = [int(c) for c in args.counts.split(",")]

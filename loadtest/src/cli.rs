@@ -132,6 +132,10 @@ pub struct Common {
     /// MQTT version (`--protocol` is the same option).
     #[arg(long, alias = "protocol", value_enum, default_value = "3.1.1")]
     pub mqtt_version: MqttVersion,
+    /// v5: Topic Alias Maximum every client announces, so that the broker may name topics
+    /// by alias towards it (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub topic_alias_maximum: u16,
     /// QoS 1/2 messages a publisher may have unacknowledged.
     #[arg(long, default_value_t = 64)]
     pub inflight: u16,
@@ -209,6 +213,7 @@ impl Common {
             MqttVersion::V5 => ProtocolVersion::V5,
         };
         c.inflight = self.inflight;
+        c.topic_alias_maximum = self.topic_alias_maximum;
         c.handshakes = self.handshakes;
         c.drain_timeout = secs(self.drain_timeout);
         c.drain_quiet = secs(self.drain_quiet);

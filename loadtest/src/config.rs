@@ -142,6 +142,9 @@ pub struct Config {
     pub broker_pid: Option<u32>,
     /// First topic level of every topic.
     pub topic_prefix: String,
+    /// v5: Topic Alias Maximum every client sends in CONNECT (0: none, so the broker sends no
+    /// aliases).
+    pub topic_alias_maximum: u16,
 }
 
 fn ser_qos<S: serde::Serializer>(q: &QoS, s: S) -> Result<S::Ok, S::Error> {
@@ -229,6 +232,7 @@ impl Config {
             handshakes: None,
             broker_pid: None,
             topic_prefix: "bench".into(),
+            topic_alias_maximum: 0,
         }
     }
 

@@ -471,6 +471,13 @@ fn connect_template(config: &Config) -> Connect {
         .password
         .as_deref()
         .map(|p| p.as_bytes().to_vec().into());
+    if config.mqtt_version.is_v5() && config.topic_alias_maximum > 0 {
+        connect
+            .properties
+            .push(vireo_codec::Property::TopicAliasMaximum(
+                config.topic_alias_maximum,
+            ));
+    }
     connect
 }
 

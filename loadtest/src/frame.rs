@@ -11,7 +11,7 @@
 //! question, tested by the codec's and the server's own tests, not by the load generator.
 //!
 //! Everything else is left to [`vireo_codec::decode`]: packets of other types, and any PUBLISH
-//! the fast path does not take whole (v5 properties or topic alias, QoS 3, DUP on QoS 0, packet
+//! the fast path does not take whole (v5 properties other than a lone Topic Alias, QoS 3, DUP on QoS 0, packet
 //! id 0, a topic or packet id running past the packet), so the codec reports malformed packets
 //! exactly as before. The fixed header is checked here as the codec checks it (same checks,
 //! same order, same errors), including the maximum packet size, which is enforced from the
@@ -91,13 +91,16 @@ pub(crate) fn parse(
     })
 }
 
+/// The v5 Topic Alias property's identifier.
+const TOPIC_ALIAS: u8 = 0x23;
+
 /// QoS and payload offset of a PUBLISH body; `None` for anything the codec should look at.
 #[inline]
 fn publish_body(first_byte: u8, body: &[u8], version: ProtocolVersion) -> Option<(QosPid, usize)> {
     let u16_at = |i: usize| Some(u16::from_be_bytes([*body.get(i)?, *body.get(i + 1)?]));
     let topic_len = usize::from(u16_at(0)?);
-    // An empty topic is a v5 topic alias, or an error the codec reports.
-    if topic_len == 0 {
+    // An empty topic is a v5 topic alias (checked below), or an error the codec reports.
+    if topic_len == 0 && !version.is_v5() {
         return None;
     }
     // The topic's bytes are skipped, unvalidated (see the module documentation).
@@ -117,11 +120,13 @@ fn publish_body(first_byte: u8, body: &[u8], version: ProtocolVersion) -> Option
         }
     };
     if version.is_v5() {
-        // Only an empty property list is taken here.
-        if *body.get(pos)? != 0 {
-            return None;
+        // Taken here: no properties, or a Topic Alias alone (which names the topic: the
+        // generator does not need it, see the module documentation).
+        match *body.get(pos)? {
+            0 if topic_len > 0 => pos += 1,
+            3 if *body.get(pos + 1)? == TOPIC_ALIAS && u16_at(pos + 2)? != 0 => pos += 4,
+            _ => return None,
         }
-        pos += 1;
     }
     (pos <= body.len()).then_some((qos, pos))
 }
@@ -239,6 +244,37 @@ mod tests {
         p.properties.push(Property::MessageExpiryInterval(5));
         let wire = encode(&Packet::Publish(p), V5);
         assert_eq!(same_as_codec(&wire, V5, MAX), Ok(Frame::Other(wire.len())));
+    }
+
+    /// v5: a PUBLISH whose only property is a Topic Alias, with its topic or without, takes
+    /// the fast path; alias 0, or an empty topic without an alias, is the codec's.
+    #[test]
+    fn aliased_publishes_take_the_fast_path() {
+        for (topic, qos) in [
+            ("bench/a", QosPid::AtMostOnce),
+            ("", QosPid::AtMostOnce),
+            ("", QosPid::AtLeastOnce(pid(4))),
+        ] {
+            let mut p = publish(qos, "x", b"abc");
+            if topic.is_empty() {
+                p.topic = TopicName::empty();
+            } else {
+                p.topic = TopicName::new(topic).unwrap();
+            }
+            p.properties.push(Property::TopicAlias(7));
+            let wire = encode(&Packet::Publish(p), V5);
+            let Ok(Frame::Publish(f)) = same_as_codec(&wire, V5, MAX) else {
+                panic!("not on the fast path: {wire:02x?}");
+            };
+            assert_eq!((f.qos, f.payload(&wire)), (qos, &b"abc"[..]));
+        }
+        let alias0 = [0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x00, b'x'];
+        assert_eq!(
+            same_as_codec(&alias0, V5, MAX),
+            Ok(Frame::Other(alias0.len()))
+        );
+        let bare = [0x30, 0x04, 0x00, 0x00, 0x00, b'x'];
+        assert_eq!(same_as_codec(&bare, V5, MAX), Ok(Frame::Other(bare.len())));
     }
 
     #[test]

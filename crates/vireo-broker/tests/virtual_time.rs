@@ -1,5 +1,6 @@
 //! The protocol core on virtual time: clients and a broker model built from vireo-broker's
-//! pieces (the CONNECT check, [`Liveness`], [`lifecycle::after_close`] and [`lifecycle::due`],
+//! pieces (the CONNECT check, the connection's [`Close`] reasons, [`Liveness`],
+//! [`lifecycle::after_close`] and [`lifecycle::due`],
 //! sessions, the index, the retained store), driven by a clock the test moves. Keep-alive
 //! expiry, takeover, Will Delay, session expiry and message expiry are tested here with no
 //! sleeps and no sockets; the same decisions run in the server's workers, and the socket tests
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vireo_broker::protocol::connection::{Close, Phase};
 use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, WillFate};
 use vireo_broker::protocol::{Limits, connect, disconnect, publish};
 use vireo_broker::{
@@ -129,11 +131,7 @@ impl World {
         // Takeover: the connection serving this id is told and closed, and its end is an
         // ordinary one for its Will and session [MQTT-3.1.4-2] [MQTT-3.1.4-3].
         if let Some(old) = self.sessions.get(&id).and_then(|s| s.conn) {
-            if self.conns[old].v5 {
-                let code = lifecycle::TAKEN_OVER.0.0;
-                self.conns[old].seen.push(Seen::Disconnect(code));
-            }
-            self.close(old, true);
+            self.close(old, Close::TakenOver);
         }
         let present = match lifecycle::resume(self.sessions.contains_key(&id), connect.clean_start)
         {
@@ -305,18 +303,20 @@ impl World {
                 if let Some(secs) = ending.session_expiry {
                     self.sessions.get_mut(&id).unwrap().expiry = secs;
                 }
-                self.close(c, ending.publish_will);
+                let close = if ending.publish_will {
+                    Close::DisconnectWithWill
+                } else {
+                    Close::Disconnect
+                };
+                self.close(c, close);
             }
-            Err(v) => {
-                self.conns[c].seen.push(Seen::Disconnect(v.0.0));
-                self.close(c, true);
-            }
+            Err(v) => self.close(c, Close::from_violation(v)),
         }
     }
 
     /// The socket went away (EOF, reset).
     fn drop_socket(&mut self, c: usize) {
-        self.close(c, true);
+        self.close(c, Close::Eof);
     }
 
     /// Moves the clock and runs what the server's sweep runs.
@@ -327,11 +327,7 @@ impl World {
             .filter(|&c| self.conns[c].open && self.conns[c].liveness.expired(now))
             .collect();
         for c in expired {
-            if self.conns[c].client.is_some() && self.conns[c].v5 {
-                let code = lifecycle::KEEP_ALIVE_EXPIRED.0.0;
-                self.conns[c].seen.push(Seen::Disconnect(code));
-            }
-            self.close(c, true);
+            self.close(c, Close::Timeout);
         }
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
@@ -352,16 +348,34 @@ impl World {
         }
     }
 
-    /// A connection ends. `will_published`: false only for a normal DISCONNECT.
-    fn close(&mut self, c: usize, will_published: bool) {
+    /// A connection ends for `reason`: the core says what the client is told and whether
+    /// its Will goes out.
+    fn close(&mut self, c: usize, reason: Close) {
         if !self.conns[c].open {
             return;
+        }
+        let conn = &self.conns[c];
+        let phase = if conn.client.is_some() {
+            Phase::Connected
+        } else {
+            Phase::AwaitingConnect
+        };
+        let version = if conn.v5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        if let Some(code) = reason.disconnect_reason(phase, version) {
+            self.conns[c].seen.push(Seen::Disconnect(code.0));
         }
         self.shut(c);
         let Some(id) = self.conns[c].client.clone() else {
             return;
         };
-        let will = self.conns[c].will.take().filter(|_| will_published);
+        let will = self.conns[c]
+            .will
+            .take()
+            .filter(|_| reason.publishes_will());
         let delay = self.conns[c].will_delay;
         let Some(stored) = self.sessions.get_mut(&id) else {
             return;

@@ -71,6 +71,11 @@ pub struct Config {
     pub max_keepalive: u16,
     /// Topic aliases a 5.0 client may set up per connection (0: none).
     pub topic_alias_maximum: u16,
+    /// Topic aliases Vireo sets up towards a 5.0 client per connection, at most (0: none);
+    /// a client gets the lower of this and its own Topic Alias Maximum. An aliased QoS 0
+    /// PUBLISH is encoded per connection instead of once per message: see
+    /// `docs/benchmarks.md` for what that costs.
+    pub outbound_topic_alias_maximum: u16,
     /// Inbound QoS 2 PUBLISHes a client may have awaiting PUBREL: advertised to 5.0 clients
     /// as Receive Maximum, enforced for every version (5.0: DISCONNECT 0x93).
     pub receive_maximum: u16,
@@ -110,6 +115,7 @@ impl Default for Config {
             index_shards: 64,
             max_keepalive: 0,
             topic_alias_maximum: 10,
+            outbound_topic_alias_maximum: 0,
             receive_maximum: 1024,
             retain_available: true,
             shared_subscriptions: true,
@@ -207,6 +213,7 @@ impl Config {
             retain_available: self.retain_available,
             maximum_packet_size: u32::try_from(self.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: self.topic_alias_maximum,
+            outbound_topic_alias_maximum: self.outbound_topic_alias_maximum,
             wildcard_available: self.wildcard_subscriptions,
             shared_available: self.shared_subscriptions,
             max_keep_alive: self.max_keepalive,

@@ -19,9 +19,10 @@ use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
 use vireo_broker::protocol::connect::Negotiated;
-use vireo_broker::protocol::lifecycle::{self, Liveness};
-use vireo_broker::protocol::publish::InboundAliases;
-use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS, ReasonCode};
+pub(crate) use vireo_broker::protocol::connection::{Close, Phase};
+use vireo_broker::protocol::lifecycle::Liveness;
+use vireo_broker::protocol::publish::{InboundAliases, OutAlias, OutboundAliases};
+use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 
 use crate::frames::{FrameLog, Span};
 
@@ -105,6 +106,14 @@ impl ConnState {
         }
     }
 
+    /// The protocol core's view of it.
+    pub(crate) fn phase(self) -> Phase {
+        match self {
+            ConnState::AwaitingConnect => Phase::AwaitingConnect,
+            ConnState::Connected { .. } => Phase::Connected,
+        }
+    }
+
     /// The session slab slot, once connected.
     pub(crate) fn session(self) -> Option<usize> {
         match self {
@@ -114,65 +123,13 @@ impl ConnState {
     }
 }
 
-/// Why a connection is being closed; decides whether the Will is published, and which
-/// DISCONNECT reason a 5.0 client is told first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Close {
-    /// The client sent DISCONNECT: the Will is discarded [MQTT-3.14.4-3].
-    Disconnect,
-    /// The client sent DISCONNECT 0x04 Disconnect with Will Message (5.0).
-    DisconnectWithWill,
-    /// Peer closed the socket.
-    Eof,
-    /// A socket error.
-    Io,
-    /// Nothing heard for 1.5 x keep alive [MQTT-3.1.2-24], or no CONNECT in time.
-    Timeout,
-    /// A protocol violation or malformed packet, with the 5.0 DISCONNECT reason; logged with
-    /// its tag where it was detected.
-    Protocol(ReasonCode),
-    /// A new connection took over the client id [MQTT-3.1.4-2].
-    TakenOver,
-    /// CONNACK refused the connection; flush it, then close.
-    Refused,
-    /// A client went past a hard limit, with the 5.0 DISCONNECT reason.
-    Limit(ReasonCode),
-    /// The broker is stopping.
-    Shutdown,
-}
-
-impl Close {
-    /// A protocol error: 5.0 DISCONNECT 0x82.
-    pub(crate) const PROTOCOL: Self = Close::Protocol(ReasonCode::PROTOCOL_ERROR);
-
-    /// Whether the Will must be published for this close [MQTT-3.1.2-8]: not after DISCONNECT
-    /// [MQTT-3.14.4-3], not for a refused CONNECT, and not when the broker itself stops.
-    pub(crate) fn publishes_will(self) -> bool {
-        !matches!(self, Close::Disconnect | Close::Refused | Close::Shutdown)
-    }
-
-    /// The reason of the DISCONNECT a 5.0 client gets before this close, if it gets one:
-    /// only after its CONNACK [MQTT-3.14.0-1], never after its own DISCONNECT.
-    pub(crate) fn disconnect_reason(self) -> Option<ReasonCode> {
-        match self {
-            Close::Protocol(r) | Close::Limit(r) => Some(r),
-            Close::Timeout => Some(lifecycle::KEEP_ALIVE_EXPIRED.0),
-            Close::TakenOver => Some(lifecycle::TAKEN_OVER.0),
-            Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            Close::Disconnect
-            | Close::DisconnectWithWill
-            | Close::Eof
-            | Close::Io
-            | Close::Refused => None,
-        }
-    }
-}
-
 /// What a 5.0 connection negotiated, and its inbound topic aliases.
 #[derive(Debug)]
 pub(crate) struct V5State {
     pub negotiated: Negotiated,
     pub aliases: InboundAliases,
+    /// Aliases towards the client, when both sides allow them.
+    pub out_aliases: Option<OutboundAliases>,
 }
 
 /// What only some connections have: a Will, 5.0 state.
@@ -417,6 +374,25 @@ impl Conn {
     /// The 5.0 state, for the packets that change it.
     pub(crate) fn v5_mut(&mut self) -> Option<&mut V5State> {
         self.extra.as_mut().and_then(|e| e.v5.as_mut())
+    }
+
+    /// How the next PUBLISH on `topic` to this client names it (always `Full` unless it is a
+    /// 5.0 client with outbound aliases).
+    pub(crate) fn out_alias(&self, topic: &str) -> OutAlias {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.v5.as_ref())
+            .and_then(|v| v.out_aliases.as_ref())
+            .map_or(OutAlias::Full, |a| a.lookup(topic))
+    }
+
+    /// Records the alias of an `OutAlias::Set` whose PUBLISH is going out.
+    pub(crate) fn record_alias(&mut self, topic: &str, alias: OutAlias) {
+        if let OutAlias::Set(a) = alias
+            && let Some(aliases) = self.v5_mut().and_then(|v| v.out_aliases.as_mut())
+        {
+            aliases.record(topic, a);
+        }
     }
 
     /// Sets what CONNECT gave: the Will and, for 5.0, the negotiated state.

@@ -17,6 +17,7 @@
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 use vireo_broker::Message;
+use vireo_broker::protocol::publish::OutAlias;
 use vireo_codec::{ProtocolVersion, PublishHeader, QosPid};
 
 use crate::conn::Conn;
@@ -72,6 +73,7 @@ impl FrameLog {
         retain: bool,
         expiry: Option<u32>,
         ids: &[u32],
+        alias: OutAlias,
     ) -> Span {
         let mut header = PublishHeader::new(
             false,
@@ -83,6 +85,7 @@ impl FrameLog {
         header.properties = &msg.properties;
         header.message_expiry = expiry;
         header.subscription_ids = ids;
+        apply_alias(&mut header, alias);
         self.encode(&header, ProtocolVersion::V5, &msg.payload)
     }
 
@@ -149,6 +152,19 @@ impl FrameLog {
                 self.open_base += self.open.len() as u64 + 1;
                 self.open.clear();
             }
+        }
+    }
+}
+
+/// Names the topic of `header` as `alias` says: in full, in full with a new alias, or by the
+/// alias alone.
+pub(crate) fn apply_alias(header: &mut PublishHeader<'_>, alias: OutAlias) {
+    match alias {
+        OutAlias::Full => {}
+        OutAlias::Set(a) => header.topic_alias = Some(a),
+        OutAlias::Use(a) => {
+            header.topic_alias = Some(a);
+            header.topic = "";
         }
     }
 }

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use foldhash::{HashSet, HashSetExt};
 use vireo_broker::protocol::acks::{self, AckAction};
+use vireo_broker::protocol::publish::OutAlias;
 use vireo_broker::protocol::subscribe::{self as subscription, Filter, Refusal};
-use vireo_broker::protocol::{disconnect, publish as inbound};
+use vireo_broker::protocol::{connection, disconnect, publish as inbound};
 use vireo_broker::{Enqueued, Message, Outgoing, Recipient, Session, Subscriptions};
 use vireo_codec::{
     Ack, ByteString, Packet, PacketId, Property, Publish, PublishHeader, QoS, QosPid, ReasonCode,
@@ -29,13 +30,19 @@ impl Worker {
         let Some(conn) = self.conns.get(key) else {
             return Ok(());
         };
-        let (skey, packet) = match (conn.state, packet) {
-            (ConnState::AwaitingConnect, Packet::Connect(c)) => return self.on_connect(key, c),
-            (ConnState::AwaitingConnect, p) => {
-                tracing::info!(peer = %conn.peer, packet = p.name(), "first packet is not CONNECT [MQTT-3.1.0-1]");
-                return Err(Close::PROTOCOL);
+        // The core's state machine first: which packets this phase takes.
+        if let Err(no) = connection::admit(conn.state.phase(), &packet) {
+            tracing::info!(peer = %conn.peer, packet = packet.name(), "{}", no.why);
+            return Err(no.close);
+        }
+        let skey = match conn.state {
+            ConnState::Connected { session } => session as usize,
+            ConnState::AwaitingConnect => {
+                let Packet::Connect(c) = packet else {
+                    return Err(Close::PROTOCOL); // not admitted
+                };
+                return self.on_connect(key, c);
             }
-            (ConnState::Connected { session }, packet) => (session as usize, packet),
         };
         match packet {
             Packet::Publish(p) => self.on_publish(key, skey, p),
@@ -50,20 +57,13 @@ impl Worker {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(skey, &d),
-            Packet::Connect(_) => {
-                tracing::info!(peer = %conn.peer, "second CONNECT [MQTT-3.1.0-2]");
-                Err(Close::PROTOCOL)
-            }
-            Packet::Auth(_) => {
-                // No enhanced authentication was started (no method is configured).
-                tracing::info!(peer = %conn.peer, "AUTH without an authentication method");
-                let v = vireo_broker::protocol::auth::on_auth_without_method();
-                Err(Close::Protocol(v.0))
-            }
-            other => {
-                tracing::info!(peer = %conn.peer, packet = other.name(), "server-bound packet type not allowed [MQTT-4.8.0-1]");
-                Err(Close::PROTOCOL)
-            }
+            // Not admitted while connected (see `connection::admit`).
+            Packet::Connect(_)
+            | Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(Close::PROTOCOL),
         }
     }
 
@@ -441,14 +441,17 @@ impl Worker {
                 continue;
             }
             if qos == QoS::AtMostOnce {
+                let mut alias = OutAlias::Full;
                 let span = if conn.version.is_v5() {
                     let ids = ids_for(sub_id, &slot.session.subscriptions, &msg.topic);
                     let expiry = msg.remaining_expiry(now);
-                    self.frames.encode_qos0_v5(&msg, true, expiry, &ids)
+                    alias = conn.out_alias(&msg.topic);
+                    self.frames.encode_qos0_v5(&msg, true, expiry, &ids, alias)
                 } else {
                     self.frames.encode_qos0(&msg, true)
                 };
                 if conn.fits(span.len()) {
+                    conn.record_alias(&msg.topic, alias);
                     newly_dirty |= conn.push_span(span, &mut self.frames, key);
                 } else {
                     self.shared
@@ -697,12 +700,12 @@ fn sub_id_of(r: &Recipient) -> u32 {
 }
 
 /// The 5.0 QoS 0 frame of `msg` for `r`: shared by the message's recipients that need no
-/// subscription identifier nor RETAIN, else encoded for this one. `None` when it is larger
+/// subscription identifier, RETAIN nor topic alias, else encoded for this one. `None` when it is larger
 /// than the client's Maximum Packet Size. Out of line: the 3.1.1 fan-out does not carry it.
 #[inline(never)]
 fn qos0_frame_v5(
     log: &mut crate::frames::FrameLog,
-    conn: &Conn,
+    conn: &mut Conn,
     subscriptions: &Subscriptions,
     r: Recipient,
     msg: &Message,
@@ -712,15 +715,31 @@ fn qos0_frame_v5(
     let retain = r.flags & Recipient::RETAIN_AS_PUBLISHED != 0 && msg.retain;
     let sub_id = sub_id_of(&r);
     let expiry = msg.remaining_expiry(now);
-    let span = if sub_id == 0 && !retain {
+    let alias = conn.out_alias(&msg.topic);
+    let span = if sub_id == 0 && !retain && alias == OutAlias::Full {
         *copies
             .qos0_frame_v5
-            .get_or_insert_with(|| log.encode_qos0_v5(msg, false, expiry, &[]))
+            .get_or_insert_with(|| log.encode_qos0_v5(msg, false, expiry, &[], alias))
+    } else if sub_id == 0 && !retain {
+        // Subscribers that took the same topics in the same order hold the same alias for
+        // it (fan-out): they share one frame too.
+        match copies.qos0_frame_aliased {
+            Some((a, span)) if a == alias => span,
+            _ => {
+                let span = log.encode_qos0_v5(msg, false, expiry, &[], alias);
+                copies.qos0_frame_aliased = Some((alias, span));
+                span
+            }
+        }
     } else {
         let ids = ids_for(sub_id, subscriptions, &msg.topic);
-        log.encode_qos0_v5(msg, retain, expiry, &ids)
+        log.encode_qos0_v5(msg, retain, expiry, &ids, alias)
     };
-    conn.fits(span.len()).then_some(span)
+    if !conn.fits(span.len()) {
+        return None;
+    }
+    conn.record_alias(&msg.topic, alias);
+    Some(span)
 }
 
 /// The subscription identifiers a PUBLISH carries for `sub_id` (see `Outgoing::Publish`).
@@ -744,6 +763,8 @@ pub(crate) struct MessageCopies {
     qos0_frame: Option<Span>,
     /// The same for 5.0 recipients without subscription identifier or RETAIN.
     qos0_frame_v5: Option<Span>,
+    /// The same with a topic alias, for the last alias use seen.
+    qos0_frame_aliased: Option<(OutAlias, Span)>,
     /// Its compacted copy, shared by every session queue it waits in.
     compact: Option<Arc<Message>>,
 }
@@ -794,9 +815,12 @@ fn push_outgoing(
                 header.properties = &msg.properties;
                 header.message_expiry = msg.remaining_expiry(now);
                 header.subscription_ids = &ids;
+                let alias = conn.out_alias(&msg.topic);
+                crate::frames::apply_alias(&mut header, alias);
                 if !conn.fits(header.packet_len(version)) {
                     return Err(pid);
                 }
+                conn.record_alias(&msg.topic, alias);
             }
             let len = header.len(version);
             // A small payload is copied behind its header: cheaper than sharing it (a

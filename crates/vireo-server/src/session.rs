@@ -12,6 +12,7 @@ use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, pa
 use crate::conn::{Close, Conn, ConnState, V5State};
 use crate::shared::{Adoption, WorkerMsg};
 use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
+use vireo_broker::protocol::publish::OutboundAliases;
 
 impl Worker {
     /// The first packet: check it, decide the connection's home worker, then accept or
@@ -199,6 +200,10 @@ impl Worker {
             conn.set_connect_state(
                 connect.will,
                 Some(V5State {
+                    out_aliases: OutboundAliases::new(
+                        negotiated.topic_alias_maximum,
+                        self.shared.limits.outbound_topic_alias_maximum,
+                    ),
                     negotiated,
                     aliases: Default::default(),
                 }),
@@ -258,14 +263,8 @@ impl Worker {
     /// DISCONNECT (or delays it by its Will Delay Interval), and ends the session when its
     /// expiry interval is 0.
     pub(crate) fn close(&mut self, key: usize, reason: Close) {
-        let connected = self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.state.session().is_some());
-        if connected
-            && let Some(code) = reason.disconnect_reason()
-            && let Some(conn) = self.conns.get_mut(key)
-            && conn.version.is_v5()
+        if let Some(conn) = self.conns.get_mut(key)
+            && let Some(code) = reason.disconnect_reason(conn.state.phase(), conn.version)
         {
             // [MQTT-3.14.0-1] only after a successful CONNACK; then nothing else is sent
             // [MQTT-3.14.4-1].
@@ -277,9 +276,7 @@ impl Worker {
             return;
         };
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
-        if matches!(reason, Close::Refused | Close::TakenOver | Close::Shutdown)
-            || (connected && conn.version.is_v5() && reason.disconnect_reason().is_some())
-        {
+        if reason.flushes_first(conn.state.phase(), conn.version) {
             // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
             // the close, and unread input would turn the close into a reset that can discard
             // it.

@@ -231,7 +231,17 @@ fn v5_mosquitto_clients_end_to_end() {
 /// Runs one of the scripts in `tests/clients/` against a broker: it exits 0 when all its
 /// checks passed. Bounded by `timeout` (each of the script's own waits is bounded too).
 fn run_client_script(interpreter: &str, script: &str, install: &str) {
-    let broker = start();
+    run_client_script_with(interpreter, script, install, |_| {});
+}
+
+/// [`run_client_script`] against a broker configured by `configure`.
+fn run_client_script_with(
+    interpreter: &str,
+    script: &str,
+    install: &str,
+    configure: impl FnOnce(&mut vireo_server::Config),
+) {
+    let broker = start_with(configure);
     let port = broker.local_addr().port().to_string();
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("timeout")
@@ -261,12 +271,14 @@ fn v5_paho_mqtt_client() {
 }
 
 /// MQTT 5.0 with MQTT.js (`protocolVersion: 5`): properties at QoS 0/1/2 with a subscription
-/// identifier, a shared subscription, client-side automatic topic aliases, PUBACK 0x10.
+/// identifier, a shared subscription, client-side automatic topic aliases, broker → client
+/// topic aliases (on for this broker), PUBACK 0x10.
 #[test]
 fn v5_mqttjs_client() {
-    run_client_script(
+    run_client_script_with(
         "node",
         "mqttjs_v5.js",
         "npm install --prefix crates/vireo-server/tests/clients",
+        |c| c.outbound_topic_alias_maximum = 4,
     );
 }

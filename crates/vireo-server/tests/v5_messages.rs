@@ -1724,3 +1724,147 @@ fn v5_mqtt_3_6_1_1_pubrel_flags() {
         ); // [MQTT-3.6.1-1]
     }
 }
+
+// ---------------------------------------------------------------- outbound topic aliases
+
+/// The Topic Alias a broker PUBLISH carries, if any.
+fn alias_of(p: &Publish) -> Option<u16> {
+    p.properties.find(|prop| match prop {
+        Property::TopicAlias(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// Publishes `topics` in order at QoS 0 and 1 from `publisher`; returns what `sub` received,
+/// as (topic as sent, alias) in order.
+fn aliased_round(
+    publisher: &mut Client,
+    sub: &mut Client,
+    topics: &[&str],
+) -> Vec<(String, Option<u16>)> {
+    let mut got = Vec::new();
+    for (i, t) in topics.iter().enumerate() {
+        let qos1 = i % 2 == 1;
+        if qos1 {
+            publish1(publisher, t, b"m", false, 100 + i as u16);
+        } else {
+            publisher.send_publish(t, b"m", QosPid::AtMostOnce, false, &[]);
+        }
+        let p = if qos1 {
+            sub.recv_publish_ack()
+        } else {
+            sub.recv_publish()
+        };
+        got.push((p.topic.as_str().to_owned(), alias_of(&p)));
+    }
+    got
+}
+
+/// v5 [MQTT-3.1.2-26] [MQTT-3.3.2-11] with outbound aliases on, the broker uses at most the
+/// client's Topic Alias Maximum (here 2, below the broker's 10): the first two topics get
+/// aliases 1 and 2 with their names, later PUBLISHes on them carry the alias and an empty
+/// topic, at QoS 0 and QoS 1 alike, and a third topic always goes out in full. [MQTT-3.3.2-8]
+/// alias 0 is never sent.
+#[test]
+fn v5_mqtt_3_1_2_26_outbound_aliases_within_client_maximum() {
+    let broker = start_with(|c| c.outbound_topic_alias_maximum = 10);
+    let mut sub = Client::connect_v5(
+        broker.local_addr(),
+        "sub",
+        &[Property::TopicAliasMaximum(2)],
+    );
+    assert_eq!(
+        sub.subscribe_opts(1, &[("al/#", opts(QoS::AtLeastOnce))], None),
+        [1]
+    );
+    let mut publisher = Client::connect_v5(broker.local_addr(), "pub", &[]);
+    let got = aliased_round(
+        &mut publisher,
+        &mut sub,
+        &["al/a", "al/b", "al/a", "al/c", "al/b", "al/c", "al/a"],
+    );
+    let s = |t: &str, a: Option<u16>| (t.to_owned(), a);
+    assert_eq!(
+        got,
+        [
+            s("al/a", Some(1)),
+            s("al/b", Some(2)),
+            s("", Some(1)),
+            s("al/c", None),
+            s("", Some(2)),
+            s("al/c", None),
+            s("", Some(1)),
+        ]
+    );
+}
+
+/// v5 [MQTT-3.1.2-27] a client that gave no Topic Alias Maximum never gets a Topic Alias,
+/// even with outbound aliases on; and with them off (the default) a client that allows
+/// aliases gets none either.
+#[test]
+fn v5_mqtt_3_1_2_27_no_alias_unless_both_allow() {
+    let broker = start_with(|c| c.outbound_topic_alias_maximum = 10);
+    let mut sub = subscriber(broker.local_addr(), "sub", "na/#", QoS::AtLeastOnce);
+    let mut publisher = Client::connect_v5(broker.local_addr(), "pub", &[]);
+    let got = aliased_round(&mut publisher, &mut sub, &["na/a", "na/a", "na/a"]);
+    assert!(
+        got.iter().all(|(t, a)| t == "na/a" && a.is_none()),
+        "{got:?}"
+    );
+
+    let broker = start();
+    let mut sub = Client::connect_v5(
+        broker.local_addr(),
+        "sub",
+        &[Property::TopicAliasMaximum(5)],
+    );
+    assert_eq!(
+        sub.subscribe_opts(1, &[("na/#", opts(QoS::AtLeastOnce))], None),
+        [1]
+    );
+    let mut publisher = Client::connect_v5(broker.local_addr(), "pub", &[]);
+    let got = aliased_round(&mut publisher, &mut sub, &["na/a", "na/a", "na/a"]);
+    assert!(
+        got.iter().all(|(t, a)| t == "na/a" && a.is_none()),
+        "{got:?}"
+    );
+}
+
+/// v5 [MQTT-3.3.2-7] aliases the broker set up do not carry over to a new connection of the
+/// same session: after a resume, the first PUBLISH on a topic names it in full again.
+#[test]
+fn v5_mqtt_3_3_2_7_outbound_aliases_reset_on_reconnect() {
+    let broker = start_with(|c| c.outbound_topic_alias_maximum = 10);
+    let connect = |addr| {
+        let mut c = Client::v5(
+            "sub",
+            &[
+                Property::SessionExpiryInterval(60),
+                Property::TopicAliasMaximum(4),
+            ],
+        );
+        c.clean_start = false;
+        let (c, ack) = Client::connect_v5_with(addr, c);
+        (c, ack.session_present)
+    };
+    let (mut sub, present) = connect(broker.local_addr());
+    assert!(!present);
+    assert_eq!(
+        sub.subscribe_opts(1, &[("rc/#", opts(QoS::AtLeastOnce))], None),
+        [1]
+    );
+    let mut publisher = Client::connect_v5(broker.local_addr(), "pub", &[]);
+    let got = aliased_round(&mut publisher, &mut sub, &["rc/a", "rc/a"]);
+    assert_eq!(
+        got,
+        [("rc/a".to_owned(), Some(1)), (String::new(), Some(1))]
+    );
+    sub.disconnect();
+    let (mut sub, present) = connect(broker.local_addr());
+    assert!(present);
+    let got = aliased_round(&mut publisher, &mut sub, &["rc/a", "rc/a"]);
+    assert_eq!(
+        got,
+        [("rc/a".to_owned(), Some(1)), (String::new(), Some(1))]
+    );
+}

@@ -11,6 +11,7 @@
 pub mod acks;
 pub mod auth;
 pub mod connect;
+pub mod connection;
 pub mod disconnect;
 pub mod lifecycle;
 pub mod publish;
@@ -32,6 +33,9 @@ pub struct Limits {
     pub maximum_packet_size: u32,
     /// Topic aliases a client may set up (0: none).
     pub topic_alias_maximum: u16,
+    /// Topic aliases the broker sets up towards a client, at most (0: none; a client gets
+    /// the lower of this and its own Topic Alias Maximum).
+    pub outbound_topic_alias_maximum: u16,
     /// Whether filters may hold wildcards.
     pub wildcard_available: bool,
     /// Whether `$share/` filters are served.
@@ -57,6 +61,7 @@ impl Default for Limits {
             retain_available: true,
             maximum_packet_size: 1024 * 1024,
             topic_alias_maximum: 10,
+            outbound_topic_alias_maximum: 0,
             wildcard_available: true,
             shared_available: true,
             max_keep_alive: 0,

@@ -57,6 +57,63 @@ impl InboundAliases {
     }
 }
 
+/// The topic aliases the broker sets up towards one client (server → client), at most the
+/// lower of the client's Topic Alias Maximum and the broker's `outbound_topic_alias_maximum`
+/// [MQTT-3.3.2-11]; never outliving the connection [MQTT-3.3.2-7].
+///
+/// A topic gets the next free alias the first time it is sent and keeps it for the whole
+/// connection; once every alias is taken, other topics go out in full. No alias is ever
+/// re-pointed: re-pointing would cost a full topic every time, which is what sending it
+/// without an alias already costs, and a stable table makes a long-lived subscriber's
+/// steady topics cheap.
+#[derive(Debug)]
+pub struct OutboundAliases {
+    maximum: u16,
+    topics: foldhash::HashMap<Box<str>, u16>,
+}
+
+/// How one PUBLISH names its topic to a client that takes aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutAlias {
+    /// Full topic, no alias (none left, or aliases are off).
+    Full,
+    /// Full topic and this new alias: call [`OutboundAliases::record`] once the PUBLISH is
+    /// known to go out, so a PUBLISH that is dropped never leaves the client an alias it did
+    /// not learn.
+    Set(u16),
+    /// Empty topic and this alias, which the client already knows.
+    Use(u16),
+}
+
+impl OutboundAliases {
+    /// Aliases towards a client that allows `client_maximum`, capped by the broker's
+    /// `broker_maximum`; `None` when either is 0.
+    pub fn new(client_maximum: u16, broker_maximum: u16) -> Option<Self> {
+        let maximum = client_maximum.min(broker_maximum);
+        (maximum > 0).then(|| Self {
+            maximum,
+            topics: foldhash::HashMap::default(),
+        })
+    }
+
+    /// How the next PUBLISH on `topic` names it.
+    pub fn lookup(&self, topic: &str) -> OutAlias {
+        match self.topics.get(topic) {
+            Some(&alias) => OutAlias::Use(alias),
+            None => match u16::try_from(self.topics.len()) {
+                Ok(n) if n < self.maximum => OutAlias::Set(n + 1),
+                _ => OutAlias::Full,
+            },
+        }
+    }
+
+    /// Records that `alias` now names `topic` for the client (after an [`OutAlias::Set`]).
+    pub fn record(&mut self, topic: &str, alias: u16) {
+        debug_assert_eq!(self.lookup(topic), OutAlias::Set(alias));
+        self.topics.insert(topic.into(), alias);
+    }
+}
+
 /// Whether a payload whose Payload Format Indicator says UTF-8 is UTF-8 (spec 3.3.2.3.2). A
 /// payload without the indicator, or marked as bytes, always is.
 pub fn payload_format_valid(properties: &Properties, payload: &[u8]) -> bool {
@@ -208,6 +265,27 @@ mod tests {
         );
         let mut p = publish("", &[]);
         assert_eq!(aliases.resolve(&mut p, 3), Err(Violation::PROTOCOL));
+    }
+
+    /// v5 [MQTT-3.3.2-11] never more aliases than the client allows, nor than the broker's
+    /// own cap; [MQTT-3.3.2-8] never alias 0; an alias once set is used with an empty topic; a dropped
+    /// PUBLISH (`Set` not recorded) leaves the alias free.
+    #[test]
+    fn v5_mqtt_3_3_2_11_outbound_aliases() {
+        assert!(OutboundAliases::new(0, 10).is_none());
+        assert!(OutboundAliases::new(10, 0).is_none());
+        let mut a = OutboundAliases::new(2, 10).unwrap();
+        assert_eq!(a.lookup("x"), OutAlias::Set(1));
+        assert_eq!(a.lookup("x"), OutAlias::Set(1), "not recorded: still free");
+        a.record("x", 1);
+        assert_eq!(a.lookup("x"), OutAlias::Use(1));
+        assert_eq!(a.lookup("y"), OutAlias::Set(2));
+        a.record("y", 2);
+        assert_eq!(a.lookup("z"), OutAlias::Full, "client's maximum reached");
+        assert_eq!(a.lookup("y"), OutAlias::Use(2));
+        let mut b = OutboundAliases::new(10, 1).unwrap();
+        b.record("x", 1);
+        assert_eq!(b.lookup("y"), OutAlias::Full, "broker's cap reached");
     }
 
     /// The forwarded message drops Topic Alias and turns Message Expiry Interval into a
