@@ -109,9 +109,10 @@ pub fn admit(phase: Phase, packet: &Packet) -> Result<(), Inadmissible> {
     let refuse = |close, why| Err(Inadmissible { close, why });
     match (phase, packet) {
         (Phase::AwaitingConnect, Packet::Connect(_)) => Ok(()),
-        (Phase::AwaitingConnect, _) => {
-            refuse(Close::PROTOCOL, "first packet is not CONNECT [MQTT-3.1.0-1]")
-        }
+        (Phase::AwaitingConnect, _) => refuse(
+            Close::PROTOCOL,
+            "first packet is not CONNECT [MQTT-3.1.0-1]",
+        ),
         (
             Phase::Connected,
             Packet::Publish(_)
@@ -147,8 +148,8 @@ pub fn admit(phase: Phase, packet: &Packet) -> Result<(), Inadmissible> {
 mod tests {
     use super::*;
     use vireo_codec::{
-        Ack, Auth, ConnAck, Connect, Disconnect, PacketId, Publish, SubAck, Subscribe,
-        TopicName, Unsubscribe,
+        Ack, Auth, ConnAck, Connect, Disconnect, PacketId, Publish, SubAck, Subscribe, TopicName,
+        Unsubscribe,
     };
 
     fn every_packet() -> Vec<Packet> {
