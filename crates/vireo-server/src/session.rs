@@ -276,7 +276,7 @@ impl Worker {
             return;
         };
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
-        if reason.flushes_first(conn.state.phase(), conn.version) {
+        if reason.flushes_first() {
             // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
             // the close, and unread input would turn the close into a reset that can discard
             // it.

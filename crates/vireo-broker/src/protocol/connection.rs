@@ -85,12 +85,16 @@ impl Close {
         }
     }
 
-    /// Whether what is queued for the client (a refusing CONNACK, a DISCONNECT) should be
-    /// written, and unread input drained, before the socket closes: a close with unread input
-    /// becomes a reset, which can discard what was sent.
-    pub fn flushes_first(self, phase: Phase, version: ProtocolVersion) -> bool {
-        matches!(self, Close::Refused | Close::TakenOver | Close::Shutdown)
-            || self.disconnect_reason(phase, version).is_some()
+    /// Whether what is queued for the client (a refusing CONNACK, a DISCONNECT, the CONNACK
+    /// and acks that came before a violation) should be written, and unread input drained,
+    /// before the socket closes: a close with unread input becomes a reset, which can discard
+    /// what was sent. Not when the socket is gone, nor after the client's own DISCONNECT
+    /// (it reads nothing more).
+    pub fn flushes_first(self) -> bool {
+        !matches!(
+            self,
+            Close::Eof | Close::Io | Close::Disconnect | Close::DisconnectWithWill
+        )
     }
 }
 
@@ -249,9 +253,10 @@ mod tests {
         assert!(Close::Timeout.publishes_will());
         assert!(Close::PROTOCOL.publishes_will());
         assert!(!Close::Shutdown.publishes_will());
-        assert!(Close::Refused.flushes_first(Phase::AwaitingConnect, V311));
-        assert!(Close::PROTOCOL.flushes_first(on, V5));
-        assert!(!Close::PROTOCOL.flushes_first(on, V311));
-        assert!(!Close::Eof.flushes_first(on, V5));
+        assert!(Close::Refused.flushes_first());
+        assert!(Close::PROTOCOL.flushes_first());
+        assert!(Close::Timeout.flushes_first());
+        assert!(!Close::Eof.flushes_first());
+        assert!(!Close::Disconnect.flushes_first());
     }
 }
