@@ -14,54 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vireo_codec::{
-    Ack, Bytes, Disconnect, LastWill, Packet, Properties, Property, Publish, QoS, QosPid,
-    ReasonCode, SubscriptionOptions, Unsubscribe,
+    Ack, Bytes, Disconnect, Packet, Properties, Property, QoS, QosPid, ReasonCode, Unsubscribe,
 };
-
-fn opts(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions::qos(qos)
-}
-
-fn prop_ids(p: &Properties) -> Vec<u8> {
-    p.iter().map(|p| p.id()).collect()
-}
-
-fn sub_ids(p: &Publish) -> Vec<u32> {
-    let mut ids: Vec<u32> = p
-        .properties
-        .iter()
-        .filter_map(|p| match p {
-            Property::SubscriptionIdentifier(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
-fn will(topic_name: &str, payload: &str, props: &[Property]) -> LastWill {
-    let mut properties = Properties::new();
-    for p in props {
-        properties.push(p.clone());
-    }
-    LastWill {
-        topic: topic(topic_name),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties,
-    }
-}
-
-/// A 5.0 subscriber on `filter` at QoS 1.
-fn watcher(broker: &vireo_server::ServerHandle, id: &str, filter: &str) -> Client {
-    let mut c = Client::connect_v5(broker.local_addr(), id, &[]);
-    assert_eq!(
-        c.subscribe_opts(1, &[(filter, opts(QoS::AtLeastOnce))], None),
-        [1]
-    );
-    c
-}
 
 // ---------------------------------------------------------------- CONNECT and CONNACK
 
@@ -146,9 +100,9 @@ fn v5_mqtt_3_1_2_23_expiry_zero_ends_the_session() {
 fn v5_mqtt_4_1_0_2_session_expires_and_its_delayed_will_fires() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "gone/#");
+    let mut w = watcher(addr, "w", "gone/#");
     let mut connect = Client::v5("mortal", &[Property::SessionExpiryInterval(1)]);
-    connect.will = Some(will(
+    connect.will = Some(will_with_properties(
         "gone/mortal",
         "bye",
         &[Property::WillDelayInterval(100)],
@@ -174,11 +128,11 @@ fn v5_mqtt_4_1_0_2_session_expires_and_its_delayed_will_fires() {
 fn v5_mqtt_3_1_3_9_will_delay() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "will/#");
+    let mut w = watcher(addr, "w", "will/#");
     let connect = |id: &str| {
         let mut c = Client::v5(id, &[Property::SessionExpiryInterval(60)]);
         c.clean_start = false;
-        c.will = Some(will(
+        c.will = Some(will_with_properties(
             &format!("will/{id}"),
             id,
             &[Property::WillDelayInterval(1)],
@@ -211,12 +165,12 @@ fn v5_mqtt_3_1_3_9_will_delay() {
 fn v5_mqtt_3_14_4_3_disconnect_reason_decides_the_will() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "dw/#");
+    let mut w = watcher(addr, "w", "dw/#");
     let user = |k: &str, v: &str| Property::UserProperty(k.into(), v.into());
     for (id, reason) in [("quiet", 0x00), ("loud", 0x04)] {
         let mut connect = Client::v5(id, &[]);
         let props = [user("a", "1"), user("b", "2"), user("a", "3")];
-        connect.will = Some(will(&format!("dw/{id}"), id, &props));
+        connect.will = Some(will_with_properties(&format!("dw/{id}"), id, &props));
         let (mut c, _) = Client::connect_v5_with(addr, connect);
         c.send(&Packet::Disconnect(Disconnect::new(ReasonCode(reason))));
         assert!(c.closed_within(WAIT, false));
@@ -308,9 +262,7 @@ fn v5_mqtt_3_2_2_9_maximum_qos() {
         [1]
     );
     let mut connect = Client::v5("wq", &[]);
-    let mut w = will("w", "x", &[]);
-    w.qos = QoS::ExactlyOnce;
-    connect.will = Some(w);
+    connect.will = Some(will("w", "x", QoS::ExactlyOnce, false));
     let (mut refused, ack) = Client::connect_v5_with(addr, connect);
     assert_eq!(ack.code.0, 0x9B, "[MQTT-3.2.2-12]");
     assert!(refused.closed_within(WAIT, false));
@@ -331,9 +283,7 @@ fn v5_mqtt_3_2_2_13_retain_not_available() {
             .any(|p| p == Property::RetainAvailable(0))
     );
     let mut connect = Client::v5("wr", &[]);
-    let mut w = will("w", "x", &[]);
-    w.retain = true;
-    connect.will = Some(w);
+    connect.will = Some(will("w", "x", QoS::AtLeastOnce, true));
     let (_refused, ack) = Client::connect_v5_with(addr, connect);
     assert_eq!(ack.code.0, 0x9A, "[MQTT-3.2.2-13]");
     c.send_publish("t", b"x", QosPid::AtMostOnce, true, &[]);
@@ -519,7 +469,7 @@ fn v5_mqtt_3_1_2_24_maximum_packet_size() {
 fn v5_mqtt_3_3_2_12_inbound_topic_aliases() {
     let broker = start_with(|c| c.topic_alias_maximum = 3);
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "alias/#");
+    let mut w = watcher(addr, "w", "alias/#");
     let mut p = Client::connect_v5(addr, "aliaser", &[]);
     p.send_publish(
         "alias/x",
@@ -591,7 +541,7 @@ fn v5_mqtt_3_3_2_7_aliases_are_per_connection() {
 fn v5_mqtt_3_3_2_18_properties_forwarded_unchanged() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "props");
+    let mut w = watcher(addr, "w", "props");
     let mut old = Client::connect(addr, "old");
     old.subscribe(&[("props", QoS::AtLeastOnce)]);
     let sent = [
@@ -622,7 +572,7 @@ fn v5_mqtt_3_3_2_18_properties_forwarded_unchanged() {
 fn v5_mqtt_3_3_2_5_message_expiry() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "exp/live");
+    let mut w = watcher(addr, "w", "exp/live");
     let mut p = Client::connect_v5(addr, "p", &[]);
     p.send_publish(
         "exp/live",
@@ -705,7 +655,7 @@ fn v5_mqtt_3_3_2_5_retained_message_expiry() {
 fn v5_payload_format_invalid() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut w = watcher(&broker, "w", "pf");
+    let mut w = watcher(addr, "w", "pf");
     let mut p = Client::connect_v5(addr, "p", &[]);
     let utf8 = [Property::PayloadFormatIndicator(1)];
     p.send_publish(
@@ -730,7 +680,7 @@ fn v5_payload_format_invalid() {
 fn v5_mqtt_3_4_2_1_no_matching_subscribers() {
     let broker = start();
     let addr = broker.local_addr();
-    let _w = watcher(&broker, "w", "some/one");
+    let _w = watcher(addr, "w", "some/one");
     let mut p = Client::connect_v5(addr, "p", &[]);
     let reason = |p: &mut Client| match p.recv() {
         Some(Packet::PubAck(a) | Packet::PubRec(a)) => a.reason.0,
@@ -770,7 +720,7 @@ fn v5_mqtt_3_7_2_1_pubcomp_for_unknown_id() {
 fn v5_wrong_ack_for_qos_closes() {
     let broker = start();
     let addr = broker.local_addr();
-    let mut c = watcher(&broker, "c", "wrong");
+    let mut c = watcher(addr, "c", "wrong");
     let mut p = Client::connect_v5(addr, "p", &[]);
     p.send_publish("wrong", b"x", QosPid::AtLeastOnce(pid(1)), false, &[]);
     let got = c.recv_publish();
@@ -815,7 +765,7 @@ fn v5_mqtt_3_8_3_3_no_local() {
     let mut nl = opts(QoS::AtLeastOnce);
     nl.no_local = true;
     assert_eq!(me.subscribe_opts(1, &[("nl", nl)], None), [1]);
-    let mut other = watcher(&broker, "other", "nl");
+    let mut other = watcher(addr, "other", "nl");
     me.send_publish("nl", b"mine", QosPid::AtLeastOnce(pid(5)), false, &[]);
     assert!(matches!(me.recv(), Some(Packet::PubAck(_))));
     assert_eq!(&other.recv_publish_ack().payload[..], b"mine");

@@ -1,7 +1,16 @@
-//! MQTT 5.0 from a client socket, down to the bytes: data representation (UTF-8 strings,
-//! variable byte integers), fixed headers and packet identifiers, CONNECT checks and
-//! refusals, CONNACK flags and reason codes, Wills, Clean Start, server DISCONNECTs and their
-//! reason codes, PINGREQ, AUTH flags.
+//! MQTT 5.0 from a client socket, down to the bytes: the CONNECT / CONNACK side of the spec and
+//! what surrounds it.
+//!
+//! - 1.5 data representation: UTF-8 strings (ill-formed, U+0000, BOM, User Properties) and
+//!   variable byte integers;
+//! - 2 control packet format: fixed-header flags, packet identifiers, empty property blocks;
+//! - 3.1 CONNECT: protocol name and level, Connect Flags, Wills, Clean Start, client ids,
+//!   Topic Alias Maximum, Request Response Information, refusals and what follows them;
+//! - 3.2 CONNACK: first packet, Session Present, reason codes, small Maximum Packet Size;
+//! - 3.12 PINGREQ;
+//! - 3.14 DISCONNECT: flags, server reason codes, small Maximum Packet Size;
+//! - 3.15 AUTH and 4.12 enhanced authentication;
+//! - 4 operational behaviour: session state while connected, the transport.
 //!
 //! Where a test checks what the broker writes, it reads raw frames ([`Raw`]) and compares
 //! bytes; otherwise it uses the shared [`Client`]. Every wait has a deadline; nothing sleeps.
@@ -11,77 +20,24 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use vireo_codec::{
-    Ack, Bytes, BytesMut, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, Property,
-    ProtocolVersion, Publish, QoS, QosPid, ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe,
-    decode,
+    Ack, Bytes, ConnAck, Connect, Disconnect, Packet, Properties, Property, Publish, QoS, QosPid,
+    ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use vireo_server::ServerHandle;
 
-/// Connect Reason Codes of Table 3-1 [MQTT-3.2.2-8].
-const CONNACK_CODES: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
-    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
-];
-
-/// Disconnect Reason Codes of Table 3-10 a server may send [MQTT-3.14.2-1] (0x04 is the
-/// client's only).
-const SERVER_DISCONNECT_CODES: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96,
-    0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
-
-/// Reason String and User Property: Vireo sends neither of its own.
-const REASON_STRING: u8 = 0x1F;
-const USER_PROPERTY: u8 = 0x26;
-
 // ---------------------------------------------------------------- helpers
 
-fn opts(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions::qos(qos)
-}
-
-fn prop_ids(p: &Properties) -> Vec<u8> {
-    p.iter().map(|p| p.id()).collect()
-}
-
+/// How many sessions the broker holds.
 fn sessions(broker: &ServerHandle) -> usize {
     broker.stats().sessions.load(Ordering::Relaxed)
 }
 
-fn will(topic_name: &str, payload: &str, qos: QoS, retain: bool) -> LastWill {
-    LastWill {
-        topic: topic(topic_name),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos,
-        retain,
-        properties: Properties::new(),
-    }
-}
-
-/// A 5.0 subscriber on `filter` at QoS 1.
-fn watcher(addr: SocketAddr, id: &str, filter: &str) -> Client {
-    let mut c = Client::connect_v5(addr, id, &[]);
-    assert_eq!(
-        c.subscribe_opts(1, &[(filter, opts(QoS::AtLeastOnce))], None),
-        [1]
-    );
-    c
-}
-
-/// A persistent (expiry 60 s) 5.0 CONNECT with the given Clean Start.
-fn persistent(id: &str, clean_start: bool) -> Connect {
-    let mut c = Client::v5(id, &[Property::SessionExpiryInterval(60)]);
-    c.clean_start = clean_start;
-    c
-}
-
+/// A SUBSCRIBE of one filter with these options and an optional Subscription Identifier.
 fn subscribe_packet(id: u16, filter: &str, o: SubscriptionOptions, sub_id: Option<u32>) -> Packet {
     let mut properties = Properties::new();
     if let Some(s) = sub_id {
@@ -94,6 +50,7 @@ fn subscribe_packet(id: u16, filter: &str, o: SubscriptionOptions, sub_id: Optio
     })
 }
 
+/// A PUBLISH without properties.
 fn publish_packet(t: &str, payload: &[u8], qos: QosPid, retain: bool) -> Packet {
     let mut p = Publish::new(topic(t), Bytes::copy_from_slice(payload));
     p.qos = qos;
@@ -101,206 +58,33 @@ fn publish_packet(t: &str, payload: &[u8], qos: QosPid, retain: bool) -> Packet 
     Packet::Publish(p)
 }
 
-fn encode(p: &Packet) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    p.encode(ProtocolVersion::V5, &mut buf).unwrap();
-    buf.to_vec()
+/// Offset just past the fixed header of a raw frame.
+fn body_start(frame: &[u8]) -> usize {
+    let mut i = 1;
+    while frame[i] & 0x80 != 0 {
+        i += 1;
+    }
+    i + 1
 }
 
-/// `n` as a minimal variable byte integer (spec 1.5.5).
-fn vbi_bytes(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (n & 0x7F) as u8;
-        n >>= 7;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return out;
-        }
-    }
+/// A 5.0 CONNECT for `id` with a QoS 1 Will on `will_topic`.
+fn with_will(id: &str, will_topic: &str, payload: &str, retain: bool) -> Connect {
+    let mut c = Client::v5(id, &[]);
+    c.will = Some(will(will_topic, payload, QoS::AtLeastOnce, retain));
+    c
 }
 
-/// The variable byte integer at the front of `b`: its value and length; `None` if incomplete.
-fn vbi(b: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0usize;
-    for (i, &byte) in b.iter().take(4).enumerate() {
-        value |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// A whole frame: first byte, remaining length, body.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = vec![first];
-    f.extend(vbi_bytes(body.len()));
-    f.extend_from_slice(body);
-    f
-}
-
-/// A length-prefixed string field holding exactly `bytes` (valid UTF-8 or not).
-fn str_field(bytes: &[u8]) -> Vec<u8> {
-    let mut f = (bytes.len() as u16).to_be_bytes().to_vec();
-    f.extend_from_slice(bytes);
-    f
-}
-
-/// A CONNECT with this protocol name, level, flags and client id bytes; keep alive 60, no
-/// properties, no Will or credentials.
-fn raw_connect(name: &[u8], level: u8, flags: u8, client_id: &[u8]) -> Vec<u8> {
-    let mut body = str_field(name);
-    body.extend([level, flags, 0x00, 0x3C, 0x00]);
-    body.extend(str_field(client_id));
-    frame(0x10, &body)
-}
-
-/// A QoS 0 PUBLISH with this topic bytes, property block and payload.
-fn raw_publish(topic_bytes: &[u8], props: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = str_field(topic_bytes);
-    body.extend(vbi_bytes(props.len()));
-    body.extend_from_slice(props);
-    body.extend_from_slice(payload);
-    frame(0x30, &body)
-}
-
-/// A SUBSCRIBE (id 1, no properties) of one filter with these bytes at QoS 0.
-fn raw_subscribe(filter: &[u8]) -> Vec<u8> {
-    let mut body = vec![0x00, 0x01, 0x00];
-    body.extend(str_field(filter));
-    body.push(0x00);
-    frame(0x82, &body)
-}
-
-/// A User Property (0x26) with these key and value bytes.
-fn raw_user_property(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut p = vec![USER_PROPERTY];
-    p.extend(str_field(key));
-    p.extend(str_field(value));
-    p
-}
-
-/// Decodes one whole frame the broker sent.
-fn parse(frame: &[u8]) -> Packet {
-    let mut b = BytesMut::from(frame);
-    let p = decode(&mut b, ProtocolVersion::V5, usize::MAX)
-        .unwrap_or_else(|e| panic!("broker sent a malformed packet ({e}): {frame:02x?}"))
-        .unwrap_or_else(|| panic!("incomplete frame {frame:02x?}"));
-    assert!(b.is_empty(), "one packet per frame: {frame:02x?}");
-    p
-}
-
-fn connack_of(frame: &[u8]) -> ConnAck {
-    match parse(frame) {
-        Packet::ConnAck(a) => a,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-fn disconnect_reason(frame: &[u8]) -> u8 {
-    match parse(frame) {
-        Packet::Disconnect(d) => d.reason.0,
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
-}
-
-/// A client socket that reads what the broker writes as whole raw frames.
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Opens, sends `connect`; returns the socket and the first frame back (the CONNACK).
-    fn connect(addr: SocketAddr, connect: Connect) -> (Self, Vec<u8>) {
-        let mut r = Self::open(addr);
-        r.send(&Packet::Connect(Box::new(connect)));
-        let f = r.frame();
-        (r, f)
-    }
-
-    /// Connects with 5.0 and these properties; asserts acceptance.
-    fn v5(addr: SocketAddr, id: &str, props: &[Property]) -> Self {
-        let (r, f) = Self::connect(addr, Client::v5(id, props));
-        assert_eq!(connack_of(&f).code.0, 0, "CONNACK {f:02x?}");
-        r
-    }
-
-    fn send(&mut self, p: &Packet) {
-        self.send_raw(&encode(p));
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        // The broker may already have closed: tests then assert on what they read.
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// The next whole frame within `wait`; `None` on EOF, error or timeout.
-    fn frame_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some((len, n)) = self.buf.get(1..).and_then(vbi)
-                && self.buf.len() >= 1 + n + len
-            {
-                return Some(self.buf.drain(..1 + n + len).collect());
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    fn frame(&mut self) -> Vec<u8> {
-        self.frame_within(WAIT).expect("a packet from the broker")
-    }
-
-    fn packet(&mut self) -> Packet {
-        parse(&self.frame())
-    }
-
-    /// Reads past acks and deliveries already queued to the DISCONNECT; returns its frame.
-    fn disconnect_frame(&mut self) -> Vec<u8> {
-        loop {
-            let f = self.frame();
-            match f[0] >> 4 {
-                14 => return f,
-                3 | 4 | 5 | 6 | 7 | 9 | 11 | 13 => {}
-                _ => panic!("expected DISCONNECT, got {f:02x?}"),
-            }
-        }
-    }
-
-    /// Whether the broker closes within [`WAIT`] with nothing more sent.
-    fn closed(&mut self) -> bool {
-        assert!(self.buf.is_empty(), "unexpected bytes {:02x?}", self.buf);
-        self.stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => true,
-            Ok(n) => panic!("expected the close, got bytes {:02x?}", &chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-            Err(_) => true, // a reset counts as closed
-        }
-    }
+/// A persistent CONNECT (Clean Start 0) naming an authentication method the broker does not
+/// have.
+fn with_auth_method(id: &str, extra: &[Property]) -> Connect {
+    let mut props = vec![
+        Property::AuthenticationMethod("SCRAM-SHA-1".into()),
+        Property::SessionExpiryInterval(60),
+    ];
+    props.extend_from_slice(extra);
+    let mut c = Client::v5(id, &props);
+    c.clean_start = false;
+    c
 }
 
 /// A CONNECT the broker must not accept: it may answer with a CONNACK carrying one of
@@ -314,6 +98,35 @@ fn refused_before_connack(c: &mut Raw, allowed: &[u8]) -> bool {
         );
     }
     c.closed()
+}
+
+/// Asserts a refusing CONNACK frame and the close after it.
+fn assert_refused(r: &mut Raw, ack: &[u8], tag: &str) -> ConnAck {
+    let Packet::ConnAck(a) = parse(ack) else {
+        panic!("{tag}: expected CONNACK, got {ack:02x?}")
+    };
+    assert!(
+        CONNACK_CODES.contains(&a.code.0),
+        "[MQTT-3.2.2-8] {tag}: reason {:#x} is a Connect Reason Code",
+        a.code.0
+    );
+    assert!(a.code.0 >= 0x80, "{tag}: refused");
+    assert!(
+        r.eof_within(WAIT),
+        "[MQTT-3.2.2-7] [MQTT-4.13.2-1] {tag}: closed after CONNACK >= 0x80"
+    );
+    a
+}
+
+/// Expects the broker's DISCONNECT (reason from Table 3-10) and then EOF.
+fn expect_server_disconnect(c: &mut Client, tag: &str) -> u8 {
+    // expect_disconnect asserts the close that follows [MQTT-3.14.4-2].
+    let reason = c.expect_disconnect();
+    assert!(
+        SERVER_DISCONNECT_CODES.contains(&reason),
+        "[MQTT-3.14.2-1] {tag}: DISCONNECT reason {reason:#x} is a server code"
+    );
+    reason
 }
 
 // ---------------------------------------------------------------- 1.5 data representation
@@ -584,6 +397,123 @@ fn v5_mqtt_2_1_3_1_fixed_header_flags() {
     assert!(c.closed());
 }
 
+/// [MQTT-2.1.3-1] every broker packet has the fixed-header flags of its type; [MQTT-2.2.1-5]
+/// acks carry the id of their PUBLISH, both ways; [MQTT-2.2.1-6] SUBACK/UNSUBACK carry the id of
+/// their request; [MQTT-2.2.2-1] an empty property section is still written as `00`;
+/// [MQTT-2.2.1-2] a QoS 0 PUBLISH has no packet id; [MQTT-3.12.4-1] PINGREQ gets PINGRESP.
+/// An inbound PINGREQ with flags `1` is malformed. All on one connection, one exchange after
+/// another.
+#[test]
+fn v5_mqtt_2_1_3_1_fixed_header_flags_and_packet_ids() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let (mut r, connack) = Raw::connect(addr, Client::v5("raw", &[]));
+    assert_eq!(connack[0], 0x20, "[MQTT-2.1.3-1] CONNACK flags");
+
+    // SUBSCRIBE id BE EF: "t" at QoS 2, "q0" at QoS 0.
+    r.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(0xBEEF),
+        properties: Properties::new(),
+        filters: vec![
+            ("t".into(), opts(QoS::ExactlyOnce)),
+            ("q0".into(), opts(QoS::AtMostOnce)),
+        ],
+    }));
+    let suback = r.frame_of(9);
+    assert_eq!(suback[0], 0x90, "[MQTT-2.1.3-1] SUBACK flags");
+    assert_eq!(suback[2..4], [0xBE, 0xEF], "[MQTT-2.2.1-6] SUBACK id");
+    assert_eq!(suback[4], 0, "[MQTT-2.2.2-1] SUBACK property length 00");
+    assert_eq!(suback[5..], [2, 0]);
+
+    // QoS 1 in, id 12 34: PUBACK 12 34; the delivery back (QoS 1) is acked by us.
+    let mut p = Publish::new(topic("t"), Bytes::from_static(b"one"));
+    p.qos = QosPid::AtLeastOnce(pid(0x1234));
+    r.send(&Packet::Publish(p));
+    let puback = r.frame_of(4);
+    assert_eq!(puback[0], 0x40, "[MQTT-2.1.3-1] PUBACK flags");
+    assert_eq!(puback[2..4], [0x12, 0x34], "[MQTT-2.2.1-5] PUBACK id");
+    let d = r.frame_of(3);
+    let Packet::Publish(d) = parse(&d) else {
+        unreachable!()
+    };
+    let QosPid::AtLeastOnce(id) = d.qos else {
+        panic!("QoS 1 delivery, got {:?}", d.qos)
+    };
+    r.send(&Packet::PubAck(Ack::new(id)));
+
+    // QoS 2 in, id 7: PUBREC 7, PUBREL 7 -> PUBCOMP 7; the QoS 2 delivery's PUBREL echoes its id.
+    let mut p = Publish::new(topic("t"), Bytes::from_static(b"two"));
+    p.qos = QosPid::ExactlyOnce(pid(7));
+    r.send(&Packet::Publish(p));
+    let pubrec = r.frame_of(5);
+    assert_eq!(pubrec[0], 0x50, "[MQTT-2.1.3-1] PUBREC flags");
+    assert_eq!(pubrec[2..4], [0, 7], "[MQTT-2.2.1-5] PUBREC id");
+    r.send_raw(&[0x62, 0x02, 0x00, 0x07]);
+    let pubcomp = r.frame_of(7);
+    assert_eq!(pubcomp[0], 0x70, "[MQTT-2.1.3-1] PUBCOMP flags");
+    assert_eq!(pubcomp[2..4], [0, 7], "[MQTT-2.2.1-5] PUBCOMP id");
+    let d = r.frame_of(3);
+    let Packet::Publish(d) = parse(&d) else {
+        unreachable!()
+    };
+    let QosPid::ExactlyOnce(id) = d.qos else {
+        panic!("QoS 2 delivery, got {:?}", d.qos)
+    };
+    r.send(&Packet::PubRec(Ack::new(id)));
+    let pubrel = r.frame_of(6);
+    assert_eq!(pubrel[0], 0x62, "[MQTT-2.1.3-1] PUBREL flags");
+    assert_eq!(
+        pubrel[2..4],
+        id.get().to_be_bytes(),
+        "[MQTT-2.2.1-5] broker PUBREL echoes its PUBLISH id"
+    );
+    r.send(&Packet::PubComp(Ack::new(id)));
+
+    // QoS 0 delivery without properties: topic, then property length 00, then payload.
+    let mut p = Client::connect_v5(addr, "pub", &[]);
+    p.send_publish("q0", b"zero", QosPid::AtMostOnce, false, &[]);
+    let d = r.frame_of(3);
+    assert_eq!(d[0] & 0x0F, 0, "QoS 0, no DUP/RETAIN");
+    let b = body_start(&d);
+    assert_eq!(d[b..b + 4], [0, 2, b'q', b'0']);
+    assert_eq!(
+        d[b + 4],
+        0,
+        "[MQTT-2.2.1-2] no packet id after the topic; [MQTT-2.2.2-1] property length 00"
+    );
+    assert_eq!(
+        &d[b + 5..],
+        b"zero",
+        "[MQTT-2.2.1-2] payload follows directly"
+    );
+
+    // PINGREQ -> PINGRESP D0 00.
+    r.send_raw(&[0xC0, 0x00]);
+    assert_eq!(
+        r.frame_of(13),
+        [0xD0, 0x00],
+        "[MQTT-3.12.4-1] [MQTT-2.1.3-1] PINGRESP"
+    );
+
+    // UNSUBSCRIBE id 7 -> UNSUBACK B0, id 7, property length 00.
+    r.send(&Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(7),
+        properties: Properties::new(),
+        filters: vec!["t".into()],
+    }));
+    let unsuback = r.frame_of(11);
+    assert_eq!(unsuback[0], 0xB0, "[MQTT-2.1.3-1] UNSUBACK flags");
+    assert_eq!(unsuback[2..4], [0, 7], "[MQTT-2.2.1-6] UNSUBACK id");
+    assert_eq!(unsuback[4], 0, "[MQTT-2.2.2-1] UNSUBACK property length 00");
+
+    // A PINGREQ with reserved flag bits set is malformed: DISCONNECT E0 .. 81, then EOF.
+    r.send_raw(&[0xC1, 0x00]);
+    let disc = r.frame_of(14);
+    assert_eq!(disc[0], 0xE0, "[MQTT-2.1.3-1] DISCONNECT flags");
+    assert_eq!(disc[2], 0x81, "[MQTT-2.1.3-1] wrong flags are malformed");
+    assert!(r.eof_within(WAIT), "[MQTT-3.14.4-2] close after DISCONNECT");
+}
+
 /// [MQTT-2.2.1-2] a QoS 0 PUBLISH from the broker has no packet identifier: the property
 /// length follows the topic; [MQTT-2.2.2-1] a SUBACK, UNSUBACK or PUBLISH without properties
 /// still carries a property length of 0.
@@ -686,6 +616,39 @@ fn v5_mqtt_2_2_1_4_packet_ids_unique_while_in_use() {
     }
     let distinct: HashSet<_> = later.iter().copied().collect();
     assert_eq!(distinct.len(), 3, "[MQTT-2.2.1-4] distinct ids {later:?}");
+}
+
+/// [MQTT-2.2.1-4] each new QoS 1 delivery gets a non-zero id not in use: three unacked
+/// deliveries have distinct ids, and a fourth does not reuse the ones still unacked.
+#[test]
+fn v5_mqtt_2_2_1_4_fresh_packet_ids() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut w = watcher(addr, "w", "t");
+    let mut p = Client::connect_v5(addr, "pub", &[]);
+    let mut ids = Vec::new();
+    for i in 0..3u16 {
+        p.publish("t", b"m", QoS::AtLeastOnce, false, i + 1);
+        match w.recv_publish().qos {
+            QosPid::AtLeastOnce(id) => ids.push(id.get()),
+            other => panic!("QoS 1 delivery, got {other:?}"),
+        }
+    }
+    assert!(ids.iter().all(|&i| i != 0), "[MQTT-2.2.1-4] non-zero");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "[MQTT-2.2.1-4] distinct ids {ids:?}");
+    w.send(&Packet::PubAck(Ack::new(pid(ids[0]))));
+    p.publish("t", b"m", QoS::AtLeastOnce, false, 4);
+    let QosPid::AtLeastOnce(fourth) = w.recv_publish().qos else {
+        panic!("QoS 1 delivery")
+    };
+    assert!(
+        fourth.get() != 0 && !ids[1..].contains(&fourth.get()),
+        "[MQTT-2.2.1-4] {fourth:?} not one still in use {:?}",
+        &ids[1..]
+    );
 }
 
 /// [MQTT-2.2.1-5] PUBACK, PUBREC and PUBCOMP carry the id of the client's PUBLISH, and the
@@ -832,6 +795,31 @@ fn v5_mqtt_3_1_2_7_will_stored_and_published_unretained() {
     // [MQTT-3.1.2-14]
     if let Some(p) = late.recv_within(QUIET) {
         panic!("[MQTT-3.1.2-14] Will Retain 0 must not be retained, got {p:?}");
+    }
+}
+
+/// [MQTT-3.1.2-7] the Will of a CONNECT is stored: killing the socket publishes it;
+/// [MQTT-3.1.2-10] once published it is gone (delivered exactly once), and a Will whose client
+/// sends DISCONNECT 0x00 (no Will Delay, Session Expiry 0) is deleted, never published.
+#[test]
+fn v5_mqtt_3_1_2_7_will_stored_then_deleted() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut w = watcher(addr, "w", "will/#");
+    let (c, ack) = Client::connect_v5_with(addr, with_will("dies", "will/dies", "bye", false));
+    assert_eq!(ack.code.0, 0);
+    c.drop_connection();
+    let got = w.recv_publish_ack();
+    assert_eq!(
+        (&got.topic[..], &got.payload[..]),
+        ("will/dies", b"bye".as_slice()),
+        "[MQTT-3.1.2-7] the stored Will is published"
+    );
+    let (c, ack) = Client::connect_v5_with(addr, with_will("polite", "will/polite", "no", false));
+    assert_eq!(ack.code.0, 0);
+    c.disconnect(); // DISCONNECT 0x00; session expiry 0 ends the session too
+    if let Some(p) = w.recv_within(QUIET) {
+        panic!("[MQTT-3.1.2-10] Will published once and never after DISCONNECT 0x00: {p:?}");
     }
 }
 
@@ -1048,8 +1036,8 @@ fn v5_mqtt_3_1_3_2_client_id_keys_the_session() {
 }
 
 /// [MQTT-3.1.3-5] client ids of 1 to 23 characters of `0-9a-zA-Z` are accepted:
-/// [MQTT-3.1.4-5] CONNACK reason byte 0x00, under the id given (no Assigned Client
-/// Identifier).
+/// [MQTT-3.1.4-5] CONNACK reason byte 0x00, [MQTT-3.2.2-1] flag bits 7-1 0, under the id
+/// given (no Assigned Client Identifier).
 #[test]
 fn v5_mqtt_3_1_3_5_short_alphanumeric_client_ids_accepted() {
     let broker = start();
@@ -1069,6 +1057,12 @@ fn v5_mqtt_3_1_3_5_short_alphanumeric_client_ids_accepted() {
             (f[0], f[3]),
             (0x20, 0x00),
             "[MQTT-3.1.4-5] [MQTT-3.1.3-5] id {id:?} accepted: {f:02x?}"
+        );
+        // [MQTT-3.2.2-1]
+        assert_eq!(
+            f[2] & 0xFE,
+            0,
+            "[MQTT-3.2.2-1] id {id:?}: CONNACK flags {f:02x?}"
         );
         let ack = connack_of(&f);
         // [MQTT-3.1.3-5]
@@ -1104,6 +1098,29 @@ fn v5_mqtt_3_1_4_2_refused_by_a_limit() {
     assert!(
         !ack.session_present,
         "[MQTT-3.1.4-2] the refused CONNECT left no session"
+    );
+}
+
+/// [MQTT-3.1.4-2] [MQTT-4.12.0-4] an authentication check that fails (unknown method) gets
+/// CONNACK 0x8C and the close; no session is created, though the CONNECT asked for a
+/// persistent one; [MQTT-3.2.2-8] [MQTT-3.2.2-7] [MQTT-4.13.2-1] the code is a Connect Reason
+/// Code and the connection closes.
+#[test]
+fn v5_mqtt_3_1_4_2_failed_authentication_closes() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut r = Raw::open(addr);
+    r.send(&Packet::Connect(Box::new(with_auth_method("nosess", &[]))));
+    let ack = r.frame();
+    let a = assert_refused(&mut r, &ack, "[MQTT-3.1.4-2]");
+    assert_eq!(
+        a.code.0, 0x8C,
+        "[MQTT-3.1.4-2] [MQTT-4.12.0-4] bad authentication method"
+    );
+    let (_c, ack) = Client::connect_v5_with(addr, persistent("nosess", false));
+    assert!(
+        !ack.session_present,
+        "[MQTT-3.1.4-2] the refused CONNECT created no session"
     );
 }
 
@@ -1168,6 +1185,41 @@ fn v5_mqtt_3_1_4_4_clean_start_and_session_present() {
     }
     // [MQTT-3.1.4-4]
     assert_eq!(c.frame_within(QUIET), None, "[MQTT-3.1.4-4] discarded");
+}
+
+/// [MQTT-3.2.2-3] Clean Start 0: SP 0 with no session, SP 1 with one, reason 00 both times;
+/// [MQTT-3.2.2-2] Clean Start 1 over an existing session: flags 00, reason 00; [MQTT-3.1.4-4]
+/// and the old session's subscription is gone. Here each connection ends by dropping the
+/// socket, not by DISCONNECT.
+#[test]
+fn v5_mqtt_3_2_2_2_clean_start_and_session_present() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let connect = |clean: bool| Client::connect_v5_with(addr, persistent("cs", clean));
+    let (mut c, ack) = connect(false);
+    assert!(
+        !ack.session_present && ack.code.0 == 0,
+        "[MQTT-3.2.2-3] no session: SP 0, reason 00 ({ack:?})"
+    );
+    assert_eq!(
+        c.subscribe_opts(1, &[("cs/#", opts(QoS::AtLeastOnce))], None),
+        [1]
+    );
+    c.drop_connection();
+    let (c, ack) = connect(false);
+    assert!(
+        ack.session_present && ack.code.0 == 0,
+        "[MQTT-3.2.2-3] [MQTT-3.1.4-4] session held: SP 1, reason 00 ({ack:?})"
+    );
+    c.drop_connection();
+    let (mut c, ack) = connect(true);
+    assert!(
+        !ack.session_present && ack.code.0 == 0,
+        "[MQTT-3.2.2-2] Clean Start 1: SP 0, reason 00 ({ack:?})"
+    );
+    let mut p = Client::connect_v5(addr, "pub", &[]);
+    p.publish("cs/1", b"x", QoS::AtLeastOnce, false, 1);
+    c.expect_nothing(); // [MQTT-3.1.4-4] the old subscription was discarded
 }
 
 /// [MQTT-3.1.4-6] after refusing a CONNECT the broker processes nothing the client sent
@@ -1635,6 +1687,44 @@ fn v5_mqtt_3_14_2_3_disconnect_within_small_maximum_packet_size() {
     check("taken over", &mut c, 0x8E);
 }
 
+/// [MQTT-3.14.2-3] [MQTT-3.14.2-4] with Maximum Packet Size 32, the broker's DISCONNECT for an
+/// AUTH without enhanced authentication (a protocol error) arrives within the limit with no
+/// Reason String and no User Property; [MQTT-3.14.2-1] its code is a server code;
+/// [MQTT-3.14.4-2] the close follows.
+#[test]
+fn v5_mqtt_3_14_2_3_disconnect_without_reason_string_under_small_limit() {
+    let broker = start();
+    let (mut r, ack) = Raw::connect(
+        broker.local_addr(),
+        Client::v5("small", &[Property::MaximumPacketSize(32)]),
+    );
+    assert_eq!(ack[3], 0);
+    r.send_raw(&[0xF0, 0x00]);
+    let f = r.frame_of(14);
+    assert!(f.len() <= 32, "within the client's Maximum Packet Size");
+    let Packet::Disconnect(d) = parse(&f) else {
+        unreachable!()
+    };
+    assert_eq!(
+        d.reason.0, 0x82,
+        "AUTH after a plain CONNECT is a protocol error"
+    );
+    assert!(
+        SERVER_DISCONNECT_CODES.contains(&d.reason.0),
+        "[MQTT-3.14.2-1] server DISCONNECT code"
+    );
+    let ids = prop_ids(&d.properties);
+    assert!(
+        !ids.contains(&REASON_STRING),
+        "[MQTT-3.14.2-3] no Reason String: {d:?}"
+    );
+    assert!(
+        !ids.contains(&USER_PROPERTY),
+        "[MQTT-3.14.2-4] no User Property: {d:?}"
+    );
+    assert!(r.eof_within(WAIT), "[MQTT-3.14.4-2] close after DISCONNECT");
+}
+
 // ---------------------------------------------------------------- 3.15 AUTH, 4.12
 
 /// [MQTT-3.15.1-1] an AUTH with a fixed-header flag set (`F1 00`) is malformed: DISCONNECT
@@ -1691,6 +1781,24 @@ fn v5_mqtt_4_12_0_4_rejected_authentication_closes() {
     assert_eq!(sessions(&broker), 0);
 }
 
+/// [MQTT-4.12.1-2] a re-authentication the broker cannot accept (AUTH 0x19 with a method, on a
+/// connection that did no enhanced authentication) gets DISCONNECT and the close.
+#[test]
+fn v5_mqtt_4_12_1_2_failed_reauthentication_disconnects() {
+    let broker = start();
+    let mut c = Client::connect_v5(broker.local_addr(), "reauth", &[]);
+    let mut props = vec![0x15];
+    props.extend_from_slice(&str_field(b"SCRAM-SHA-1"));
+    let mut body = vec![0x19, props.len() as u8];
+    body.extend_from_slice(&props);
+    c.send_raw(&frame(0xF0, &body));
+    let reason = expect_server_disconnect(&mut c, "4.12.1-2");
+    assert!(
+        reason >= 0x80,
+        "[MQTT-4.12.1-2] re-authentication refused with DISCONNECT {reason:#x}, then closed"
+    );
+}
+
 // ---------------------------------------------------------------- 4 operational behaviour
 
 /// [MQTT-4.1.0-1] a session with expiry 0 keeps its state while connected: a QoS 2 id awaiting
@@ -1740,7 +1848,48 @@ fn v5_mqtt_4_1_0_1_state_kept_while_connected() {
     );
 }
 
-/// [MQTT-4.2-1] (Appendix B: 4.2.0-1) MQTT runs over an ordered, lossless, two-way byte
+/// [MQTT-4.1.0-1] a Session Expiry 0 client keeps its state for the whole connection: an
+/// inbound QoS 2 id awaiting PUBREL survives other traffic (QoS 1 PUBLISHes and PINGREQs) and
+/// completes once, and its subscription still delivers.
+#[test]
+fn v5_mqtt_4_1_0_1_state_kept_across_other_traffic() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut w = watcher(addr, "w", "q2/#");
+    let mut c = Client::connect_v5(addr, "c", &[]);
+    assert_eq!(
+        c.subscribe_opts(1, &[("mine/#", opts(QoS::AtLeastOnce))], None),
+        [1]
+    );
+    c.send_publish("q2/a", b"once", QosPid::ExactlyOnce(pid(9)), false, &[]);
+    assert!(matches!(c.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)));
+    // Other traffic in between.
+    for i in 0..5u16 {
+        c.publish("elsewhere", b"x", QoS::AtLeastOnce, false, 20 + i);
+        c.send_raw(&[0xC0, 0x00]);
+        assert!(matches!(c.recv(), Some(Packet::PingResp)));
+    }
+    c.send(&Packet::PubRel(Ack::new(pid(9))));
+    assert!(
+        matches!(c.recv(), Some(Packet::PubComp(a)) if a.packet_id == pid(9)),
+        "[MQTT-4.1.0-1] the QoS 2 id was still held"
+    );
+    let got = w.recv_publish_ack();
+    assert_eq!(&got.payload[..], b"once");
+    if let Some(p) = w.recv_within(QUIET) {
+        panic!("[MQTT-4.1.0-1] delivered once, got {p:?}");
+    }
+    let mut p = Client::connect_v5(addr, "p", &[]);
+    p.publish("mine/1", b"still", QoS::AtLeastOnce, false, 1);
+    let got = c.recv_publish_ack();
+    assert_eq!(
+        &got.payload[..],
+        b"still",
+        "[MQTT-4.1.0-1] subscription kept"
+    );
+}
+
+/// [MQTT-4.2-1] (Appendix B: MQTT-4.2.0-1) MQTT runs over an ordered, lossless, two-way byte
 /// stream: plain TCP carries 200 QoS 1 messages of every size up to 3 KB and every byte value,
 /// each intact and in order, with their PUBACKs in order the other way.
 #[test]

@@ -22,47 +22,6 @@ use vireo_codec::{
 
 // ---------------------------------------------------------------- helpers
 
-fn opts(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions::qos(qos)
-}
-
-fn prop_ids(p: &Properties) -> Vec<u8> {
-    p.iter().map(|p| p.id()).collect()
-}
-
-fn sub_ids(p: &Publish) -> Vec<u32> {
-    let mut ids: Vec<u32> = p
-        .properties
-        .iter()
-        .filter_map(|p| match p {
-            Property::SubscriptionIdentifier(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// A 5.0 subscriber on `filter` at `qos`.
-fn subscriber(addr: SocketAddr, id: &str, filter: &str, qos: QoS) -> Client {
-    let mut c = Client::connect_v5(addr, id, &[]);
-    assert_eq!(
-        c.subscribe_opts(1, &[(filter, opts(qos))], None),
-        [qos as u8]
-    );
-    c
-}
-
-/// Connects `id` with Clean Start 0 and a session that outlives the connection; returns the
-/// client and Session Present.
-fn persistent(addr: SocketAddr, id: &str) -> (Client, bool) {
-    let mut c = Client::v5(id, &[Property::SessionExpiryInterval(60)]);
-    c.clean_start = false;
-    let (c, ack) = Client::connect_v5_with(addr, c);
-    assert_eq!(ack.code.0, 0, "CONNACK {ack:?}");
-    (c, ack.session_present)
-}
-
 /// Sends a PUBLISH with the DUP flag as given.
 fn send_dup(c: &mut Client, t: &str, payload: &[u8], qos: QosPid, dup: bool, props: &[Property]) {
     let mut p = Publish::new(topic(t), Bytes::copy_from_slice(payload));
@@ -623,7 +582,7 @@ fn v5_mqtt_4_3_3_9_failed_pubrec_frees_the_id() {
 fn v5_mqtt_4_3_3_7_expiry_does_not_cut_qos2_short() {
     let broker = start();
     let addr = broker.local_addr();
-    let (mut s, _) = persistent(addr, "s");
+    let (mut s, _) = connect_persistent(addr, "s");
     assert_eq!(
         s.subscribe_opts(1, &[("exp2", opts(QoS::ExactlyOnce))], None),
         [2]
@@ -644,7 +603,7 @@ fn v5_mqtt_4_3_3_7_expiry_does_not_cut_qos2_short() {
         (pid(3), 0x00),
         "[MQTT-4.3.3-13] PUBCOMP after the expiry"
     ); // [MQTT-4.3.3-13]
-    let (mut s, present) = persistent(addr, "s");
+    let (mut s, present) = connect_persistent(addr, "s");
     assert!(present);
     let again = s.recv_publish();
     assert_eq!(
@@ -721,7 +680,7 @@ fn v5_mqtt_3_8_4_8_delivered_qos_is_the_minimum() {
 fn v5_mqtt_4_4_0_1_retransmission_only_on_resume() {
     let broker = start();
     let addr = broker.local_addr();
-    let (mut s, _) = persistent(addr, "resumer");
+    let (mut s, _) = connect_persistent(addr, "resumer");
     assert_eq!(
         s.subscribe_opts(1, &[("rt/#", opts(QoS::ExactlyOnce))], None),
         [2]
@@ -768,7 +727,7 @@ fn v5_mqtt_4_4_0_1_retransmission_only_on_resume() {
     ); // [MQTT-4.4.0-1]
     s.drop_connection();
 
-    let (mut s, present) = persistent(addr, "resumer");
+    let (mut s, present) = connect_persistent(addr, "resumer");
     assert!(present);
     let mut publishes = Vec::new();
     let mut pubrels = Vec::new();
@@ -813,7 +772,7 @@ fn v5_mqtt_4_4_0_1_retransmission_only_on_resume() {
     s.send(&Packet::PubComp(Ack::new(ids["rt/uncomp"])));
     ping(&mut s);
     s.drop_connection();
-    let (mut s, _) = persistent(addr, "resumer");
+    let (mut s, _) = connect_persistent(addr, "resumer");
     assert_eq!(
         s.recv_within(QUIET),
         None,
@@ -899,7 +858,7 @@ fn v5_mqtt_3_3_4_5_each_copy_its_own_identifier() {
 fn v5_mqtt_4_5_0_1_every_matching_session_gets_it() {
     let broker = start();
     let addr = broker.local_addr();
-    let (mut away, _) = persistent(addr, "away");
+    let (mut away, _) = connect_persistent(addr, "away");
     assert_eq!(
         away.subscribe_opts(1, &[("m/#", opts(QoS::AtLeastOnce))], None),
         [1]
@@ -912,7 +871,7 @@ fn v5_mqtt_4_5_0_1_every_matching_session_gets_it() {
     for c in [&mut one, &mut two] {
         assert_eq!(&c.recv_publish_ack().payload[..], b"all", "[MQTT-4.5.0-1]"); // [MQTT-4.5.0-1]
     }
-    let (mut away, present) = persistent(addr, "away");
+    let (mut away, present) = connect_persistent(addr, "away");
     assert!(present);
     assert_eq!(
         &away.recv_publish_ack().payload[..],
@@ -1212,7 +1171,7 @@ fn v5_mqtt_3_10_4_1_literal_unsubscribe() {
 fn v5_mqtt_3_10_4_3_started_deliveries_complete() {
     let broker = start();
     let addr = broker.local_addr();
-    let (mut c, _) = persistent(addr, "c");
+    let (mut c, _) = connect_persistent(addr, "c");
     assert_eq!(
         c.subscribe_opts(1, &[("go", opts(QoS::ExactlyOnce))], None),
         [2]
@@ -1235,7 +1194,7 @@ fn v5_mqtt_3_10_4_3_started_deliveries_complete() {
     c.send(&Packet::PubComp(Ack::new(id2)));
     ping(&mut c);
     c.drop_connection();
-    let (mut c, present) = persistent(addr, "c");
+    let (mut c, present) = connect_persistent(addr, "c");
     assert!(present);
     assert_eq!(
         c.recv_within(QUIET),
@@ -1318,7 +1277,7 @@ fn shared_pair(
 ) -> ((Client, Publish), (Client, Publish)) {
     let filter = format!("$share/g/{t}");
     let mut a = if keep {
-        persistent(addr, "member-a").0
+        connect_persistent(addr, "member-a").0
     } else {
         Client::connect_v5(addr, "member-a", &[])
     };
@@ -1357,7 +1316,7 @@ fn v5_mqtt_4_8_2_4_qos2_finishes_with_the_same_member() {
         None,
         "[MQTT-4.8.2-4] not handed to the other member"
     ); // [MQTT-4.8.2-4]
-    let (mut a, present) = persistent(addr, "member-a");
+    let (mut a, present) = connect_persistent(addr, "member-a");
     assert!(present);
     let again = a.recv_publish();
     assert_eq!(
@@ -1368,7 +1327,7 @@ fn v5_mqtt_4_8_2_4_qos2_finishes_with_the_same_member() {
     a.send(&Packet::PubRec(Ack::new(id)));
     assert_eq!(pubrel(&mut a).packet_id, id);
     a.drop_connection();
-    let (mut a, _) = persistent(addr, "member-a");
+    let (mut a, _) = connect_persistent(addr, "member-a");
     assert_eq!(
         pubrel(&mut a).packet_id,
         id,

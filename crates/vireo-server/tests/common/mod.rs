@@ -2,8 +2,21 @@
 //! talk to it from a raw socket, decoding what comes back with the project's codec.
 //!
 //! Every wait has a deadline; nothing sleeps to synchronise.
+//!
+//! [`v5`] adds MQTT 5.0 helpers (options, Wills, sessions, subscribers, reason-code tables) and
+//! [`raw`] byte-level frames with the [`Raw`] socket; both are re-exported here. Each test file
+//! compiles this module on its own and uses only some of it, hence `allow(dead_code)`.
 
 #![allow(dead_code, clippy::unwrap_used)]
+
+mod raw;
+mod v5;
+
+// Not every test file uses either, and an unused glob re-export warns like an unused import.
+#[allow(unused_imports)]
+pub use raw::*;
+#[allow(unused_imports)]
+pub use v5::*;
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
