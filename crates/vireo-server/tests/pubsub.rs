@@ -196,6 +196,22 @@ fn v311_mqtt_3_8_3_3_malformed_subscribes_close() {
     }
 }
 
+/// [MQTT-4.7.3-1] a CONNECT and a SUBSCRIBE with an empty filter in one write: the CONNACK
+/// the broker already owes is sent before the close, as Mosquitto does, so the client learns
+/// it was accepted and that the SUBSCRIBE is what broke the connection.
+#[test]
+fn v311_mqtt_4_7_3_1_connack_flushed_before_close_in_same_read() {
+    let broker = start();
+    let mut r = Raw::open(broker.local_addr());
+    let mut bytes = vec![
+        0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00,
+    ];
+    bytes.extend([0x82, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00]); // empty filter
+    r.send_raw(&bytes);
+    assert_eq!(r.frame(), [0x20, 0x02, 0x00, 0x00], "CONNACK first");
+    assert!(r.closed(), "[MQTT-4.7.3-1] then the close, no SUBACK");
+}
+
 /// [MQTT-3.10.3-2] empty UNSUBSCRIBE closes; [MQTT-3.10.1-1] wrong flags close.
 #[test]
 fn v311_mqtt_3_10_3_2_malformed_unsubscribes_close() {
