@@ -2,7 +2,7 @@
 //! for a high-connection deployment. Loaded from TOML (`--config FILE`); every field optional.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -87,6 +87,14 @@ pub struct Config {
     pub shared_subscriptions: bool,
     /// Longest session expiry interval a 5.0 client is granted, in seconds; 0: no cap.
     pub max_session_expiry_secs: u64,
+    /// Password file (`user:argon2id-hash` lines, written by `vireo passwd`); when set, a
+    /// CONNECT naming a user must give that user's password (CONNACK 0x04 / 0x86 otherwise).
+    pub password_file: Option<PathBuf>,
+    /// Whether a CONNECT without a user name is accepted. Default: yes without a password
+    /// file, no with one (Mosquitto 2.0 decides the same way once credentials are set up).
+    pub allow_anonymous: Option<bool>,
+    /// Threads that check passwords off the event loop; 0: one per worker.
+    pub auth_threads: usize,
 }
 
 impl Default for Config {
@@ -120,6 +128,9 @@ impl Default for Config {
             retain_available: true,
             shared_subscriptions: true,
             max_session_expiry_secs: 0,
+            password_file: None,
+            allow_anonymous: None,
+            auth_threads: 0,
         }
     }
 }
@@ -149,6 +160,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Who may connect with which credentials.
+    pub fn password_policy(&self) -> vireo_broker::protocol::auth::PasswordPolicy {
+        let passwords = self.password_file.is_some();
+        vireo_broker::protocol::auth::PasswordPolicy {
+            passwords,
+            allow_anonymous: self.allow_anonymous.unwrap_or(!passwords),
+        }
+    }
+
     /// Reads a TOML file; fields it leaves out keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();

@@ -8,10 +8,12 @@
 //! (CONNECT, takeover, hand-over, close, Will), `routing` (packet handlers and fan-out),
 //! `conn` (one connection's buffers), `shared` (cross-worker state), `config`.
 
+mod auth;
 mod clients;
 mod config;
 mod conn;
 mod frames;
+pub mod passwd;
 mod routing;
 mod server;
 mod session;

@@ -1,18 +1,22 @@
 //! `vireo`: the broker binary. Runs on sane defaults with no config file.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
+use vireo_server::passwd::{PasswdError, PasswordFile};
 use vireo_server::{Config, Server};
 
 /// Vireo MQTT broker.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on [default: 0.0.0.0:1883, or the config file's `bind`].
     #[arg(long)]
     bind: Option<std::net::SocketAddr>,
@@ -27,8 +31,34 @@ struct Args {
     log_level: String,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Adds a user to a password file or changes their password (the file is created if
+    /// missing); with --delete, removes the user. The password is read from the terminal, or
+    /// as one line from standard input when that is not a terminal: never from the command
+    /// line, where other users and shell histories could see it.
+    Passwd {
+        /// Remove the user instead.
+        #[arg(short = 'D', long)]
+        delete: bool,
+        /// The password file.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Passwd { delete, file, user }) = &args.command {
+        return match passwd(file, user, *delete) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vireo passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let mut config = match &args.config {
@@ -66,4 +96,44 @@ fn main() -> ExitCode {
     }
     handle.shutdown();
     ExitCode::SUCCESS
+}
+
+/// `vireo passwd`: edit one user of a password file.
+fn passwd(file: &Path, user: &str, delete: bool) -> Result<(), String> {
+    let mut passwords = if file.exists() {
+        PasswordFile::load(file).map_err(|e| e.to_string())?
+    } else if delete {
+        return Err(format!("{} does not exist", file.display()));
+    } else {
+        PasswordFile::empty().map_err(|e| e.to_string())?
+    };
+    if delete {
+        if !passwords.remove(user) {
+            return Err(format!("no user {user:?} in {}", file.display()));
+        }
+    } else {
+        let password = read_password().map_err(|e| format!("cannot read the password: {e}"))?;
+        if password.is_empty() {
+            return Err("empty password".into());
+        }
+        passwords
+            .set(user, password.as_bytes())
+            .map_err(|e: PasswdError| e.to_string())?;
+    }
+    passwords.save(file).map_err(|e| e.to_string())
+}
+
+/// The password: typed twice, unechoed, on a terminal; otherwise one line of standard input.
+fn read_password() -> std::io::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Reenter password: ")?;
+        if first != again {
+            return Err(std::io::Error::other("the passwords do not match"));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }

@@ -12,6 +12,8 @@ use parking_lot::RwLock;
 use socket2::{Domain, Protocol, Socket, Type};
 use vireo_broker::{RetainedStore, SubscriptionIndex};
 
+use crate::auth::{self, Checkers};
+use crate::passwd::PasswordFile;
 use crate::shared::{Mailbox, Shared, Stats};
 use crate::worker::{WAKER, Worker};
 use crate::{Config, ConfigError};
@@ -46,6 +48,9 @@ pub enum StartError {
     /// The configuration is out of range.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The password file cannot be used.
+    #[error(transparent)]
+    Passwords(#[from] crate::passwd::PasswdError),
     /// Binding, polling or spawning failed.
     #[error("cannot start: {0}")]
     Io(#[from] io::Error),
@@ -65,6 +70,20 @@ impl Server {
             addr = listener.local_addr()?;
             listeners.push(listener);
         }
+        let policy = config.password_policy();
+        let checker_threads = match config.auth_threads {
+            0 => workers,
+            n => n,
+        };
+        let (checkers, checks) = match &config.password_file {
+            Some(path) => {
+                let passwords = PasswordFile::load(path)?;
+                tracing::info!(path = %path.display(), users = passwords.len(), "password file loaded");
+                let (c, rx) = Checkers::new(passwords, checker_threads);
+                (Some(c), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut polls = Vec::with_capacity(workers);
         let mut mailboxes = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
@@ -88,14 +107,19 @@ impl Server {
             in_transit_limit: in_transit_limit(&config, workers),
             stats: Arc::new(Stats::default()),
             shutdown: std::sync::atomic::AtomicBool::new(false),
+            password_policy: policy,
+            checkers,
             config,
         });
+        let mut threads = Vec::with_capacity(workers + checker_threads);
+        if let Some(rx) = &checks {
+            threads.extend(auth::spawn(&shared, rx, checker_threads)?);
+        }
         let cores = if shared.config.pin_workers {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
         };
-        let mut threads = Vec::with_capacity(workers);
         let parts = polls.into_iter().zip(listeners).zip(receivers);
         for (id, ((poll, listener), rx)) in parts.enumerate() {
             let mut worker = Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
@@ -111,6 +135,13 @@ impl Server {
             threads.push(thread);
         }
         tracing::info!(%addr, workers, "listening");
+        if policy.allow_anonymous && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "anonymous clients are accepted on a non-loopback address: anyone who can reach \
+                 it may read and write every topic (set password_file, or allow_anonymous = false)"
+            );
+        }
         Ok(ServerHandle {
             shared: Arc::new(SharedRef(shared)),
             local_addr: addr,

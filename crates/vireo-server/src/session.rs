@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
+use vireo_broker::protocol::auth::{self, PasswordStep};
 use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, WillFate};
 use vireo_broker::protocol::{Violation, connect, disconnect, publish};
 use vireo_broker::{Message, Session, SessionId};
 use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, parse_shared};
 
+use crate::auth::Check;
 use crate::conn::{Close, Conn, ConnState, V5State};
 use crate::shared::{Adoption, WorkerMsg};
 use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
@@ -44,6 +46,17 @@ impl Worker {
         // The CONNECT was decoded zero-copy from the read buffer; what outlives it is copied,
         // so that neither an idle connection nor a hand-over pins a 16 KiB read chunk.
         detach(&mut connect);
+        match self.shared.password_policy.check(&connect) {
+            PasswordStep::Accept => {}
+            PasswordStep::Refuse(code) => {
+                tracing::info!(peer = %conn.peer, client = %connect.client_id, "CONNECT refused: anonymous clients are not allowed");
+                return refuse(conn, code);
+            }
+            PasswordStep::Verify => {
+                self.check_off_loop(key, connect, assigned, home);
+                return Ok(());
+            }
+        }
         if home == self.id {
             return self.accept_connect(key, connect, assigned);
         }
@@ -59,9 +72,36 @@ impl Worker {
                 connect,
                 rest,
                 assigned,
+                refused: None,
             })));
         }
         Ok(())
+    }
+
+    /// Sends a connection whose password must be checked to the checkers (see `auth`), who
+    /// hand it on to `home` with the verdict; refuses it as busy when they are backed up.
+    fn check_off_loop(&mut self, key: usize, connect: Box<Connect>, assigned: bool, home: usize) {
+        let Some(mut conn) = self.unregister(key) else {
+            return;
+        };
+        let rest = BytesMut::from(&conn.rbuf[..]);
+        self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
+        let adoption = Adoption {
+            stream: conn.stream,
+            connect,
+            rest,
+            assigned,
+            refused: None,
+        };
+        let Some(checkers) = &self.shared.checkers else {
+            return; // `Verify` is asked for only with a password file, hence checkers
+        };
+        if let Err(check) = checkers.submit(Check { adoption, home }) {
+            let mut adoption = check.adoption;
+            tracing::warn!(client = %adoption.connect.client_id, "CONNECT refused: password checks backed up");
+            adoption.refused = Some(auth::busy(adoption.connect.protocol));
+            self.adopt(adoption);
+        }
     }
 
     /// A connection handed over by another worker.
@@ -71,6 +111,7 @@ impl Worker {
             connect,
             rest,
             assigned,
+            refused,
         } = adoption;
         let peer = match stream.peer_addr() {
             Ok(p) => p,
@@ -83,6 +124,12 @@ impl Worker {
         let Some(key) = self.register(conn) else {
             return;
         };
+        if let Some(code) = refused {
+            if let Some(conn) = self.conns.get_mut(key) {
+                let _ = refuse(conn, code);
+            }
+            return self.close(key, Close::Refused);
+        }
         let result = self
             .accept_connect(key, connect, assigned)
             .and_then(|()| self.decode_all(key));

@@ -10,10 +10,12 @@ use mio::net::TcpStream;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use vireo_broker::protocol::Limits;
+use vireo_broker::protocol::auth::PasswordPolicy;
 use vireo_broker::{Message, Recipient, RetainedStore, SharedSubscriptions, SubscriptionIndex};
 use vireo_codec::Connect;
 
 use crate::Config;
+use crate::auth::Checkers;
 
 /// What one worker sends another.
 pub(crate) enum WorkerMsg {
@@ -41,6 +43,9 @@ pub(crate) struct Adoption {
     /// The client sent an empty id and `connect.client_id` was generated: a 5.0 CONNACK
     /// returns it as Assigned Client Identifier [MQTT-3.1.3-7].
     pub assigned: bool,
+    /// The CONNACK code refusing this connection, decided where its credentials were
+    /// checked (`auth`): the home worker sends it and closes.
+    pub refused: Option<vireo_codec::ReasonCode>,
 }
 
 /// A worker's mailbox: its channel and the waker of its poll.
@@ -144,6 +149,8 @@ pub struct Stats {
     /// Deliveries not sent because they exceed the client's 5.0 Maximum Packet Size
     /// [MQTT-3.1.2-25]: discarded as if sent.
     pub dropped_too_large: AtomicU64,
+    /// CONNECTs refused for a wrong user name or password.
+    pub auth_failures: AtomicU64,
 }
 
 /// Everything the workers share.
@@ -162,4 +169,8 @@ pub(crate) struct Shared {
     pub in_transit_limit: usize,
     pub stats: Arc<Stats>,
     pub shutdown: AtomicBool,
+    /// Who may connect with which credentials.
+    pub password_policy: PasswordPolicy,
+    /// The password checkers, when a password file is configured.
+    pub checkers: Option<Checkers>,
 }

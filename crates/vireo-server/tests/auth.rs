@@ -1,0 +1,336 @@
+//! Password authentication from a client socket: the password file, `vireo passwd`, CONNACK
+//! codes for 3.1.1 and 5.0, anonymous clients, checks off the event loop, and Debian's
+//! mosquitto clients with `-u` / `-P`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use vireo_codec::{ByteString, Bytes, Connect, Packet, ProtocolVersion, QoS};
+use vireo_server::passwd::{PasswordFile, hash_password_with};
+
+/// A password file in a fresh temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vireo-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A password file with `users` (name, password), cheap hashes so the tests stay quick.
+fn password_file(dir: &TempDir, users: &[(&str, &str)]) -> PathBuf {
+    let text: String = users
+        .iter()
+        .map(|(u, p)| {
+            format!(
+                "{u}:{}\n",
+                hash_password_with(p.as_bytes(), 256, 1, 1).unwrap()
+            )
+        })
+        .collect();
+    let path = dir.file("passwd");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn credentials(
+    version: ProtocolVersion,
+    id: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Connect {
+    let mut c = Connect::new(id);
+    c.protocol = version;
+    c.username = user.map(ByteString::from);
+    c.password = password.map(|p| Bytes::copy_from_slice(p.as_bytes()));
+    c
+}
+
+/// The CONNACK code for these credentials.
+fn connack_code(addr: std::net::SocketAddr, connect: Connect) -> u8 {
+    match Client::connect_with(addr, connect).1 {
+        Packet::ConnAck(a) => a.code.0,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// 3.1.1: the right password connects; a wrong one, an unknown user or a missing password get
+/// CONNACK 0x04 and the close; with a password file, anonymous clients get 0x05.
+/// [MQTT-3.2.2-5] a refusing CONNACK is followed by the close.
+#[test]
+fn v311_passwords_checked_with_connack_codes() {
+    let dir = TempDir::new("v311");
+    let path = password_file(&dir, &[("alice", "wonder"), ("bob", "builder")]);
+    let broker = start_with(|c| c.password_file = Some(path));
+    let addr = broker.local_addr();
+    let v = ProtocolVersion::V311;
+    let (mut ok, ack) =
+        Client::connect_with(addr, credentials(v, "a", Some("alice"), Some("wonder")));
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code.0 == 0));
+    ok.subscribe(&[("t", QoS::AtMostOnce)]);
+    for (user, password) in [
+        (Some("alice"), Some("builder")),
+        (Some("carol"), Some("wonder")),
+        (Some("bob"), None),
+    ] {
+        let (mut c, ack) = Client::connect_with(addr, credentials(v, "x", user, password));
+        assert!(
+            matches!(ack, Packet::ConnAck(ref a) if a.code.0 == 0x04 && !a.session_present),
+            "{user:?}/{password:?}: {ack:?}"
+        );
+        assert!(c.closed_silently(), "[MQTT-3.2.2-5]");
+    }
+    assert_eq!(connack_code(addr, credentials(v, "y", None, None)), 0x05);
+    assert_eq!(
+        broker
+            .stats()
+            .auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    // The accepted client was not disturbed.
+    ok.publish("t", b"still here", QoS::AtMostOnce, false, 0);
+    assert_eq!(&ok.recv_publish().payload[..], b"still here");
+}
+
+/// 5.0: wrong credentials get CONNACK 0x86, anonymous 0x87; `allow_anonymous = true` lets
+/// clients without a user name in beside the password file, and still checks named ones.
+#[test]
+fn v5_passwords_checked_with_reason_codes() {
+    let dir = TempDir::new("v5");
+    let path = password_file(&dir, &[("alice", "wonder")]);
+    let strict = start_with(|c| c.password_file = Some(path.clone()));
+    let v = ProtocolVersion::V5;
+    let addr = strict.local_addr();
+    assert_eq!(
+        connack_code(addr, credentials(v, "a", Some("alice"), Some("wonder"))),
+        0
+    );
+    assert_eq!(
+        connack_code(addr, credentials(v, "b", Some("alice"), Some("x"))),
+        0x86
+    );
+    assert_eq!(connack_code(addr, credentials(v, "c", None, None)), 0x87);
+    let open = start_with(|c| {
+        c.password_file = Some(path);
+        c.allow_anonymous = Some(true);
+    });
+    let addr = open.local_addr();
+    assert_eq!(connack_code(addr, credentials(v, "d", None, None)), 0);
+    assert_eq!(
+        connack_code(addr, credentials(v, "e", Some("alice"), Some("no"))),
+        0x86
+    );
+}
+
+/// Without a password file anonymous clients are the default; `allow_anonymous = false` then
+/// refuses them (0x05) and takes user names as given, as Mosquitto does.
+#[test]
+fn anonymous_default_and_refusal_without_password_file() {
+    let v = ProtocolVersion::V311;
+    let open = start();
+    assert_eq!(
+        connack_code(open.local_addr(), credentials(v, "a", None, None)),
+        0
+    );
+    let closed = start_with(|c| c.allow_anonymous = Some(false));
+    let addr = closed.local_addr();
+    assert_eq!(connack_code(addr, credentials(v, "b", None, None)), 0x05);
+    assert_eq!(
+        connack_code(addr, credentials(v, "c", Some("u"), Some("p"))),
+        0
+    );
+}
+
+/// A slow hash must not stall the worker: while one client's password is being checked (a
+/// deliberately expensive argon2 hash), a connected client on the same broker gets its QoS 1
+/// round trip answered, and its PUBACK arrives before the slow client's CONNACK.
+#[test]
+fn password_checks_do_not_stall_other_clients() {
+    let dir = TempDir::new("slow");
+    let slow = hash_password_with(b"slow", 64 * 1024, 8, 1).unwrap();
+    let path = dir.file("passwd");
+    std::fs::write(&path, format!("slow:{slow}\n")).unwrap();
+    let broker = start_with(|c| {
+        c.password_file = Some(path);
+        c.allow_anonymous = Some(true);
+        c.workers = 1;
+    });
+    let addr = broker.local_addr();
+    let mut busy = Client::connect(addr, "busy");
+    let mut waiting = Raw::open(addr);
+    waiting.send(&Packet::Connect(Box::new(credentials(
+        ProtocolVersion::V311,
+        "w",
+        Some("slow"),
+        Some("slow"),
+    ))));
+    // Had the worker checked the hash inline, it would have read the CONNECT (sent first)
+    // and answered it before any of these PUBACKs.
+    for id in 1..=10 {
+        busy.publish("rt", b"ping", QoS::AtLeastOnce, false, id);
+    }
+    assert!(
+        waiting
+            .frame_within(std::time::Duration::from_millis(5))
+            .is_none(),
+        "the check was done before the other client was served"
+    );
+    assert_eq!(
+        waiting.frame(),
+        [0x20, 0x02, 0x00, 0x00],
+        "then the CONNACK"
+    );
+}
+
+fn vireo_passwd(flags: &[&str], file: &Path, user: &str, stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .arg("passwd")
+        .args(flags)
+        .arg(file)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `vireo passwd FILE USER` adds and changes users with the password read from standard input
+/// (never argv), `-D` deletes; the file is owner-only and holds argon2id hashes, never the
+/// password; the broker accepts what it wrote.
+#[test]
+fn vireo_passwd_adds_changes_and_deletes_users() {
+    let dir = TempDir::new("cli");
+    let file = dir.file("passwd");
+    for (user, password) in [("alice", "one\n"), ("bob", "two\n"), ("alice", "three\r\n")] {
+        let out = vireo_passwd(&[], &file, user, password);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("alice:$argon2id$"), "{text}");
+    assert!(!text.contains("three") && !text.contains("two"), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by its owner only: {mode:o}");
+    }
+    let loaded = PasswordFile::load(&file).unwrap();
+    assert!(loaded.verify("alice", b"three") && !loaded.verify("alice", b"one"));
+    assert!(vireo_passwd(&["-D"], &file, "bob", "").status.success());
+    let out = vireo_passwd(&["-D"], &file, "bob", "");
+    assert!(!out.status.success(), "deleting a missing user fails");
+    let out = vireo_passwd(&[], &file, "carol", "\n");
+    assert!(!out.status.success(), "empty password");
+    let loaded = PasswordFile::load(&file).unwrap();
+    assert_eq!(loaded.len(), 1);
+
+    let broker = start_with(|c| c.password_file = Some(file.clone()));
+    let v = ProtocolVersion::V311;
+    let addr = broker.local_addr();
+    assert_eq!(
+        connack_code(addr, credentials(v, "a", Some("alice"), Some("three"))),
+        0
+    );
+    assert_eq!(
+        connack_code(addr, credentials(v, "b", Some("bob"), Some("two"))),
+        0x04
+    );
+}
+
+/// A password file that is not one is a clear error at start, naming the line.
+#[test]
+fn bad_password_file_refuses_to_start() {
+    let dir = TempDir::new("bad");
+    let path = dir.file("passwd");
+    std::fs::write(&path, "# users\nalice:plaintext\n").unwrap();
+    let mut config = vireo_server::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        password_file: Some(path),
+        ..vireo_server::Config::default()
+    };
+    config.workers = 1;
+    let err = vireo_server::Server::start(config).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(
+        !err.contains("plaintext"),
+        "the file's contents stay out of the log: {err}"
+    );
+}
+
+/// Debian's mosquitto clients with `-u` / `-P`: the right password subscribes and receives,
+/// a wrong one is refused ("not authorised" / bad user name or password) and exits non-zero.
+#[test]
+fn mosquitto_clients_with_passwords() {
+    let dir = TempDir::new("mosq");
+    let path = password_file(&dir, &[("alice", "wonder")]);
+    let broker = start_with(|c| c.password_file = Some(path));
+    let port = broker.local_addr().port().to_string();
+    let run = |tool: &str, args: &[&str]| {
+        Command::new(tool)
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} ({e}): apt-get install mosquitto-clients"))
+    };
+    let ok = ["-u", "alice", "-P", "wonder"];
+    let pubbed = run(
+        "mosquitto_pub",
+        &[&ok[..], &["-t", "k", "-m", "v", "-r", "-q", "1"]].concat(),
+    );
+    assert!(
+        pubbed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pubbed.stderr)
+    );
+    let got = run(
+        "mosquitto_sub",
+        &[&ok[..], &["-t", "k", "-C", "1", "-W", "5"]].concat(),
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    for version in ["mqttv311", "mqttv5"] {
+        let bad = run(
+            "mosquitto_sub",
+            &[
+                "-V", version, "-u", "alice", "-P", "nope", "-t", "k", "-C", "1", "-W", "5",
+            ],
+        );
+        assert!(!bad.status.success(), "{version}");
+        let err = String::from_utf8_lossy(&bad.stderr).to_lowercase();
+        assert!(
+            err.contains("not authori") || err.contains("bad user"),
+            "{version}: {err}"
+        );
+    }
+}
