@@ -376,6 +376,15 @@ impl Conn {
         self.extra.as_mut().and_then(|e| e.v5.as_mut())
     }
 
+    /// For a 5.0 client without outbound topic aliases, whether a frame of `len` bytes fits
+    /// its Maximum Packet Size; `None` for any other connection. One look at the 5.0 state,
+    /// for the fan-out of a shared frame.
+    #[inline]
+    pub(crate) fn plain_v5_fits(&self, len: usize) -> Option<bool> {
+        let v5 = self.extra.as_ref()?.v5.as_ref()?;
+        v5.out_aliases.is_none().then(|| v5.negotiated.fits(len))
+    }
+
     /// How the next PUBLISH on `topic` to this client names it (always `Full` unless it is a
     /// 5.0 client with outbound aliases).
     pub(crate) fn out_alias(&self, topic: &str) -> OutAlias {

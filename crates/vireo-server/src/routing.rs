@@ -346,8 +346,22 @@ impl Worker {
             }
             let log = &mut self.frames;
             let span = if conn.version.is_v5() {
-                let subs = &slot.session.subscriptions;
-                match qos0_frame_v5(log, conn, subs, r, msg, self.now, copies) {
+                // The common case inline: the message's shared 5.0 frame is made, and this
+                // recipient needs nothing of its own (no identifier, RETAIN nor alias).
+                let plain = r.flags & (Recipient::MORE_IDS | Recipient::RETAIN_AS_PUBLISHED) == 0
+                    && r.sub_id == 0;
+                let shared = match copies.qos0_frame_v5 {
+                    Some(span) if plain => conn.plain_v5_fits(span.len()).map(|f| (span, f)),
+                    _ => None,
+                };
+                let made = match shared {
+                    Some((span, fits)) => fits.then_some(span),
+                    None => {
+                        let subs = &slot.session.subscriptions;
+                        qos0_frame_v5(log, conn, subs, r, msg, self.now, copies)
+                    }
+                };
+                match made {
                     Some(span) => span,
                     None => {
                         // Larger than the client's Maximum Packet Size: not sent
