@@ -28,6 +28,9 @@ use vireo_codec::{
     TopicName,
 };
 
+/// The server's `packet_timeout_secs` default.
+const PACKET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a client saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
@@ -114,7 +117,6 @@ impl World {
     }
 
     fn connect(&mut self, c: usize, connect: Connect) {
-        self.conns[c].liveness.on_input(self.now, 0);
         self.conns[c].v5 = connect.protocol.is_v5();
         let n = match connect::check(&connect, &self.limits, u32::MAX) {
             Ok(n) => n,
@@ -178,7 +180,17 @@ impl World {
     /// Any packet from the client (a PINGREQ, say): its keep-alive clock restarts.
     fn ping(&mut self, c: usize) {
         let conn = &mut self.conns[c];
-        conn.liveness.on_input(self.now, conn.keep_alive);
+        let ka = conn.keep_alive;
+        conn.liveness
+            .on_decoded(self.now, ka, true, false, PACKET_TIMEOUT);
+    }
+
+    /// Some bytes of a packet the client has not finished (a slowloris client's trickle).
+    fn trickle(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        let ka = conn.keep_alive;
+        conn.liveness
+            .on_decoded(self.now, ka, false, true, PACKET_TIMEOUT);
     }
 
     fn subscribe(&mut self, c: usize, filter: &str, qos: QoS) {
@@ -547,7 +559,7 @@ fn connect_timeout_is_not_extended_by_input() {
     let c = w.accept();
     for _ in 0..9 {
         w.advance(secs(1));
-        w.ping(c);
+        w.trickle(c);
     }
     assert_eq!(w.take(c), []);
     w.advance(secs(1));
@@ -830,4 +842,31 @@ fn v5_retained_messages_expire() {
         ],
         "[MQTT-3.3.2-5] [MQTT-3.3.2-6]"
     );
+}
+
+/// A connected client that trickles a packet (or never finishes one) is closed
+/// `PACKET_TIMEOUT` after the pass that left it unfinished, whatever its keep alive: bytes
+/// are not packets [MQTT-3.1.2-24]; a 5.0 client is told 0x8D first.
+#[test]
+fn v5_unfinished_packet_times_out_despite_a_long_keep_alive() {
+    let mut w = World::new();
+    let c = w.client(v5("slow", 0, 600));
+    assert_eq!(w.take(c), [connack(false)]);
+    w.advance(secs(1));
+    w.trickle(c);
+    for _ in 0..9 {
+        w.advance(secs(1));
+        w.trickle(c); // one byte a second: never pushes the limit back
+    }
+    assert_eq!(w.take(c), []);
+    w.advance(secs(1));
+    assert_eq!(w.take(c), [Seen::Disconnect(0x8D), Seen::Closed]);
+    // Finishing the packet in time hands the clock back to the keep alive.
+    let c = w.client(v5("quick", 0, 600));
+    w.take(c);
+    w.trickle(c);
+    w.advance(secs(5));
+    w.ping(c);
+    w.advance(secs(600));
+    assert_eq!(w.take(c), [], "inside 1.5 x 600 s");
 }

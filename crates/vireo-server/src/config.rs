@@ -95,6 +95,12 @@ pub struct Config {
     pub allow_anonymous: Option<bool>,
     /// Threads that check passwords off the event loop; 0: one per worker.
     pub auth_threads: usize,
+    /// Seconds a packet may take to arrive once its first byte has: a connection holding an
+    /// unfinished packet longer is closed whatever its keep alive (slowloris).
+    pub packet_timeout_secs: u64,
+    /// Bytes all connections together may hold in unfinished packets; past it the oldest
+    /// unfinished packets' connections are closed (5.0: DISCONNECT 0x97).
+    pub max_unfinished_bytes: usize,
 }
 
 impl Default for Config {
@@ -131,6 +137,8 @@ impl Default for Config {
             password_file: None,
             allow_anonymous: None,
             auth_threads: 0,
+            packet_timeout_secs: 10,
+            max_unfinished_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -204,6 +212,9 @@ impl Config {
             // A session id keeps its worker in 8 bits.
             return Err(ConfigError::Invalid("workers must be at most 256"));
         }
+        if self.packet_timeout_secs == 0 || self.packet_timeout_secs > 3_600 {
+            return Err(ConfigError::Invalid("packet_timeout_secs must be 1..=3600"));
+        }
         if self.connect_timeout_secs > 3_600 {
             return Err(ConfigError::Invalid(
                 "connect_timeout_secs must be at most 3600",
@@ -269,7 +280,18 @@ impl Config {
         QoS::try_from(self.max_qos).unwrap_or(QoS::ExactlyOnce)
     }
 
-    /// CONNECT timeout.
+    /// A worker's share of `max_unfinished_bytes`, never below one packet of the largest
+    /// size allowed (a read buffer's capacity may be up to twice its length).
+    pub fn unfinished_budget_per_worker(&self) -> usize {
+        (self.max_unfinished_bytes / self.worker_count().max(1)).max(2 * self.max_packet_size)
+    }
+
+    /// How long an unfinished packet may wait for the rest of its bytes.
+    pub fn packet_timeout(&self) -> Duration {
+        Duration::from_secs(self.packet_timeout_secs)
+    }
+
+    /// Seconds a new connection has to send CONNECT.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs.max(1))
     }

@@ -18,6 +18,7 @@ mod routing;
 mod server;
 mod session;
 mod shared;
+mod unfinished;
 mod worker;
 
 pub use config::{Config, ConfigError};

@@ -151,6 +151,24 @@ pub struct Stats {
     pub dropped_too_large: AtomicU64,
     /// CONNECTs refused for a wrong user name or password.
     pub auth_failures: AtomicU64,
+    /// Bytes held now in unfinished packets, across the broker.
+    pub unfinished_bytes: AtomicUsize,
+    /// Connections closed because unfinished packets passed `max_unfinished_bytes`.
+    pub unfinished_closed: AtomicU64,
+}
+
+impl Stats {
+    /// Moves the unfinished-bytes gauge by `delta`.
+    #[inline]
+    pub(crate) fn add_unfinished(&self, delta: isize) {
+        if delta > 0 {
+            self.unfinished_bytes
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else if delta < 0 {
+            self.unfinished_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Everything the workers share.

@@ -18,13 +18,14 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::protocol::lifecycle::{self, Liveness};
 use vireo_broker::{Message, Recipients, Session, SessionId};
-use vireo_codec::{ByteString, QoS, decode};
+use vireo_codec::{ByteString, QoS, ReasonCode, decode};
 
 use crate::clients::ClientIds;
 use crate::conn::{Close, Conn, ConnState};
 use crate::frames::FrameLog;
 use crate::routing::MessageCopies;
 use crate::shared::{Delivery, Shared, WorkerMsg};
+use crate::unfinished::Unfinished;
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -129,6 +130,9 @@ pub(crate) struct Worker {
     pub now: Instant,
     last_sweep: Instant,
     sweeps: u64,
+    /// Bytes held in unfinished packets, bounded by this worker's share of
+    /// `max_unfinished_bytes`.
+    unfinished: Unfinished,
 }
 
 impl SessionSlot {
@@ -157,6 +161,7 @@ impl Worker {
         let workers = shared.mailboxes.len();
         let now = Instant::now();
         let session_limits = Arc::new(shared.config.session_limits());
+        let unfinished_budget = shared.config.unfinished_budget_per_worker();
         Ok(Self {
             id,
             shared,
@@ -187,6 +192,7 @@ impl Worker {
             now,
             last_sweep: now,
             sweeps: 0,
+            unfinished: Unfinished::new(unfinished_budget),
         })
     }
 
@@ -333,6 +339,8 @@ impl Worker {
     /// Takes a connection out of this worker without closing it (to hand it to another).
     pub(crate) fn unregister(&mut self, key: usize) -> Option<Conn> {
         let mut conn = self.conns.try_remove(key)?;
+        let delta = self.unfinished.release(key);
+        self.shared.stats.add_unfinished(delta);
         // Its runs point into this worker's frame log: resolved while it still exists.
         conn.resolve(&mut self.frames);
         let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -394,6 +402,41 @@ impl Worker {
         } else if let Some(conn) = self.conns.get_mut(key) {
             conn.shrink_idle();
         }
+        self.count_unfinished(key);
+    }
+
+    /// Counts what `key` holds of an unfinished packet after a read; past the worker's budget,
+    /// closes the connections whose unfinished packets are oldest (see `unfinished`).
+    fn count_unfinished(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let held = if conn.rbuf.is_empty() {
+            0
+        } else {
+            conn.rbuf.capacity()
+        };
+        let delta = self.unfinished.update(key, held);
+        self.shared.stats.add_unfinished(delta);
+        while let Some(victim) = self.unfinished.victim() {
+            if let Some(conn) = self.conns.get(victim) {
+                tracing::warn!(
+                    peer = %conn.peer,
+                    held = self.unfinished.bytes(),
+                    "unfinished packets past max_unfinished_bytes: closing the oldest"
+                );
+            }
+            self.shared
+                .stats
+                .unfinished_closed
+                .fetch_add(1, Ordering::Relaxed);
+            self.close(victim, Close::Limit(ReasonCode::QUOTA_EXCEEDED));
+            // `close` released it through `unregister`; this keeps the count right even if
+            // the connection was somehow gone already.
+            self.shared
+                .stats
+                .add_unfinished(self.unfinished.release(victim));
+        }
     }
 
     /// Reads and decodes until `WouldBlock` or the budget; `Some(reason)` to close.
@@ -430,7 +473,6 @@ impl Worker {
                 Ok(n) => {
                     drained = n < spare && self.short_read_ends && !self.final_read;
                     budget = budget.saturating_sub(n);
-                    conn.liveness.on_input(self.now, conn.keep_alive);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -491,6 +533,7 @@ impl Worker {
     /// Handles every complete packet in the connection's read buffer.
     pub(crate) fn decode_all(&mut self, key: usize) -> Result<(), Close> {
         let max = self.shared.config.max_packet_size;
+        let mut progressed = false;
         loop {
             // The connection may have been handed to another worker by a CONNECT.
             let Some(conn) = self.conns.get_mut(key) else {
@@ -498,15 +541,22 @@ impl Worker {
             };
             match decode(&mut conn.rbuf, conn.version, max) {
                 Ok(Some(packet)) => {
+                    progressed = true;
                     self.handle(key, packet)?;
                     if self.paused(key) {
                         // The rest waits in the buffer, and the connection on the `again`
                         // list: no event will come for bytes already read, whoever called.
                         self.read_later(key);
+                        // What waits is the broker's doing, not an unfinished packet.
+                        self.note_progress(key, true, false);
                         return Ok(());
                     }
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    let partial = self.conns.get(key).is_some_and(|c| !c.rbuf.is_empty());
+                    self.note_progress(key, progressed, partial);
+                    return Ok(());
+                }
                 Err(e) => {
                     self.shared
                         .stats
@@ -525,6 +575,23 @@ impl Worker {
                     // 5.0: DISCONNECT 0x81 / 0x82 / 0x95 as the error says [MQTT-4.13.1-1].
                     return Err(Close::Protocol(e.reason_code()));
                 }
+            }
+        }
+    }
+
+    /// The keep-alive and unfinished-packet clocks after a decode pass (see
+    /// `Liveness::on_decoded`).
+    #[inline]
+    fn note_progress(&mut self, key: usize, progressed: bool, partial: bool) {
+        let timeout = self.shared.config.packet_timeout();
+        if let Some(conn) = self.conns.get_mut(key) {
+            if progressed {
+                self.unfinished.restart(key);
+            }
+            if progressed || partial {
+                let ka = conn.keep_alive;
+                conn.liveness
+                    .on_decoded(self.now, ka, progressed, partial, timeout);
             }
         }
     }
@@ -647,7 +714,15 @@ impl Worker {
         }
         for key in expired {
             if let Some(conn) = self.conns.get(key) {
-                tracing::info!(peer = %conn.peer, "keep alive / CONNECT timeout [MQTT-3.1.2-24]");
+                if conn.rbuf.is_empty() {
+                    tracing::info!(peer = %conn.peer, "keep alive / CONNECT timeout [MQTT-3.1.2-24]");
+                } else {
+                    tracing::info!(
+                        peer = %conn.peer,
+                        buffered = conn.rbuf.len(),
+                        "packet unfinished after packet_timeout_secs: closing"
+                    );
+                }
             }
             self.close(key, Close::Timeout);
         }
@@ -817,9 +892,10 @@ mod tests {
             size_of::<super::SessionSlot>(),
             size_of::<vireo_broker::Session>()
         );
-        // mio's TcpStream carries a selector id in debug builds: 16 bytes, 4 in release.
-        let debug_extra = (size_of::<mio::net::TcpStream>() - 4).next_multiple_of(8);
-        assert!(size_of::<crate::conn::Conn>() <= 192 + debug_extra);
+        // mio's TcpStream carries a selector id in debug builds (16 bytes, 4 in release),
+        // which costs `Conn` 8 bytes after padding.
+        let limit = if cfg!(debug_assertions) { 208 } else { 200 };
+        assert!(size_of::<crate::conn::Conn>() <= limit);
         assert!(size_of::<super::SessionSlot>() <= 120);
     }
 }

@@ -484,3 +484,154 @@ fn window_of_one_backlog_clears_once_drained() {
         }
     }
 }
+
+/// A QoS 1 round trip between two well-behaved clients: PUBACK to the publisher, the message
+/// (acknowledged) to the subscriber.
+fn round_trip(publisher: &mut Client, subscriber: &mut Client, id: u16) {
+    publisher.publish("echo", b"ping", QoS::AtLeastOnce, false, id);
+    let p = subscriber.recv_publish_ack();
+    assert_eq!(&p.payload[..], b"ping");
+}
+
+/// Slowloris: a client that never finishes a packet (a PUBLISH declaring 1,000,000 bytes that
+/// sends 600 KB of them), one that trickles a packet a byte at a time, and one that sends a
+/// CONNECT's first byte and no more are each closed once their unfinished packet is older
+/// than `packet_timeout_secs`, whatever their keep alive and the CONNECT timeout; a
+/// well-behaved client's QoS 1 round trips go on meanwhile.
+#[test]
+fn unfinished_packets_are_closed_after_packet_timeout() {
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.packet_timeout_secs = 1;
+        c.connect_timeout_secs = 60; // far past WAIT: only the packet limit can close them
+        c.max_packet_size = 2 * 1024 * 1024;
+    });
+    let addr = broker.local_addr();
+    let mut subscriber = Client::connect(addr, "sub");
+    subscriber.subscribe(&[("echo", QoS::AtLeastOnce)]);
+    let mut publisher = Client::connect(addr, "pub");
+    round_trip(&mut publisher, &mut subscriber, 1);
+
+    // Keep alive 60 s (90 s of silence allowed), far past WAIT.
+    let mut hoarder = Client::connect(addr, "hoarder");
+    let mut header = vec![0x30];
+    header.extend(vbi_bytes(1_000_000));
+    hoarder.send_raw(&header);
+    hoarder.send_raw(&vec![0u8; 600 * 1024]);
+
+    let mut half_connect = Raw::open(addr);
+    half_connect.send_raw(&[0x10]);
+
+    let mut trickler = Client::connect(addr, "trickler");
+    let publish = encode(&qos1("slow/topic/with/a/longer/name", 7));
+    let started = Instant::now();
+    let mut sent = 0;
+    let trickled_off = loop {
+        assert!(started.elapsed() < WAIT, "the trickler was never closed");
+        trickler.send_raw(&publish[sent..sent + 1]);
+        sent += 1;
+        assert!(sent < publish.len(), "the whole packet went through");
+        // The deliberate pace of a slowloris client: a byte every 200 ms.
+        if trickler.closed_within(Duration::from_millis(200), false) {
+            break started.elapsed();
+        }
+        round_trip(&mut publisher, &mut subscriber, 2);
+    };
+    assert!(
+        trickled_off >= Duration::from_millis(900),
+        "closed before the packet limit ran out: {trickled_off:?}"
+    );
+    assert!(hoarder.closed_within(WAIT, false), "the hoarder stays");
+    assert!(half_connect.closed(), "the half CONNECT stays");
+    round_trip(&mut publisher, &mut subscriber, 3);
+}
+
+/// A 5.0 client whose packet stays unfinished is told why before the close: DISCONNECT 0x8D
+/// (Keep Alive timeout, "no packet has been received"), as for a silent one [MQTT-3.1.2-24].
+#[test]
+fn v5_unfinished_packet_gets_disconnect_0x8d() {
+    let broker = start_with(|c| c.packet_timeout_secs = 1);
+    let mut c = Raw::v5(broker.local_addr(), "slow", &[]);
+    c.send_raw(&[0x30, 0x7F, 0x00]); // 127 bytes declared, 1 sent
+    let f = c.disconnect_frame();
+    assert_eq!(disconnect_reason(&f), 0x8D, "{f:02x?}");
+    assert!(c.closed());
+}
+
+/// Waits, within [`WAIT`], until `f` holds of the broker's counters.
+fn until(stats: &vireo_server::Stats, what: &str, f: impl Fn(&vireo_server::Stats) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f(stats) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2)); // polling a gauge: no event to await
+    }
+}
+
+/// Slowloris at scale: connections that each hold part of a large PUBLISH are bounded as a
+/// whole by `max_unfinished_bytes`, not only one by one by their age. Past the budget the
+/// connection whose unfinished packet is oldest goes (5.0: DISCONNECT 0x97 Quota exceeded),
+/// the later ones stay, and well-behaved clients' QoS 1 round trips go on.
+#[test]
+fn v5_unfinished_packets_are_bounded_in_memory_oldest_closed_first() {
+    const CHUNK: usize = 300_000;
+    let broker = start_with(|c| {
+        c.workers = 1;
+        c.max_packet_size = 1024 * 1024;
+        c.max_unfinished_bytes = 2 * 1024 * 1024;
+        c.packet_timeout_secs = 600; // only the budget can close them here
+    });
+    let addr = broker.local_addr();
+    let stats = broker.stats();
+    let mut subscriber = Client::connect(addr, "sub");
+    subscriber.subscribe(&[("echo", QoS::AtLeastOnce)]);
+    let mut publisher = Client::connect(addr, "pub");
+
+    let mut header = vec![0x30];
+    header.extend(vbi_bytes(1_000_000));
+    let mut hoarders = Vec::new();
+    for i in 0..10 {
+        let mut h = Raw::v5(addr, &format!("hoarder-{i}"), &[]);
+        h.send_raw(&header);
+        // Topic "h", no properties, then the payload's first bytes.
+        h.send_raw(&[0x00, 0x01, b'h', 0x00]);
+        h.send_raw(&vec![0u8; CHUNK - 4]);
+        hoarders.push(h);
+        // Its bytes are read (counted) or someone was closed for them.
+        until(&stats, "the hoarder's bytes to be read", |s| {
+            s.unfinished_closed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+                || s.unfinished_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    >= CHUNK * hoarders.len()
+        });
+        round_trip(&mut publisher, &mut subscriber, 1 + i as u16);
+        if stats
+            .unfinished_closed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+    }
+    assert!(hoarders.len() < 10, "2 MiB never ran out");
+    let held = stats
+        .unfinished_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(held <= 2 * 1024 * 1024, "{held} bytes held past the budget");
+    // The first hoarder, the oldest, went, and was told why.
+    let f = hoarders[0].disconnect_frame();
+    assert_eq!(disconnect_reason(&f), 0x97, "{f:02x?}");
+    assert!(hoarders[0].closed());
+    // The newest is still there: it can finish its packet (a QoS 0 PUBLISH; the PINGREQ
+    // after it is answered).
+    let last = hoarders.last_mut().unwrap();
+    last.send_raw(&vec![0u8; 1_000_000 - CHUNK]);
+    last.send_raw(&[0xC0, 0x00]);
+    assert_eq!(
+        last.frame(),
+        vec![0xD0, 0x00],
+        "PINGRESP after the finished packet"
+    );
+    round_trip(&mut publisher, &mut subscriber, 100);
+}

@@ -35,13 +35,27 @@ impl Liveness {
         self.deadline = timeout(keep_alive).and_then(|t| now.checked_add(t));
     }
 
-    /// Bytes arrived on a connection granted `keep_alive` (0 before CONNECT): the keep-alive
-    /// clock starts again. Before CONNECT it does not, so a CONNECT trickled a byte at a time
-    /// still has to finish in time.
+    /// After a decode pass: `progressed` if it took at least one whole packet, `partial` if an
+    /// unfinished one is left in the buffer. A packet restarts the keep-alive clock (the rule
+    /// counts Control Packets, not bytes [MQTT-3.1.2-24]); bytes of an unfinished packet do
+    /// not, and a packet left unfinished for `packet_timeout` ends the connection whatever
+    /// the keep alive, so a client trickling a packet (or never finishing one) cannot hold
+    /// its buffer forever.
     #[inline]
-    pub fn on_input(&mut self, now: Instant, keep_alive: u16) {
-        if let Some(t) = timeout(keep_alive) {
-            self.deadline = now.checked_add(t);
+    pub fn on_decoded(
+        &mut self,
+        now: Instant,
+        keep_alive: u16,
+        progressed: bool,
+        partial: bool,
+        packet_timeout: Duration,
+    ) {
+        if progressed {
+            self.deadline = timeout(keep_alive).and_then(|t| now.checked_add(t));
+        }
+        if partial && let Some(limit) = now.checked_add(packet_timeout) {
+            // The earliest wins: once set, a later pass cannot push the limit back.
+            self.deadline = Some(self.deadline.map_or(limit, |d| d.min(limit)));
         }
     }
 
@@ -186,7 +200,14 @@ mod tests {
     fn connect_deadline_does_not_move_with_input() {
         let now = t0();
         let mut l = Liveness::awaiting_connect(now, Duration::from_secs(10));
-        l.on_input(now + Duration::from_secs(9), 0);
+        // Bytes of an unfinished CONNECT do not move the CONNECT deadline.
+        l.on_decoded(
+            now + Duration::from_secs(9),
+            0,
+            false,
+            true,
+            Duration::from_secs(30),
+        );
         assert!(l.expired(now + Duration::from_secs(10)));
     }
 
@@ -197,9 +218,46 @@ mod tests {
         l.connected(now, 2);
         assert!(!l.expired(now + Duration::from_millis(2999)));
         assert!(l.expired(now + Duration::from_millis(3000)));
-        l.on_input(now + Duration::from_secs(2), 2);
+        l.on_decoded(now + Duration::from_secs(2), 2, true, false, Duration::ZERO);
         assert!(!l.expired(now + Duration::from_millis(4999)));
         assert!(l.expired(now + Duration::from_millis(5000)));
+    }
+
+    /// A packet trickled in (or never finished) ends the connection `packet_timeout` after
+    /// it began, whatever the keep alive; a finished packet restarts the clock.
+    #[test]
+    fn unfinished_packet_times_out_whatever_the_keep_alive() {
+        let now = t0();
+        let limit = Duration::from_secs(10);
+        let at = |s| now + Duration::from_secs(s);
+        let mut l = Liveness::awaiting_connect(now, Duration::from_secs(10));
+        l.connected(now, 0); // keep alive off: no deadline at all
+        l.on_decoded(at(1), 0, false, true, limit);
+        for s in 2..11 {
+            l.on_decoded(at(s), 0, false, true, limit); // one byte a second
+        }
+        assert!(!l.expired(now + Duration::from_millis(10_999)));
+        assert!(l.expired(at(11)), "10 s after the packet began");
+        // Finished in time: the clock goes back to the keep alive (none).
+        let mut l = Liveness::awaiting_connect(now, Duration::from_secs(10));
+        l.connected(now, 0);
+        l.on_decoded(at(1), 0, false, true, limit);
+        l.on_decoded(at(5), 0, true, false, limit);
+        assert_eq!(l.deadline(), None);
+        // With a long keep alive the packet limit still applies; with a short one, the
+        // keep alive comes first.
+        let mut l = Liveness::awaiting_connect(now, Duration::from_secs(10));
+        l.connected(now, 600);
+        l.on_decoded(at(1), 600, false, true, limit);
+        assert_eq!(l.deadline(), Some(at(11)));
+        let mut l = Liveness::awaiting_connect(now, Duration::from_secs(10));
+        l.connected(now, 2);
+        l.on_decoded(at(1), 2, false, true, limit);
+        assert_eq!(
+            l.deadline(),
+            Some(at(3)),
+            "bytes alone do not restart the keep alive"
+        );
     }
 
     #[test]
