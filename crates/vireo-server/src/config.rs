@@ -95,6 +95,9 @@ pub struct Config {
     pub allow_anonymous: Option<bool>,
     /// Threads that check passwords off the event loop; 0: one per worker.
     pub auth_threads: usize,
+    /// Who may publish and subscribe to what (Mosquitto's ACL format; see
+    /// `vireo_broker::protocol::acl`). Unset: every client may use every topic.
+    pub acl_file: Option<PathBuf>,
     /// Seconds a packet may take to arrive once its first byte has: a connection holding an
     /// unfinished packet longer is closed whatever its keep alive (slowloris).
     pub packet_timeout_secs: u64,
@@ -137,6 +140,7 @@ impl Default for Config {
             password_file: None,
             allow_anonymous: None,
             auth_threads: 0,
+            acl_file: None,
             packet_timeout_secs: 10,
             max_unfinished_bytes: 64 * 1024 * 1024,
         }

@@ -18,6 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
+use vireo_broker::protocol::acl::ClientAcl;
 use vireo_broker::protocol::connect::Negotiated;
 pub(crate) use vireo_broker::protocol::connection::{Close, Phase};
 use vireo_broker::protocol::lifecycle::Liveness;
@@ -137,6 +138,8 @@ pub(crate) struct V5State {
 struct Extra {
     will: Option<LastWill>,
     v5: Option<V5State>,
+    /// What the ACL lets this client do, when an ACL is configured.
+    acl: Option<ClientAcl>,
 }
 
 pub(crate) struct Conn {
@@ -404,9 +407,21 @@ impl Conn {
         }
     }
 
-    /// Sets what CONNECT gave: the Will and, for 5.0, the negotiated state.
-    pub(crate) fn set_connect_state(&mut self, will: Option<LastWill>, v5: Option<V5State>) {
-        self.extra = (will.is_some() || v5.is_some()).then(|| Box::new(Extra { will, v5 }));
+    /// Sets what CONNECT gave: the Will, for 5.0 the negotiated state, and the client's ACL.
+    pub(crate) fn set_connect_state(
+        &mut self,
+        will: Option<LastWill>,
+        v5: Option<V5State>,
+        acl: Option<ClientAcl>,
+    ) {
+        self.extra = (will.is_some() || v5.is_some() || acl.is_some())
+            .then(|| Box::new(Extra { will, v5, acl }));
+    }
+
+    /// The client's ACL, when one is configured.
+    #[inline]
+    pub(crate) fn acl_mut(&mut self) -> Option<&mut ClientAcl> {
+        self.extra.as_mut().and_then(|e| e.acl.as_mut())
     }
 
     /// Takes the Will, to publish or discard it.

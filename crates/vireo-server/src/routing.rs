@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use foldhash::{HashSet, HashSetExt};
 use vireo_broker::protocol::acks::{self, AckAction};
+use vireo_broker::protocol::acl;
 use vireo_broker::protocol::publish::OutAlias;
 use vireo_broker::protocol::subscribe::{self as subscription, Filter, Refusal};
 use vireo_broker::protocol::{connection, disconnect, publish as inbound};
 use vireo_broker::{Enqueued, Message, Outgoing, Recipient, Session, Subscriptions};
 use vireo_codec::{
-    Ack, ByteString, Packet, PacketId, Property, Publish, PublishHeader, QoS, QosPid, ReasonCode,
-    SubAck, Subscribe, Unsubscribe,
+    Ack, ByteString, Packet, PacketId, Property, ProtocolVersion, Publish, PublishHeader, QoS,
+    QosPid, ReasonCode, SubAck, Subscribe, Unsubscribe,
 };
 
 use crate::conn::{Close, Conn, ConnState};
@@ -160,6 +161,11 @@ impl Worker {
             self.push_packet(key, &packet);
             return Ok(());
         }
+        if let Some(acl) = self.conns.get_mut(key).and_then(Conn::acl_mut)
+            && !acl.may_publish(&p.topic)
+        {
+            return self.refused_publish(key, skey, p.qos, version, &p.topic);
+        }
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };
@@ -215,6 +221,43 @@ impl Worker {
         {
             conn.throttled = true;
         }
+        Ok(())
+    }
+
+    /// A PUBLISH the ACL does not allow: acknowledged as `acl::refused_publish_reason` says,
+    /// never routed nor retained, counted.
+    fn refused_publish(
+        &mut self,
+        key: usize,
+        skey: usize,
+        qos: QosPid,
+        version: ProtocolVersion,
+        topic: &str,
+    ) -> Result<(), Close> {
+        self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%topic, "PUBLISH not allowed by the ACL: dropped");
+        let reason = acl::refused_publish_reason(version);
+        let ack = |pid| {
+            let mut ack = Ack::new(pid);
+            ack.reason = reason;
+            ack
+        };
+        let packet = match qos {
+            QosPid::AtMostOnce => return Ok(()),
+            QosPid::AtLeastOnce(pid) => Packet::PubAck(ack(pid)),
+            QosPid::ExactlyOnce(pid) => {
+                if reason == ReasonCode::SUCCESS
+                    && let Some(slot) = self.sessions.get_mut(skey)
+                {
+                    // The exchange goes on to PUBCOMP like any other; a repeat is fine.
+                    slot.session
+                        .on_incoming_qos2(pid)
+                        .map_err(|()| Close::Limit(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED))?;
+                }
+                Packet::PubRec(ack(pid))
+            }
+        };
+        self.push_packet(key, &packet);
         Ok(())
     }
 
@@ -626,6 +669,14 @@ impl Worker {
                     return Err(Close::Protocol(v.0));
                 }
             };
+            if let Some(acl) = self.conns.get_mut(key).and_then(Conn::acl_mut)
+                && !acl.may_subscribe(grant.filter.matching())
+            {
+                tracing::debug!(%filter, "subscription not allowed by the ACL");
+                self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+                codes.push(acl::refused_subscribe_code(version));
+                continue;
+            }
             let granted = grant.subscribed;
             let r = Recipient {
                 session: id,

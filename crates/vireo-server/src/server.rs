@@ -10,6 +10,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use parking_lot::RwLock;
 use socket2::{Domain, Protocol, Socket, Type};
+use vireo_broker::protocol::acl::AclFile;
 use vireo_broker::{RetainedStore, SubscriptionIndex};
 
 use crate::auth::{self, Checkers};
@@ -51,6 +52,14 @@ pub enum StartError {
     /// The password file cannot be used.
     #[error(transparent)]
     Passwords(#[from] crate::passwd::PasswdError),
+    /// The ACL file cannot be read or understood.
+    #[error("acl_file {path}: {reason}")]
+    Acl {
+        /// The file.
+        path: String,
+        /// What is wrong with it (a line number, when it is its content).
+        reason: String,
+    },
     /// Binding, polling or spawning failed.
     #[error("cannot start: {0}")]
     Io(#[from] io::Error),
@@ -61,6 +70,10 @@ impl Server {
     /// shared by all), spawns the workers and returns at once.
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
+        let acl = match &config.acl_file {
+            Some(path) => load_acl(path)?,
+            None => None,
+        };
         let workers = config.worker_count();
         let mut listeners = Vec::with_capacity(workers);
         let mut addr = config.bind;
@@ -109,6 +122,7 @@ impl Server {
             shutdown: std::sync::atomic::AtomicBool::new(false),
             password_policy: policy,
             checkers,
+            acl,
             config,
         });
         let mut threads = Vec::with_capacity(workers + checker_threads);
@@ -135,7 +149,7 @@ impl Server {
             threads.push(thread);
         }
         tracing::info!(%addr, workers, "listening");
-        if policy.allow_anonymous && !addr.ip().is_loopback() {
+        if policy.allow_anonymous && !addr.ip().is_loopback() && shared.acl.is_none() {
             tracing::warn!(
                 %addr,
                 "anonymous clients are accepted on a non-loopback address: anyone who can reach \
@@ -229,6 +243,23 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Reads and parses the ACL file.
+fn load_acl(path: &std::path::Path) -> Result<Option<Arc<AclFile>>, StartError> {
+    let fail = |reason: String| StartError::Acl {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let acl = AclFile::parse(&text).map_err(|e| fail(e.to_string()))?;
+    if acl.is_empty() {
+        // Deny-by-default starts with the first rule: a file of comments denies nothing.
+        tracing::warn!(path = %path.display(), "the ACL file has no rules: every topic is open to every client");
+        return Ok(None);
+    }
+    tracing::info!(path = %path.display(), rules = acl.len(), "ACL loaded");
+    Ok(Some(Arc::new(acl)))
 }
 
 #[cfg(test)]

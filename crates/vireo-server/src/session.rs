@@ -165,6 +165,22 @@ impl Worker {
                 return refuse(conn, code);
             }
         };
+        // Authorization, before anything changes for a session of that id: the client's ACL,
+        // and its Will's topic, which it must be allowed to publish to (as Mosquitto checks).
+        let acl = self
+            .shared
+            .acl
+            .as_ref()
+            .map(|a| a.for_client(connect.username.as_deref(), &connect.client_id));
+        if let (Some(acl), Some(will)) = (&acl, &connect.will)
+            && !acl.check_publish(&will.topic)
+        {
+            tracing::info!(client = %connect.client_id, topic = %will.topic, "Will topic not allowed by the ACL: CONNECT refused");
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(());
+            };
+            return refuse(conn, auth::not_authorized(connect.protocol));
+        }
         let existing = self.by_client.get(&connect.client_id, &self.sessions);
         if let Some(skey) = existing
             && let Some(old) = self.sessions.get(skey).and_then(|s| s.conn())
@@ -254,10 +270,11 @@ impl Worker {
                     negotiated,
                     aliases: Default::default(),
                 }),
+                acl,
             );
             conn.push_packet(&Packet::ConnAck(ack))
         } else {
-            conn.set_connect_state(connect.will, None);
+            conn.set_connect_state(connect.will, None, acl);
             conn.push_connack_accepted(session_present)
         };
         if newly_dirty {

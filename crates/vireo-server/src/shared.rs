@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use vireo_broker::protocol::Limits;
+use vireo_broker::protocol::acl::AclFile;
 use vireo_broker::protocol::auth::PasswordPolicy;
 use vireo_broker::{Message, Recipient, RetainedStore, SharedSubscriptions, SubscriptionIndex};
 use vireo_codec::Connect;
@@ -151,6 +152,8 @@ pub struct Stats {
     pub dropped_too_large: AtomicU64,
     /// CONNECTs refused for a wrong user name or password.
     pub auth_failures: AtomicU64,
+    /// PUBLISHes and subscriptions the ACL did not allow.
+    pub acl_denied: AtomicU64,
     /// Bytes held now in unfinished packets, across the broker.
     pub unfinished_bytes: AtomicUsize,
     /// Connections closed because unfinished packets passed `max_unfinished_bytes`.
@@ -191,4 +194,6 @@ pub(crate) struct Shared {
     pub password_policy: PasswordPolicy,
     /// The password checkers, when a password file is configured.
     pub checkers: Option<Checkers>,
+    /// The ACL, when one is configured.
+    pub acl: Option<Arc<AclFile>>,
 }

@@ -9,6 +9,7 @@
 //! is unit-tested without a socket.
 
 pub mod acks;
+pub mod acl;
 pub mod auth;
 pub mod connect;
 pub mod connection;

@@ -22,6 +22,16 @@ pub enum Filter<'a> {
     },
 }
 
+impl<'a> Filter<'a> {
+    /// The filter that says which topics it matches (a shared one's inner filter).
+    pub fn matching(&self) -> &'a str {
+        match *self {
+            Filter::Plain(f) => f,
+            Filter::Shared { filter, .. } => filter,
+        }
+    }
+}
+
 /// What one filter of a SUBSCRIBE is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant<'a> {
