@@ -275,7 +275,7 @@ impl Worker {
             conn.push_packet(&Packet::ConnAck(ack))
         } else {
             conn.set_connect_state(connect.will, None, acl);
-            conn.push_connack_accepted(session_present)
+            conn.push_connack_accepted(connect::session_present_flag(version, session_present))
         };
         if newly_dirty {
             self.dirty.push(key);

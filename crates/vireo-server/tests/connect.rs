@@ -340,3 +340,36 @@ fn a_second_broker_on_a_busy_port_fails_to_start() {
     // The first broker is unaffected.
     Client::connect(addr, "still-here");
 }
+
+/// MQTT 3.1 from the wire, as an independent conformance run sends it: an empty client id
+/// gets CONNACK 0x02 (3.1 requires 1-23 characters); connect flags 0x01 and fixed-header
+/// flags are accepted (3.1 had no reserved-bit rule and old devices send them), as by
+/// Mosquitto; and a resumed 3.1 session is not flagged in CONNACK, whose first byte 3.1
+/// reserves.
+#[test]
+fn v31_raw_connects_as_mosquitto_answers_them() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let answer = |bytes: &[u8]| {
+        let mut r = Raw::open(addr);
+        r.send_raw(bytes);
+        (r.frame(), r)
+    };
+    let (f, mut r) = answer(&[
+        0x10, 0x0E, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x0A, 0x00,
+        0x00,
+    ]);
+    assert_eq!(f, [0x20, 0x02, 0x00, 0x02]);
+    assert!(r.closed());
+    // Clean session 0 (flags 0x01: only the reserved bit), client id "p".
+    let body = [
+        0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x01, 0x00, 0x0A, 0x00, 0x01, b'p',
+    ];
+    let (f, mut first) = answer(&[&[0x10, 0x0F][..], &body].concat());
+    assert_eq!(f, [0x20, 0x02, 0x00, 0x00]);
+    first.send_raw(&[0xE0, 0x00]);
+    assert!(first.closed());
+    // The same with fixed-header flags set: accepted, the stored session resumed, unflagged.
+    let (f, _again) = answer(&[&[0x14, 0x0F][..], &body].concat());
+    assert_eq!(f, [0x20, 0x02, 0x00, 0x00]);
+}

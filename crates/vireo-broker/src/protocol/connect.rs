@@ -191,6 +191,13 @@ pub fn connack_properties(
     p
 }
 
+/// The Session Present flag of an accepting CONNACK: whether a stored session was resumed
+/// [MQTT-3.2.2-2] [MQTT-3.2.2-3]. MQTT 3.1 has no such flag (the byte is reserved), so a 3.1
+/// client always gets 0, as Mosquitto sends.
+pub fn session_present_flag(version: ProtocolVersion, resumed: bool) -> bool {
+    resumed && version != ProtocolVersion::V31
+}
+
 /// The CONNACK that accepts a connection.
 pub fn accepted(
     version: ProtocolVersion,
