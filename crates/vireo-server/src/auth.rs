@@ -19,6 +19,7 @@ use vireo_broker::protocol::auth;
 
 use crate::passwd::PasswordFile;
 use crate::shared::{Adoption, Shared, WorkerMsg};
+use parking_lot::RwLock;
 
 /// CONNECTs waiting for a check, per checker thread, before new ones are refused as busy.
 const QUEUE_PER_CHECKER: usize = 256;
@@ -33,7 +34,8 @@ pub(crate) struct Check {
 
 /// The checkers' side of the pool: the password file and the queue into it.
 pub(crate) struct Checkers {
-    pub passwords: Arc<PasswordFile>,
+    /// Swapped whole by a reload (SIGHUP); a check in progress keeps the file it began with.
+    pub passwords: RwLock<Arc<PasswordFile>>,
     queue: Sender<Check>,
 }
 
@@ -42,7 +44,7 @@ impl Checkers {
     /// shared state (which they hand connections back through) exists.
     pub(crate) fn new(passwords: PasswordFile, threads: usize) -> (Self, Receiver<Check>) {
         let (queue, rx) = crossbeam_channel::bounded(QUEUE_PER_CHECKER * threads.max(1));
-        let passwords = Arc::new(passwords);
+        let passwords = RwLock::new(Arc::new(passwords));
         (Self { passwords, queue }, rx)
     }
 
@@ -86,7 +88,8 @@ fn run(shared: &Shared, rx: &Receiver<Check>) {
         let connect = &adoption.connect;
         let user = connect.username.as_deref().unwrap_or_default();
         let password = connect.password.as_deref().unwrap_or_default();
-        let ok = checkers.passwords.verify(user, password);
+        let passwords = Arc::clone(&checkers.passwords.read());
+        let ok = passwords.verify(user, password);
         if let Err(code) = auth::verdict(connect.protocol, ok) {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             // The password is never logged; the user name is not a secret (Mosquitto logs

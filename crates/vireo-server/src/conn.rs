@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
-use vireo_broker::protocol::acl::ClientAcl;
+use vireo_broker::protocol::acl::{AclFile, ClientAcl};
 use vireo_broker::protocol::connect::Negotiated;
 pub(crate) use vireo_broker::protocol::connection::{Close, Phase};
 use vireo_broker::protocol::lifecycle::Liveness;
@@ -138,8 +138,9 @@ pub(crate) struct V5State {
 struct Extra {
     will: Option<LastWill>,
     v5: Option<V5State>,
-    /// What the ACL lets this client do, when an ACL is configured.
-    acl: Option<ClientAcl>,
+    /// What the ACL lets this client do, when an ACL is configured, and the reload
+    /// generation of the file it consults (`Shared::acl_generation`).
+    acl: Option<(ClientAcl, u64)>,
 }
 
 pub(crate) struct Conn {
@@ -412,16 +413,28 @@ impl Conn {
         &mut self,
         will: Option<LastWill>,
         v5: Option<V5State>,
-        acl: Option<ClientAcl>,
+        acl: Option<(ClientAcl, u64)>,
     ) {
         self.extra = (will.is_some() || v5.is_some() || acl.is_some())
             .then(|| Box::new(Extra { will, v5, acl }));
     }
 
-    /// The client's ACL, when one is configured.
+    /// The client's ACL, when one is configured, on the current file: one that is older than
+    /// `generation` takes `current()` first.
     #[inline]
-    pub(crate) fn acl_mut(&mut self) -> Option<&mut ClientAcl> {
-        self.extra.as_mut().and_then(|e| e.acl.as_mut())
+    pub(crate) fn acl_mut(
+        &mut self,
+        generation: u64,
+        current: impl FnOnce() -> Option<Arc<AclFile>>,
+    ) -> Option<&mut ClientAcl> {
+        let (acl, seen) = self.extra.as_mut()?.acl.as_mut()?;
+        if *seen != generation {
+            if let Some(file) = current() {
+                acl.set_file(file);
+            }
+            *seen = generation;
+        }
+        Some(acl)
     }
 
     /// Takes the Will, to publish or discard it.

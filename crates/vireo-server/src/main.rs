@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 use vireo_server::passwd::{PasswdError, PasswordFile};
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
@@ -91,8 +91,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            tracing::info!("SIGHUP: reloading the password and ACL files");
+            // Errors are logged by `reload`; the broker goes on with the files in use.
+            let _ = handle.reload();
+            continue;
+        }
         tracing::info!(signal, "shutting down");
+        break;
     }
     handle.shutdown();
     ExitCode::SUCCESS

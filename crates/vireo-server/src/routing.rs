@@ -161,7 +161,14 @@ impl Worker {
             self.push_packet(key, &packet);
             return Ok(());
         }
-        if let Some(acl) = self.conns.get_mut(key).and_then(Conn::acl_mut)
+        let (generation, file) = (
+            self.shared.acl_generation.load(Ordering::Acquire),
+            &self.shared.acl,
+        );
+        if let Some(acl) = self
+            .conns
+            .get_mut(key)
+            .and_then(|c| c.acl_mut(generation, || file.read().clone()))
             && !acl.may_publish(&p.topic)
         {
             return self.refused_publish(key, skey, p.qos, version, &p.topic);
@@ -669,7 +676,14 @@ impl Worker {
                     return Err(Close::Protocol(v.0));
                 }
             };
-            if let Some(acl) = self.conns.get_mut(key).and_then(Conn::acl_mut)
+            let (generation, file) = (
+                self.shared.acl_generation.load(Ordering::Acquire),
+                &self.shared.acl,
+            );
+            if let Some(acl) = self
+                .conns
+                .get_mut(key)
+                .and_then(|c| c.acl_mut(generation, || file.read().clone()))
                 && !acl.may_subscribe(grant.filter.matching())
             {
                 tracing::debug!(%filter, "subscription not allowed by the ACL");

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
@@ -71,7 +71,7 @@ impl Server {
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
         let acl = match &config.acl_file {
-            Some(path) => load_acl(path)?,
+            Some(path) => Some(load_acl(path)?),
             None => None,
         };
         let workers = config.worker_count();
@@ -122,7 +122,8 @@ impl Server {
             shutdown: std::sync::atomic::AtomicBool::new(false),
             password_policy: policy,
             checkers,
-            acl,
+            acl: RwLock::new(acl),
+            acl_generation: AtomicU64::new(0),
             config,
         });
         let mut threads = Vec::with_capacity(workers + checker_threads);
@@ -149,7 +150,8 @@ impl Server {
             threads.push(thread);
         }
         tracing::info!(%addr, workers, "listening");
-        if policy.allow_anonymous && !addr.ip().is_loopback() && shared.acl.is_none() {
+        let restricted = shared.acl.read().as_ref().is_some_and(|a| !a.is_empty());
+        if policy.allow_anonymous && !addr.ip().is_loopback() && !restricted {
             tracing::warn!(
                 %addr,
                 "anonymous clients are accepted on a non-loopback address: anyone who can reach \
@@ -173,6 +175,42 @@ impl ServerHandle {
     /// Live counters.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.shared.0.stats)
+    }
+
+    /// Reads the password file and the ACL file again (what SIGHUP does), without dropping a
+    /// connection: new CONNECTs are checked against the new files; connected clients keep
+    /// what they were granted. A file that cannot be read or parsed leaves the one in use in
+    /// place, and its error is logged and returned (both files are tried either way).
+    pub fn reload(&self) -> Result<(), String> {
+        let shared = &self.shared.0;
+        let mut errors = Vec::new();
+        if let (Some(path), Some(checkers)) = (&shared.config.password_file, &shared.checkers) {
+            match PasswordFile::load(path) {
+                Ok(passwords) => {
+                    tracing::info!(path = %path.display(), users = passwords.len(), "password file reloaded");
+                    *checkers.passwords.write() = Arc::new(passwords);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if let Some(path) = &shared.config.acl_file {
+            match load_acl(path) {
+                Ok(acl) => {
+                    *shared.acl.write() = Some(acl);
+                    // Connections pick the new file up at their next PUBLISH or SUBSCRIBE.
+                    shared.acl_generation.fetch_add(1, Ordering::Release);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for e in &errors {
+            tracing::error!("reload: {e}; keeping the file in use");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Stops every worker (connections are closed, Wills are not published) and waits.
@@ -246,7 +284,7 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Reads and parses the ACL file.
-fn load_acl(path: &std::path::Path) -> Result<Option<Arc<AclFile>>, StartError> {
+fn load_acl(path: &std::path::Path) -> Result<Arc<AclFile>, StartError> {
     let fail = |reason: String| StartError::Acl {
         path: path.display().to_string(),
         reason,
@@ -256,10 +294,10 @@ fn load_acl(path: &std::path::Path) -> Result<Option<Arc<AclFile>>, StartError> 
     if acl.is_empty() {
         // Deny-by-default starts with the first rule: a file of comments denies nothing.
         tracing::warn!(path = %path.display(), "the ACL file has no rules: every topic is open to every client");
-        return Ok(None);
+    } else {
+        tracing::info!(path = %path.display(), rules = acl.len(), "ACL loaded");
     }
-    tracing::info!(path = %path.display(), rules = acl.len(), "ACL loaded");
-    Ok(Some(Arc::new(acl)))
+    Ok(Arc::new(acl))
 }
 
 #[cfg(test)]

@@ -167,12 +167,14 @@ impl Worker {
         };
         // Authorization, before anything changes for a session of that id: the client's ACL,
         // and its Will's topic, which it must be allowed to publish to (as Mosquitto checks).
-        let acl = self
-            .shared
-            .acl
-            .as_ref()
-            .map(|a| a.for_client(connect.username.as_deref(), &connect.client_id));
-        if let (Some(acl), Some(will)) = (&acl, &connect.will)
+        let generation = self.shared.acl_generation.load(Ordering::Acquire);
+        let acl = self.shared.acl.read().as_ref().map(|a| {
+            (
+                a.for_client(connect.username.as_deref(), &connect.client_id),
+                generation,
+            )
+        });
+        if let (Some((acl, _)), Some(will)) = (&acl, &connect.will)
             && !acl.check_publish(&will.topic)
         {
             tracing::info!(client = %connect.client_id, topic = %will.topic, "Will topic not allowed by the ACL: CONNECT refused");

@@ -194,6 +194,10 @@ pub(crate) struct Shared {
     pub password_policy: PasswordPolicy,
     /// The password checkers, when a password file is configured.
     pub checkers: Option<Checkers>,
-    /// The ACL, when one is configured.
-    pub acl: Option<Arc<AclFile>>,
+    /// The ACL, when one is configured: swapped whole by a reload (SIGHUP); connections keep
+    /// the one they connected under.
+    pub acl: RwLock<Option<Arc<AclFile>>>,
+    /// Bumped by every ACL reload: a connection whose `ClientAcl` is older takes the new
+    /// file at its next check (a relaxed load per PUBLISH, never the lock).
+    pub acl_generation: AtomicU64,
 }

@@ -71,6 +71,8 @@ pub struct AclFile {
     patterns: Vec<Rule>,
     users: std::collections::HashMap<String, Vec<Rule>>,
     clients: std::collections::HashMap<String, Vec<Rule>>,
+    /// Rules in all of the above.
+    rules: usize,
 }
 
 /// A line of the file that could not be understood.
@@ -126,6 +128,7 @@ impl AclFile {
                 }
                 "topic" | "pattern" => {
                     let rule = parse_rule(rest).map_err(err)?;
+                    acl.rules += 1;
                     if keyword == "pattern" {
                         acl.patterns.push(rule);
                     } else {
@@ -146,15 +149,13 @@ impl AclFile {
 
     /// Rules in the file.
     pub fn len(&self) -> usize {
-        self.anonymous.len()
-            + self.patterns.len()
-            + self.users.values().map(Vec::len).sum::<usize>()
-            + self.clients.values().map(Vec::len).sum::<usize>()
+        self.rules
     }
 
-    /// Whether the file holds no rule (then everything is allowed).
+    /// Whether the file holds no rule: then it denies nothing (deny-by-default starts with
+    /// the first rule).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.rules == 0
     }
 
     /// What one client's connection consults: the file, shared, and the names its rules are
@@ -236,6 +237,12 @@ pub struct ClientAcl {
 }
 
 impl ClientAcl {
+    /// Consults `file` from now on (a reloaded ACL), forgetting the cached verdict.
+    pub fn set_file(&mut self, file: Arc<AclFile>) {
+        self.file = file;
+        self.last_verdict = None;
+    }
+
     /// Calls `f` with each rule that applies to this client, substituted, until it returns
     /// `false`: its user's section (or the anonymous one), its client id's, then the patterns.
     /// A `%u` / `%c` pattern is skipped for a name holding `+`, `#` or `/` (it would widen the
@@ -302,6 +309,9 @@ impl ClientAcl {
 
     /// [`ClientAcl::may_publish`] without the cache.
     pub fn check_publish(&self, topic: &str) -> bool {
+        if self.file.is_empty() {
+            return true;
+        }
         let (mut granted, mut denied) = (false, false);
         self.each_rule(|access, filter| {
             if topic_matches(filter, topic) {
@@ -316,6 +326,9 @@ impl ClientAcl {
     /// Whether the client may subscribe to `filter` (the filter a `$share` group shares, for
     /// a shared subscription): every topic it can match is readable.
     pub fn may_subscribe(&self, filter: &str) -> bool {
+        if self.file.is_empty() {
+            return true;
+        }
         let (mut granted, mut denied) = (false, false);
         self.each_rule(|access, rule| {
             if access == Access::Deny {
@@ -450,6 +463,19 @@ topic write telemetry/7
             "no user name: no %u pattern"
         );
         assert!(anon.may_publish("devices/c1/x"));
+    }
+
+    #[test]
+    fn an_empty_file_denies_nothing_and_a_new_file_replaces_the_cache() {
+        let empty = Arc::new(AclFile::parse("# no rules yet\n").unwrap());
+        let mut c = empty.for_client(None, "c");
+        assert!(c.may_publish("any/topic") && c.may_subscribe("#"));
+        c.set_file(acl());
+        assert!(
+            !c.may_publish("any/topic"),
+            "the cached verdict went with the old file"
+        );
+        assert!(c.may_subscribe("public/#"));
     }
 
     #[test]
