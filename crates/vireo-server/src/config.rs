@@ -27,6 +27,11 @@ pub struct Config {
     pub pin_workers: bool,
     /// Open connections across all workers; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Open connections one source IP address may hold; 0: no limit. More are closed at once.
+    pub max_connections_per_ip: u32,
+    /// New connections one source IP address may open per second (a bucket of one second's
+    /// worth); 0: no limit. More are closed at once.
+    pub max_connection_rate_per_ip: u32,
     /// Sessions stored across all workers, online and offline; a CONNECT that would create
     /// one more is refused with CONNACK 0x03 (server unavailable). Without it, clients could
     /// leave persistent sessions behind without bound, each with its subscriptions and queue.
@@ -113,6 +118,8 @@ impl Default for Config {
             workers: 0,
             pin_workers: true,
             max_connections: 1_000_000,
+            max_connections_per_ip: 0,
+            max_connection_rate_per_ip: 0,
             max_sessions: 1_000_000,
             max_packet_size: 1024 * 1024,
             max_output_bytes: 1024 * 1024,

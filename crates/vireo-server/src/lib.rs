@@ -14,6 +14,7 @@ mod config;
 mod conn;
 mod frames;
 pub mod passwd;
+mod per_ip;
 mod routing;
 mod server;
 mod session;

@@ -15,6 +15,7 @@ use vireo_broker::{RetainedStore, SubscriptionIndex};
 
 use crate::auth::{self, Checkers};
 use crate::passwd::PasswordFile;
+use crate::per_ip::PerIp;
 use crate::shared::{Mailbox, Shared, Stats};
 use crate::worker::{WAKER, Worker};
 use crate::{Config, ConfigError};
@@ -122,6 +123,10 @@ impl Server {
             shutdown: std::sync::atomic::AtomicBool::new(false),
             password_policy: policy,
             checkers,
+            per_ip: PerIp::new(
+                config.max_connections_per_ip,
+                config.max_connection_rate_per_ip,
+            ),
             acl: RwLock::new(acl),
             acl_generation: AtomicU64::new(0),
             config,

@@ -341,6 +341,9 @@ impl Worker {
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
+        if let Some(limits) = &self.shared.per_ip {
+            limits.release(conn.peer.ip());
+        }
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         if reason.flushes_first() {
             // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before

@@ -11,6 +11,8 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 use vireo_broker::protocol::Limits;
 use vireo_broker::protocol::acl::AclFile;
+
+use crate::per_ip::PerIp;
 use vireo_broker::protocol::auth::PasswordPolicy;
 use vireo_broker::{Message, Recipient, RetainedStore, SharedSubscriptions, SubscriptionIndex};
 use vireo_codec::Connect;
@@ -152,6 +154,8 @@ pub struct Stats {
     pub dropped_too_large: AtomicU64,
     /// CONNECTs refused for a wrong user name or password.
     pub auth_failures: AtomicU64,
+    /// Connections closed at accept by the per-address limits.
+    pub refused_per_ip: AtomicU64,
     /// PUBLISHes and subscriptions the ACL did not allow.
     pub acl_denied: AtomicU64,
     /// Bytes held now in unfinished packets, across the broker.
@@ -194,6 +198,8 @@ pub(crate) struct Shared {
     pub password_policy: PasswordPolicy,
     /// The password checkers, when a password file is configured.
     pub checkers: Option<Checkers>,
+    /// Per-source-address connection limits, when any is configured.
+    pub per_ip: Option<PerIp>,
     /// The ACL, when one is configured: swapped whole by a reload (SIGHUP); connections keep
     /// the one they connected under.
     pub acl: RwLock<Option<Arc<AclFile>>>,

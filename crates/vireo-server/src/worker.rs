@@ -291,6 +291,15 @@ impl Worker {
                         tracing::warn!(%peer, "max_connections reached; connection refused");
                         continue;
                     }
+                    if let Some(limits) = &self.shared.per_ip
+                        && let Err((why, log)) = limits.admit(peer.ip(), self.now)
+                    {
+                        stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                        if log {
+                            tracing::warn!(%peer, ?why, "per-address connection limit; closing (logged once per burst)");
+                        }
+                        continue; // dropped: closed before anything is read
+                    }
                     // Linux copies TCP_NODELAY from the listener (see `bind_reuseport`): one
                     // system call per connection saved.
                     #[cfg(not(target_os = "linux"))]
@@ -326,7 +335,10 @@ impl Worker {
                 .register(&mut conn.stream, Token(key + FIRST_CONN), interest)
         {
             tracing::warn!(peer = %conn.peer, error = %e, "register failed");
-            self.conns.remove(key);
+            let conn = self.conns.remove(key);
+            if let Some(limits) = &self.shared.per_ip {
+                limits.release(conn.peer.ip());
+            }
             return None;
         }
         self.shared

@@ -635,3 +635,55 @@ fn v5_unfinished_packets_are_bounded_in_memory_oldest_closed_first() {
     );
     round_trip(&mut publisher, &mut subscriber, 100);
 }
+
+/// Connection floods from one address: past `max_connections_per_ip` open, or
+/// `max_connection_rate_per_ip` new per second, a connection is closed before its CONNECT is
+/// read (no CONNACK), counted; other addresses, and the clients already in, are served.
+#[test]
+fn connection_floods_are_bounded_per_source_address() {
+    let broker = start_with(|c| c.max_connections_per_ip = 3);
+    let addr = broker.local_addr();
+    let stats = broker.stats();
+    let (flood, other): (std::net::IpAddr, std::net::IpAddr) =
+        ("127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap());
+    let mut held: Vec<Client> = (0..3)
+        .map(|i| Client::connect_from(flood, addr, &format!("flood-{i}")))
+        .collect();
+    for _ in 0..5 {
+        let mut refused = Client::open_from(flood, addr);
+        refused.send(&Packet::Connect(Box::new(Connect::new("one-too-many"))));
+        assert!(refused.closed_silently(), "no CONNACK past the cap");
+    }
+    assert_eq!(
+        stats
+            .refused_per_ip
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    // Another address, and the three already in, go on as before.
+    let mut subscriber = Client::connect_from(other, addr, "sub");
+    subscriber.subscribe(&[("echo", QoS::AtLeastOnce)]);
+    let mut publisher = Client::connect_from(other, addr, "pub");
+    round_trip(&mut publisher, &mut subscriber, 1);
+    held[0].publish("echo", b"ping", QoS::AtLeastOnce, false, 2);
+    assert_eq!(&subscriber.recv_publish_ack().payload[..], b"ping");
+    // A connection that ends gives its place back.
+    held.pop().unwrap().disconnect();
+    held.push(Client::connect_from(flood, addr, "flood-again"));
+}
+
+/// The rate limit: with 1 per second, the second connection within the second is refused
+/// while the first stays served.
+#[test]
+fn connection_rate_is_limited_per_source_address() {
+    let broker = start_with(|c| c.max_connection_rate_per_ip = 1);
+    let addr = broker.local_addr();
+    let source: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+    let mut first = Client::connect_from(source, addr, "first");
+    let mut second = Client::open_from(source, addr);
+    second.send(&Packet::Connect(Box::new(Connect::new("second"))));
+    assert!(second.closed_silently(), "no CONNACK past the rate");
+    first.subscribe(&[("t", QoS::AtMostOnce)]);
+    first.publish("t", b"still here", QoS::AtMostOnce, false, 0);
+    assert_eq!(&first.recv_publish().payload[..], b"still here");
+}

@@ -82,6 +82,34 @@ impl Client {
         }
     }
 
+    /// Opens a socket from the loopback address `source` (e.g. 127.0.0.2); sends nothing.
+    pub fn open_from(source: std::net::IpAddr, addr: SocketAddr) -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind");
+        socket.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            stash: VecDeque::new(),
+            version: ProtocolVersion::V311,
+        }
+    }
+
+    /// From `source`, connects as `id` (clean session) and asserts acceptance.
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr, id: &str) -> Self {
+        let mut c = Self::open_from(source, addr);
+        c.send(&Packet::Connect(Box::new(Connect::new(id))));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) if a.code.0 == 0 => c,
+            other => panic!("expected CONNACK 0, got {other:?}"),
+        }
+    }
+
     /// Opens, sends `connect`, and returns the client with the CONNACK it got.
     pub fn connect_with(addr: SocketAddr, connect: Connect) -> (Self, Packet) {
         let mut c = Self::open(addr);
