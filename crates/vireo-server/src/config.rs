@@ -15,12 +15,57 @@ const MAX_WORKERS: usize = 256;
 /// Longest session expiry accepted (10 years), so deadlines stay within `Instant`'s range.
 const MAX_SESSION_EXPIRY_SECS: u64 = 315_360_000;
 
+/// Listeners one broker may have.
+pub const MAX_LISTENERS: usize = 16;
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// MQTT over plain TCP.
+    #[default]
+    Tcp,
+    /// MQTT over TLS 1.2 / 1.3.
+    Tls,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind (every worker binds it with SO_REUSEPORT).
+    pub address: SocketAddr,
+    /// `tcp` (the default) or `tls`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// PEM certificate chain (TLS), the server's certificate first.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key (TLS).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener on `address`.
+    pub fn tcp(address: SocketAddr) -> Self {
+        Self {
+            address,
+            protocol: ListenerProtocol::Tcp,
+            tls_certificate: None,
+            tls_key: None,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the MQTT listener binds (every worker binds it with SO_REUSEPORT).
+    /// Address the MQTT listener binds (every worker binds it with SO_REUSEPORT), when no
+    /// `[[listener]]` is given.
     pub bind: SocketAddr,
+    /// Listeners (`[[listener]]` tables); when given, they replace `bind`.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Pin each worker to a core.
@@ -115,6 +160,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listeners: Vec::new(),
             workers: 0,
             pin_workers: true,
             max_connections: 1_000_000,
@@ -205,6 +251,25 @@ impl Config {
 
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.len() > MAX_LISTENERS {
+            return Err(ConfigError::Invalid("at most 16 [[listener]] tables"));
+        }
+        for l in &self.listeners {
+            let tls_files = l.tls_certificate.is_some() || l.tls_key.is_some();
+            match l.protocol {
+                ListenerProtocol::Tls if l.tls_certificate.is_none() || l.tls_key.is_none() => {
+                    return Err(ConfigError::Invalid(
+                        "a tls listener needs tls_certificate and tls_key",
+                    ));
+                }
+                ListenerProtocol::Tcp if tls_files => {
+                    return Err(ConfigError::Invalid(
+                        "tls_certificate / tls_key on a tcp listener (set protocol = \"tls\")",
+                    ));
+                }
+                _ => {}
+            }
+        }
         if self.max_qos > 2 {
             return Err(ConfigError::Invalid("max_qos must be 0, 1 or 2"));
         }
@@ -295,6 +360,15 @@ impl Config {
     /// size allowed (a read buffer's capacity may be up to twice its length).
     pub fn unfinished_budget_per_worker(&self) -> usize {
         (self.max_unfinished_bytes / self.worker_count().max(1)).max(2 * self.max_packet_size)
+    }
+
+    /// The listeners to open: the `[[listener]]` tables, or one TCP listener on `bind`.
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
+        if self.listeners.is_empty() {
+            vec![ListenerConfig::tcp(self.bind)]
+        } else {
+            self.listeners.clone()
+        }
     }
 
     /// How long an unfinished packet may wait for the rest of its bytes.

@@ -168,6 +168,9 @@ pub(crate) struct Conn {
     /// The Will and the 5.0 state: boxed, since most connections have neither, and every
     /// byte of `Conn` counts per idle client.
     extra: Option<Box<Extra>>,
+    /// The TLS session of a connection to a TLS listener (see `tls`); boxed for the same
+    /// reason.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     /// On the worker's flush list this iteration.
     pub dirty: bool,
     /// On the worker's read-again list (read budget ran out before WouldBlock).
@@ -203,6 +206,7 @@ impl Conn {
             keep_alive: 0,
             liveness,
             extra: None,
+            tls: None,
             dirty: false,
             read_again: false,
             throttled: false,
@@ -489,7 +493,10 @@ impl Conn {
                     .take(MAX_IOVECS)
                     .map(|b| IoSlice::new(b.bytes())),
             );
-            let written = self.stream.write_vectored(&iov);
+            let written = match self.tls.as_deref_mut() {
+                None => self.stream.write_vectored(&iov),
+                Some(tls) => crate::tls::write_vectored(tls, &mut self.stream, &iov),
+            };
             drop(iov);
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -500,6 +507,18 @@ impl Conn {
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // The queue is in rustls; its ciphertext (and any handshake record) must reach the
+            // socket too.
+            match crate::tls::flush(tls, &mut self.stream) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return Ok(false);
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -19,9 +19,10 @@ mod routing;
 mod server;
 mod session;
 mod shared;
+mod tls;
 mod unfinished;
 mod worker;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol};
 pub use server::{Server, ServerHandle, StartError};
 pub use shared::Stats;

@@ -17,6 +17,7 @@ use crate::auth::{self, Checkers};
 use crate::passwd::PasswordFile;
 use crate::per_ip::PerIp;
 use crate::shared::{Mailbox, Shared, Stats};
+use crate::tls;
 use crate::worker::{WAKER, Worker};
 use crate::{Config, ConfigError};
 
@@ -32,6 +33,7 @@ pub struct Server;
 pub struct ServerHandle {
     shared: Arc<SharedRef>,
     local_addr: SocketAddr,
+    listener_addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -61,14 +63,28 @@ pub enum StartError {
         /// What is wrong with it (a line number, when it is its content).
         reason: String,
     },
+    /// A TLS listener's certificate or key cannot be used.
+    #[error("tls listener {address}: {reason}")]
+    Tls {
+        /// The listener's address.
+        address: SocketAddr,
+        /// What is wrong (the file and the error).
+        reason: String,
+    },
     /// Binding, polling or spawning failed.
     #[error("cannot start: {0}")]
     Io(#[from] io::Error),
 }
 
+/// One listener as each worker holds it: its socket, and the TLS configuration of a TLS one.
+pub(crate) struct WorkerListener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 impl Server {
-    /// Binds one SO_REUSEPORT listener per worker on `config.bind` (port 0 picks a free port
-    /// shared by all), spawns the workers and returns at once.
+    /// Binds one SO_REUSEPORT socket per worker for each listener (`config.listeners()`; port
+    /// 0 picks a free port shared by all workers), spawns the workers and returns at once.
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
         let acl = match &config.acl_file {
@@ -76,14 +92,32 @@ impl Server {
             None => None,
         };
         let workers = config.worker_count();
-        let mut listeners = Vec::with_capacity(workers);
-        let mut addr = config.bind;
-        ensure_not_listening(addr)?;
-        for _ in 0..workers {
-            let listener = bind_reuseport(addr)?;
-            addr = listener.local_addr()?;
-            listeners.push(listener);
+        let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in config.listeners() {
+            let tls = match (&l.tls_certificate, &l.tls_key) {
+                (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(
+                    |reason| StartError::Tls {
+                        address: l.address,
+                        reason,
+                    },
+                )?),
+                _ => None,
+            };
+            let mut addr = l.address;
+            ensure_not_listening(addr)?;
+            for listeners in &mut per_worker {
+                let socket = bind_reuseport(addr)?;
+                addr = socket.local_addr()?;
+                listeners.push(WorkerListener {
+                    socket,
+                    tls: tls.clone(),
+                });
+            }
+            tracing::info!(%addr, protocol = ?l.protocol, "listener");
+            addrs.push(addr);
         }
+        let addr = addrs[0];
         let policy = config.password_policy();
         let checker_threads = match config.auth_threads {
             0 => workers,
@@ -140,7 +174,7 @@ impl Server {
         } else {
             Vec::new()
         };
-        let parts = polls.into_iter().zip(listeners).zip(receivers);
+        let parts = polls.into_iter().zip(per_worker).zip(receivers);
         for (id, ((poll, listener), rx)) in parts.enumerate() {
             let mut worker = Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -156,7 +190,11 @@ impl Server {
         }
         tracing::info!(%addr, workers, "listening");
         let restricted = shared.acl.read().as_ref().is_some_and(|a| !a.is_empty());
-        if policy.allow_anonymous && !addr.ip().is_loopback() && !restricted {
+        let exposed = addrs.iter().find(|a| !a.ip().is_loopback());
+        if let Some(addr) = exposed
+            && policy.allow_anonymous
+            && !restricted
+        {
             tracing::warn!(
                 %addr,
                 "anonymous clients are accepted on a non-loopback address: anyone who can reach \
@@ -166,6 +204,7 @@ impl Server {
         Ok(ServerHandle {
             shared: Arc::new(SharedRef(shared)),
             local_addr: addr,
+            listener_addrs: addrs,
             threads,
         })
     }
@@ -175,6 +214,11 @@ impl ServerHandle {
     /// The address the listeners are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every listener's address, in the configuration's order (real ports for port 0).
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.listener_addrs
     }
 
     /// Live counters.

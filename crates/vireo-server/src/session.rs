@@ -69,6 +69,7 @@ impl Worker {
             self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
             self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
                 stream: conn.stream,
+                tls: conn.tls,
                 connect,
                 rest,
                 assigned,
@@ -88,6 +89,7 @@ impl Worker {
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         let adoption = Adoption {
             stream: conn.stream,
+            tls: conn.tls,
             connect,
             rest,
             assigned,
@@ -108,6 +110,7 @@ impl Worker {
     pub(crate) fn adopt(&mut self, adoption: Adoption) {
         let Adoption {
             stream,
+            tls,
             connect,
             rest,
             assigned,
@@ -121,9 +124,16 @@ impl Worker {
         let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;
         conn.rbuf = rest;
+        // rustls may hold plaintext already taken off the socket, which no readiness event
+        // will announce: read it on the next iteration.
+        let tls_pending = tls.is_some();
+        conn.tls = tls;
         let Some(key) = self.register(conn) else {
             return;
         };
+        if tls_pending {
+            self.read_later(key);
+        }
         if let Some(code) = refused {
             if let Some(conn) = self.conns.get_mut(key) {
                 let _ = refuse(conn, code);
@@ -348,7 +358,10 @@ impl Worker {
         if reason.flushes_first() {
             // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
             // the close, and unread input would turn the close into a reset that can discard
-            // it.
+            // it. A TLS peer is told the stream ends (close_notify) after what is queued.
+            if let Some(tls) = conn.tls.as_deref_mut() {
+                tls.send_close_notify();
+            }
             let _ = conn.flush(&mut self.frames);
             conn.drain_input();
         }

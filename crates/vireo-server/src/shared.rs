@@ -40,6 +40,8 @@ pub(crate) struct Delivery {
 /// A connection handed over after its CONNECT was read on another worker.
 pub(crate) struct Adoption {
     pub stream: TcpStream,
+    /// Its TLS session, for a connection to a TLS listener.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     pub connect: Box<Connect>,
     /// Bytes that arrived after the CONNECT (pipelined packets).
     pub rest: BytesMut,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::protocol::lifecycle::{self, Liveness};
@@ -24,13 +23,16 @@ use crate::clients::ClientIds;
 use crate::conn::{Close, Conn, ConnState};
 use crate::frames::FrameLog;
 use crate::routing::MessageCopies;
+use crate::server::WorkerListener;
 use crate::shared::{Delivery, Shared, WorkerMsg};
+use crate::tls;
 use crate::unfinished::Unfinished;
 
-pub(crate) const LISTENER: Token = Token(0);
-pub(crate) const WAKER: Token = Token(1);
+pub(crate) const WAKER: Token = Token(0);
+/// Listener `i` polls as `Token(FIRST_LISTENER + i)`.
+const FIRST_LISTENER: usize = 1;
 /// Connection tokens start here: `Token(FIRST_CONN + slab key)`.
-const FIRST_CONN: usize = 2;
+const FIRST_CONN: usize = FIRST_LISTENER + crate::config::MAX_LISTENERS;
 
 /// Events taken from one `poll`.
 const MAX_EVENTS_PER_TICK: usize = 1024;
@@ -79,7 +81,8 @@ pub(crate) struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub poll: Poll,
-    listener: TcpListener,
+    /// Its socket of each listener, in the configuration's order.
+    listeners: Vec<WorkerListener>,
     rx: Receiver<WorkerMsg>,
     pub conns: Slab<Conn>,
     pub sessions: Slab<SessionSlot>,
@@ -153,11 +156,16 @@ impl Worker {
         id: usize,
         shared: Arc<Shared>,
         poll: Poll,
-        mut listener: TcpListener,
+        mut listeners: Vec<WorkerListener>,
         rx: Receiver<WorkerMsg>,
     ) -> io::Result<Self> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut l.socket,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
+        }
         let workers = shared.mailboxes.len();
         let now = Instant::now();
         let session_limits = Arc::new(shared.config.session_limits());
@@ -166,7 +174,7 @@ impl Worker {
             id,
             shared,
             poll,
-            listener,
+            listeners,
             rx,
             conns: Slab::new(),
             sessions: Slab::new(),
@@ -234,12 +242,14 @@ impl Worker {
             }
             self.now = Instant::now();
             if std::mem::take(&mut self.accept_retry) {
-                self.accept();
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
                     WAKER => {}
+                    Token(t) if t < FIRST_CONN => self.accept(t - FIRST_LISTENER),
                     Token(t) => {
                         let key = t - FIRST_CONN;
                         if event.is_writable() {
@@ -280,9 +290,14 @@ impl Worker {
         self.stop();
     }
 
-    fn accept(&mut self) {
+    /// Accepts what listener `i` has waiting.
+    fn accept(&mut self, i: usize) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listeners.get(i) else {
+                return;
+            };
+            let tls = listener.tls.clone();
+            match listener.socket.accept() {
                 Ok((stream, peer)) => {
                     let stats = &self.shared.stats;
                     if stats.connections.load(Ordering::Relaxed)
@@ -308,7 +323,20 @@ impl Worker {
                     }
                     let liveness =
                         Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
-                    self.register(Conn::new(stream, peer, liveness));
+                    let mut conn = Conn::new(stream, peer, liveness);
+                    if let Some(config) = tls {
+                        match rustls::ServerConnection::new(config) {
+                            Ok(session) => conn.tls = Some(Box::new(session)),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "TLS session not created");
+                                if let Some(limits) = &self.shared.per_ip {
+                                    limits.release(peer.ip());
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    self.register(conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -480,10 +508,25 @@ impl Worker {
                 conn.rbuf.reserve(READ_CHUNK);
             }
             let spare = conn.rbuf.capacity() - conn.rbuf.len();
-            match read_into_spare(&conn.stream, &mut conn.rbuf) {
+            let read = match conn.tls.as_deref_mut() {
+                None => read_into_spare(&conn.stream, &mut conn.rbuf),
+                Some(tls) => {
+                    let read = tls::read(tls, &mut conn.stream, &mut conn.rbuf);
+                    if tls.wants_write() {
+                        // Handshake records or alerts to send: the flush at the end of the
+                        // iteration writes them.
+                        self.mark_dirty(key);
+                    }
+                    read
+                }
+            };
+            let conn = self.conns.get_mut(key)?;
+            match read {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
-                    drained = n < spare && self.short_read_ends && !self.final_read;
+                    // A short TLS read says nothing of the socket: read to `WouldBlock`.
+                    drained =
+                        n < spare && conn.tls.is_none() && self.short_read_ends && !self.final_read;
                     budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
@@ -534,7 +577,7 @@ impl Worker {
         }
     }
 
-    fn read_later(&mut self, key: usize) {
+    pub(crate) fn read_later(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
             && !std::mem::replace(&mut conn.read_again, true)
         {
@@ -905,8 +948,9 @@ mod tests {
             size_of::<vireo_broker::Session>()
         );
         // mio's TcpStream carries a selector id in debug builds (16 bytes, 4 in release),
-        // which costs `Conn` 8 bytes after padding.
-        let limit = if cfg!(debug_assertions) { 208 } else { 200 };
+        // which costs `Conn` 8 bytes after padding. 208 in release: the TLS session pointer
+        // took 8 (200 before).
+        let limit = if cfg!(debug_assertions) { 216 } else { 208 };
         assert!(size_of::<crate::conn::Conn>() <= limit);
         assert!(size_of::<super::SessionSlot>() <= 120);
     }

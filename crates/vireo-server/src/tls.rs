@@ -1,0 +1,115 @@
+//! TLS on the workers' own event loops, through rustls: no thread per connection, no blocking
+//! handshake. A TLS connection is a plain `Conn` with a `rustls::ServerConnection` beside its
+//! socket; reads pull ciphertext from the socket into rustls and plaintext out of it into the
+//! connection's read buffer, writes push the output queue's frames into rustls and its
+//! ciphertext out to the socket. Everything above (decoding, routing, back-pressure, the
+//! frame log) sees plaintext and does not know TLS is there.
+//!
+//! rustls with the `ring` provider: TLS 1.3 and 1.2, the certificate chain and key from PEM
+//! files.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+
+/// Plaintext read out of rustls per call, at most.
+const PLAINTEXT_CHUNK: usize = 16 * 1024;
+
+/// The server side of a TLS listener: certificate chain and key from PEM files.
+pub(crate) fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
+        .map_err(|e| format!("{}: {e}", certificate.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", certificate.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", certificate.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Reads plaintext into `buf`: what rustls already holds, else ciphertext from the socket
+/// first. `Ok(0)` at the end of the stream (the peer's close_notify or FIN), `WouldBlock`
+/// when the socket is drained and no plaintext is left. A TLS error (a failed handshake, a
+/// bad record) is sent to the peer as an alert when possible, and returned.
+pub(crate) fn read(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    loop {
+        let start = buf.len();
+        let room = (buf.capacity() - start).clamp(1, PLAINTEXT_CHUNK);
+        buf.resize(start + room, 0);
+        let got = tls.reader().read(&mut buf[start..]);
+        match got {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // The alert rustls queued for it, best effort.
+                    let _ = flush(tls, stream);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes ciphertext rustls holds to the socket until it holds none (`Ok`) or the socket is
+/// full (`WouldBlock`).
+pub(crate) fn flush(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Takes plaintext from `iov` as a socket write would: the bytes taken, or `WouldBlock` when
+/// neither rustls nor the socket has room. Ciphertext made earlier goes out first.
+pub(crate) fn write_vectored(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    iov: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    flush(tls, stream)?;
+    let n = tls.writer().write_vectored(iov)?;
+    match flush(tls, stream) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(n)
+}

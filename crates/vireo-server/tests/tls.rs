@@ -1,0 +1,316 @@
+//! TLS listeners from a client's side: Debian's mosquitto clients with `--cafile` (TLS 1.3 and
+//! 1.2, MQTT 3.1.1 and 5.0), paho-mqtt with `tls_set`, a rustls client moving a message larger
+//! than rustls's buffers, a plain and a TLS listener on one broker, and bad input on the TLS
+//! port. Certificates are made by the test (rcgen) in a temporary directory.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use vireo_codec::{BytesMut, Connect, Packet, ProtocolVersion, QoS, decode};
+use vireo_server::{ListenerConfig, ListenerProtocol, ServerHandle};
+
+/// A CA and a server certificate for 127.0.0.1 / localhost, as PEM files in a fresh
+/// directory (removed on drop).
+struct Certs {
+    dir: PathBuf,
+    ca_der: Vec<u8>,
+}
+
+impl Certs {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let dir = std::env::temp_dir().join(format!("vireo-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Vireo test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        Self {
+            dir,
+            ca_der: ca.der().to_vec(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A TLS listener on a free loopback port with these files.
+    fn listener(&self) -> ListenerConfig {
+        ListenerConfig {
+            address: "127.0.0.1:0".parse().unwrap(),
+            protocol: ListenerProtocol::Tls,
+            tls_certificate: Some(self.path("cert.pem")),
+            tls_key: Some(self.path("key.pem")),
+        }
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A broker with a plain listener (first) and a TLS one (second).
+fn broker(certs: &Certs) -> (ServerHandle, SocketAddr, SocketAddr) {
+    let broker = start_with(|c| {
+        c.listeners = vec![
+            ListenerConfig::tcp("127.0.0.1:0".parse().unwrap()),
+            certs.listener(),
+        ];
+    });
+    let addrs = broker.listener_addrs().to_vec();
+    (broker, addrs[0], addrs[1])
+}
+
+fn mosquitto(tool: &str, port: u16, certs: &Certs, args: &[&str]) -> std::process::Output {
+    Command::new(tool)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+        .arg(certs.path("ca.pem"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} ({e}): apt-get install mosquitto-clients"))
+}
+
+/// mosquitto_pub / mosquitto_sub with `--cafile`: a retained QoS 1 message published over TLS
+/// is read back over TLS, for 3.1.1 and 5.0 and for TLS 1.3 and 1.2; and a plain subscriber
+/// on the other listener of the same broker gets what a TLS client publishes.
+#[test]
+fn mosquitto_clients_over_tls() {
+    let certs = Certs::new("mosq");
+    let (_broker, plain, tls) = broker(&certs);
+    for (version, tls_version) in [
+        ("mqttv311", "tlsv1.3"),
+        ("mqttv5", "tlsv1.3"),
+        ("mqttv311", "tlsv1.2"),
+        ("mqttv5", "tlsv1.2"),
+    ] {
+        let topic = format!("tls/{version}/{tls_version}");
+        let common = ["-V", version, "--tls-version", tls_version, "-t", &topic];
+        let published = mosquitto(
+            "mosquitto_pub",
+            tls.port(),
+            &certs,
+            &[&common[..], &["-m", "secret", "-r", "-q", "1"]].concat(),
+        );
+        assert!(
+            published.status.success(),
+            "{version} {tls_version}: {}",
+            String::from_utf8_lossy(&published.stderr)
+        );
+        let got = mosquitto(
+            "mosquitto_sub",
+            tls.port(),
+            &certs,
+            &[&common[..], &["-C", "1", "-W", "5"]].concat(),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "secret\n",
+            "{version} {tls_version}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        // The same retained message through the plain listener.
+        let mut c = Client::connect(plain, "plain-reader");
+        c.subscribe(&[(&topic, QoS::AtLeastOnce)]);
+        assert_eq!(&c.recv_publish_ack().payload[..], b"secret");
+    }
+}
+
+/// paho-mqtt with `tls_set(ca_certs=…)`, 3.1.1 and 5.0: QoS 1 there and back.
+#[test]
+fn paho_mqtt_over_tls() {
+    let certs = Certs::new("paho");
+    let (_broker, _plain, tls) = broker(&certs);
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let script = format!("{}/tests/clients/paho_tls.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .args(["60", python, &script, &tls.port().to_string()])
+        .arg(certs.path("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A blocking rustls client speaking raw MQTT frames.
+struct TlsClient {
+    stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: BytesMut,
+}
+
+impl TlsClient {
+    fn connect(addr: SocketAddr, certs: &Certs) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs.ca_der.clone().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "127.0.0.1".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, p: &Packet) {
+        let mut frame = BytesMut::new();
+        p.encode(ProtocolVersion::V311, &mut frame).unwrap();
+        self.stream.write_all(&frame).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    fn recv(&mut self) -> Packet {
+        loop {
+            if let Some(p) = decode(&mut self.buf, ProtocolVersion::V311, usize::MAX).unwrap() {
+                return p;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).expect("a packet within WAIT");
+            assert!(n > 0, "closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A 1 MB QoS 1 PUBLISH through TLS and back (many TLS records each way, past rustls's own
+/// buffer limits, so partial writes and the socket's back-pressure are exercised), while a
+/// plain client on the other listener receives it too.
+#[test]
+fn large_messages_cross_tls_both_ways() {
+    let certs = Certs::new("large");
+    let broker = start_with(|c| {
+        c.max_packet_size = 2 * 1024 * 1024;
+        c.listeners = vec![
+            ListenerConfig::tcp("127.0.0.1:0".parse().unwrap()),
+            certs.listener(),
+        ];
+    });
+    let (plain, tls) = (broker.listener_addrs()[0], broker.listener_addrs()[1]);
+    let mut watcher = Client::connect(plain, "watcher");
+    watcher.subscribe(&[("big", QoS::AtLeastOnce)]);
+    let mut c = TlsClient::connect(tls, &certs);
+    c.send(&Packet::Connect(Box::new(Connect::new("tls-big"))));
+    assert!(matches!(c.recv(), Packet::ConnAck(a) if a.code.0 == 0));
+    c.send(&Packet::Subscribe(vireo_codec::Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![("big".into(), opts(QoS::AtLeastOnce))],
+    }));
+    assert!(matches!(c.recv(), Packet::SubAck(_)));
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    c.send(&Packet::Publish(vireo_codec::Publish {
+        dup: false,
+        qos: vireo_codec::QosPid::AtLeastOnce(pid(2)),
+        retain: false,
+        topic: topic("big"),
+        properties: Default::default(),
+        payload: payload.clone().into(),
+    }));
+    let (mut acked, mut echoed) = (false, false);
+    while !(acked && echoed) {
+        match c.recv() {
+            Packet::PubAck(a) => acked = a.packet_id == pid(2),
+            Packet::Publish(p) => {
+                assert_eq!(p.payload.len(), payload.len());
+                assert!(p.payload[..] == payload[..], "payload changed on the way");
+                if let vireo_codec::QosPid::AtLeastOnce(id) = p.qos {
+                    c.send(&Packet::PubAck(vireo_codec::Ack::new(id)));
+                }
+                echoed = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(watcher.recv_publish_ack().payload[..] == payload[..]);
+}
+
+/// Plain MQTT, or garbage, sent to the TLS port ends that connection (a TLS alert may come
+/// first) and nothing else: the broker goes on serving both listeners. A client that opens
+/// the TLS port and says nothing is closed by the CONNECT timeout like any other.
+#[test]
+fn plaintext_and_garbage_on_the_tls_port_are_closed() {
+    let certs = Certs::new("bad");
+    let broker = start_with(|c| {
+        c.connect_timeout_secs = 1;
+        c.listeners = vec![
+            ListenerConfig::tcp("127.0.0.1:0".parse().unwrap()),
+            certs.listener(),
+        ];
+    });
+    let (plain, tls) = (broker.listener_addrs()[0], broker.listener_addrs()[1]);
+    let mut mqtt = Raw::open(tls);
+    mqtt.send(&Packet::Connect(Box::new(Connect::new("plain-on-tls"))));
+    assert!(
+        mqtt.eof_within(WAIT),
+        "plain MQTT on the TLS port stays open"
+    );
+    let mut garbage = Raw::open(tls);
+    garbage.send_raw(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+    assert!(garbage.eof_within(WAIT), "a broken ClientHello stays open");
+    let mut silent = Raw::open(tls);
+    assert!(
+        silent.eof_within(WAIT),
+        "a silent TLS client stays past the CONNECT timeout"
+    );
+    // Both listeners still serve.
+    let mut c = TlsClient::connect(tls, &certs);
+    c.send(&Packet::Connect(Box::new(Connect::new("after"))));
+    assert!(matches!(c.recv(), Packet::ConnAck(a) if a.code.0 == 0));
+    let _ = Client::connect(plain, "plain-after");
+}
+
+/// A TLS listener whose key does not parse stops the start with the listener and file named.
+#[test]
+fn bad_tls_files_refuse_to_start() {
+    let certs = Certs::new("badfiles");
+    std::fs::write(certs.path("key.pem"), "not a key").unwrap();
+    let config = vireo_server::Config {
+        listeners: vec![certs.listener()],
+        ..Default::default()
+    };
+    let err = vireo_server::Server::start(config).unwrap_err().to_string();
+    assert!(
+        err.contains("key.pem") && err.contains("tls listener"),
+        "{err}"
+    );
+}
