@@ -358,11 +358,13 @@ impl Worker {
         if reason.flushes_first() {
             // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
             // the close, and unread input would turn the close into a reset that can discard
-            // it. A TLS peer is told the stream ends (close_notify) after what is queued.
+            // it. A TLS peer is then told the stream ends (close_notify): after what is queued,
+            // since rustls sends no data after it.
+            let _ = conn.flush(&mut self.frames);
             if let Some(tls) = conn.tls.as_deref_mut() {
                 tls.send_close_notify();
+                let _ = crate::tls::flush(tls, &mut conn.stream);
             }
-            let _ = conn.flush(&mut self.frames);
             conn.drain_input();
         }
         let Some(session) = conn.state.session() else {

@@ -314,3 +314,67 @@ fn bad_tls_files_refuse_to_start() {
         "{err}"
     );
 }
+
+/// Password checks run off the event loop and hand the connection on with its TLS session:
+/// over TLS, the right password connects and works, a wrong one gets its refusal through the
+/// TLS session (mosquitto_sub reports it).
+#[test]
+fn passwords_over_tls() {
+    let certs = Certs::new("passwd");
+    let hash = vireo_server::passwd::hash_password_with(b"wonder", 256, 1, 1).unwrap();
+    let passwd = certs.path("passwd");
+    std::fs::write(&passwd, format!("alice:{hash}\n")).unwrap();
+    let broker = start_with(|c| {
+        c.password_file = Some(passwd);
+        c.listeners = vec![certs.listener()];
+    });
+    let port = broker.listener_addrs()[0].port();
+    let mut c = TlsClient::connect(broker.listener_addrs()[0], &certs);
+    let mut connect = Connect::new("tls-bad");
+    connect.username = Some("alice".into());
+    connect.password = Some(vireo_codec::Bytes::from_static(b"nope"));
+    c.send(&Packet::Connect(Box::new(connect)));
+    assert!(
+        matches!(c.recv(), Packet::ConnAck(a) if a.code.0 == 4),
+        "CONNACK 0x04 over TLS"
+    );
+    let ok = ["-u", "alice", "-P", "wonder", "-t", "p/k"];
+    let published = mosquitto(
+        "mosquitto_pub",
+        port,
+        &certs,
+        &[&ok[..], &["-m", "v", "-r", "-q", "1"]].concat(),
+    );
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let got = mosquitto(
+        "mosquitto_sub",
+        port,
+        &certs,
+        &[&ok[..], &["-C", "1", "-W", "5"]].concat(),
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    let bad = mosquitto(
+        "mosquitto_sub",
+        port,
+        &certs,
+        &[
+            "-u", "alice", "-P", "nope", "-t", "p/k", "-C", "1", "-W", "5",
+        ],
+    );
+    assert!(
+        !bad.status.success(),
+        "{:?} {} {}",
+        bad.status,
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let err = String::from_utf8_lossy(&bad.stderr).to_lowercase();
+    assert!(
+        err.contains("not authori") || err.contains("bad user"),
+        "{err}"
+    );
+}
