@@ -95,7 +95,7 @@ fn run(shared: &Shared, rx: &Receiver<Check>) {
             // The password is never logged; the user name is not a secret (Mosquitto logs
             // the client id, EMQX the user name too).
             tracing::info!(
-                peer = ?adoption.stream.peer_addr().ok(),
+                peer = %adoption.peer,
                 client = %connect.client_id,
                 user,
                 "CONNECT refused: bad user name or password"

@@ -69,6 +69,7 @@ impl Worker {
             self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
             self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
                 stream: conn.stream,
+                peer: conn.peer,
                 tls: conn.tls,
                 connect,
                 rest,
@@ -89,6 +90,7 @@ impl Worker {
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         let adoption = Adoption {
             stream: conn.stream,
+            peer: conn.peer,
             tls: conn.tls,
             connect,
             rest,
@@ -110,16 +112,15 @@ impl Worker {
     pub(crate) fn adopt(&mut self, adoption: Adoption) {
         let Adoption {
             stream,
+            peer,
             tls,
             connect,
             rest,
             assigned,
             refused,
         } = adoption;
-        let peer = match stream.peer_addr() {
-            Ok(p) => p,
-            Err(_) => return, // already gone
-        };
+        // A socket the client closed meanwhile is registered all the same: its event closes
+        // it the ordinary way, which also gives back its per-address count.
         let liveness = Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
         let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;

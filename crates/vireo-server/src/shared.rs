@@ -40,6 +40,8 @@ pub(crate) struct Delivery {
 /// A connection handed over after its CONNECT was read on another worker.
 pub(crate) struct Adoption {
     pub stream: TcpStream,
+    /// The client's address, as accepted (counted by the per-address limits under it).
+    pub peer: std::net::SocketAddr,
     /// Its TLS session, for a connection to a TLS listener.
     pub tls: Option<Box<rustls::ServerConnection>>,
     pub connect: Box<Connect>,
