@@ -687,3 +687,42 @@ fn connection_rate_is_limited_per_source_address() {
     first.publish("t", b"still here", QoS::AtMostOnce, false, 0);
     assert_eq!(&first.recv_publish().payload[..], b"still here");
 }
+
+/// One SUBSCRIBE with 100,000 filters: the first `max_subscriptions` are granted, the rest
+/// refused one by one (0x80) in one SUBACK of 100,000 codes; the session holds no more than
+/// the bound, and other clients are served meanwhile.
+#[test]
+fn subscribe_with_100000_filters_is_bounded() {
+    let broker = start_with(|c| c.max_subscriptions = 1024);
+    let addr = broker.local_addr();
+    let mut subscriber = Client::connect(addr, "sub");
+    subscriber.subscribe(&[("echo", QoS::AtLeastOnce)]);
+    let mut publisher = Client::connect(addr, "pub");
+    let mut greedy = Client::connect(addr, "greedy");
+    let mut body = vec![0x00, 0x01]; // packet id 1
+    for i in 0..100_000u32 {
+        let f = format!("f/{i}");
+        body.extend((f.len() as u16).to_be_bytes());
+        body.extend(f.as_bytes());
+        body.push(0x00);
+    }
+    greedy.send_raw(&frame(0x82, &body));
+    round_trip(&mut publisher, &mut subscriber, 1);
+    match greedy.recv() {
+        Some(Packet::SubAck(a)) => {
+            assert_eq!(a.codes.len(), 100_000);
+            assert!(
+                a.codes[..1024].iter().all(|c| c.0 == 0),
+                "granted up to the bound"
+            );
+            assert!(
+                a.codes[1024..].iter().all(|c| c.0 == 0x80),
+                "refused past it"
+            );
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    // Still connected and served.
+    greedy.publish("f/1", b"mine", QoS::AtMostOnce, false, 0);
+    assert_eq!(&greedy.recv_publish().payload[..], b"mine");
+}
