@@ -42,6 +42,15 @@ pub struct ListenerConfig {
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key (TLS).
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates are verified against (TLS; mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse the handshake of a client without a certificate `tls_client_ca` verifies.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// The client certificate's Common Name is the user name, and no password is asked
+    /// (needs `require_certificate`).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
 }
 
 impl ListenerConfig {
@@ -52,6 +61,9 @@ impl ListenerConfig {
             protocol: ListenerProtocol::Tcp,
             tls_certificate: None,
             tls_key: None,
+            tls_client_ca: None,
+            require_certificate: false,
+            use_identity_as_username: false,
         }
     }
 }
@@ -262,7 +274,22 @@ impl Config {
                         "a tls listener needs tls_certificate and tls_key",
                     ));
                 }
-                ListenerProtocol::Tcp if tls_files => {
+                ListenerProtocol::Tls if l.require_certificate && l.tls_client_ca.is_none() => {
+                    return Err(ConfigError::Invalid(
+                        "require_certificate needs tls_client_ca",
+                    ));
+                }
+                ListenerProtocol::Tls if l.use_identity_as_username && !l.require_certificate => {
+                    return Err(ConfigError::Invalid(
+                        "use_identity_as_username needs require_certificate = true",
+                    ));
+                }
+                ListenerProtocol::Tcp
+                    if tls_files
+                        || l.tls_client_ca.is_some()
+                        || l.require_certificate
+                        || l.use_identity_as_username =>
+                {
                     return Err(ConfigError::Invalid(
                         "tls_certificate / tls_key on a tcp listener (set protocol = \"tls\")",
                     ));

@@ -170,7 +170,7 @@ pub(crate) struct Conn {
     extra: Option<Box<Extra>>,
     /// The TLS session of a connection to a TLS listener (see `tls`); boxed for the same
     /// reason.
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    pub tls: Option<Box<crate::tls::TlsSession>>,
     /// On the worker's flush list this iteration.
     pub dirty: bool,
     /// On the worker's read-again list (read budget ran out before WouldBlock).
@@ -495,7 +495,7 @@ impl Conn {
             );
             let written = match self.tls.as_deref_mut() {
                 None => self.stream.write_vectored(&iov),
-                Some(tls) => crate::tls::write_vectored(tls, &mut self.stream, &iov),
+                Some(tls) => crate::tls::write_vectored(&mut tls.session, &mut self.stream, &iov),
             };
             drop(iov);
             match written {
@@ -513,7 +513,7 @@ impl Conn {
         if let Some(tls) = self.tls.as_deref_mut() {
             // The queue is in rustls; its ciphertext (and any handshake record) must reach the
             // socket too.
-            match crate::tls::flush(tls, &mut self.stream) {
+            match crate::tls::flush(&mut tls.session, &mut self.stream) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;

@@ -79,7 +79,7 @@ pub enum StartError {
 /// One listener as each worker holds it: its socket, and the TLS configuration of a TLS one.
 pub(crate) struct WorkerListener {
     pub socket: TcpListener,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<tls::TlsListener>,
 }
 
 impl Server {
@@ -96,12 +96,19 @@ impl Server {
         let mut addrs = Vec::new();
         for l in config.listeners() {
             let tls = match (&l.tls_certificate, &l.tls_key) {
-                (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(
-                    |reason| StartError::Tls {
+                (Some(cert), Some(key)) => Some(tls::TlsListener {
+                    config: tls::server_config(
+                        cert,
+                        key,
+                        l.tls_client_ca.as_deref(),
+                        l.require_certificate,
+                    )
+                    .map_err(|reason| StartError::Tls {
                         address: l.address,
                         reason,
-                    },
-                )?),
+                    })?,
+                    identity_as_username: l.use_identity_as_username,
+                }),
                 _ => None,
             };
             let mut addr = l.address;

@@ -13,6 +13,7 @@ use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, pa
 use crate::auth::Check;
 use crate::conn::{Close, Conn, ConnState, V5State};
 use crate::shared::{Adoption, WorkerMsg};
+use crate::tls;
 use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
 use vireo_broker::protocol::publish::OutboundAliases;
 
@@ -46,7 +47,27 @@ impl Worker {
         // The CONNECT was decoded zero-copy from the read buffer; what outlives it is copied,
         // so that neither an idle connection nor a hand-over pins a 16 KiB read chunk.
         detach(&mut connect);
-        match self.shared.password_policy.check(&connect) {
+        // `use_identity_as_username`: the verified certificate names the user, as with
+        // Mosquitto; no password is asked (the handshake was the credential check).
+        let identity = match conn.tls.as_deref() {
+            Some(tls) if tls.identity_as_username => match tls::peer_common_name(&tls.session) {
+                Some(cn) => Some(cn),
+                None => {
+                    tracing::info!(peer = %conn.peer, client = %connect.client_id, "CONNECT refused: no Common Name in the client certificate");
+                    return refuse(conn, auth::not_authorized(connect.protocol));
+                }
+            },
+            _ => None,
+        };
+        let step = match identity {
+            Some(cn) => {
+                connect.username = Some(ByteString::from(cn));
+                connect.password = None;
+                PasswordStep::Accept
+            }
+            None => self.shared.password_policy.check(&connect),
+        };
+        match step {
             PasswordStep::Accept => {}
             PasswordStep::Refuse(code) => {
                 tracing::info!(peer = %conn.peer, client = %connect.client_id, "CONNECT refused: anonymous clients are not allowed");
@@ -363,8 +384,8 @@ impl Worker {
             // since rustls sends no data after it.
             let _ = conn.flush(&mut self.frames);
             if let Some(tls) = conn.tls.as_deref_mut() {
-                tls.send_close_notify();
-                let _ = crate::tls::flush(tls, &mut conn.stream);
+                tls.session.send_close_notify();
+                let _ = crate::tls::flush(&mut tls.session, &mut conn.stream);
             }
             conn.drain_input();
         }

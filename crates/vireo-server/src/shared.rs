@@ -43,7 +43,7 @@ pub(crate) struct Adoption {
     /// The client's address, as accepted (counted by the per-address limits under it).
     pub peer: std::net::SocketAddr,
     /// Its TLS session, for a connection to a TLS listener.
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    pub tls: Option<Box<crate::tls::TlsSession>>,
     pub connect: Box<Connect>,
     /// Bytes that arrived after the CONNECT (pipelined packets).
     pub rest: BytesMut,

@@ -18,11 +18,51 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
+/// A TLS connection's state: the rustls session and what its listener says about identity.
+#[derive(Debug)]
+pub(crate) struct TlsSession {
+    pub session: ServerConnection,
+    /// The client certificate's Common Name becomes the user name (`use_identity_as_username`).
+    pub identity_as_username: bool,
+}
+
+/// A TLS listener's configuration as each accepted connection needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsListener {
+    pub config: Arc<ServerConfig>,
+    pub identity_as_username: bool,
+}
+
+impl TlsListener {
+    /// A session for a connection just accepted.
+    pub(crate) fn accept(&self) -> Result<Box<TlsSession>, rustls::Error> {
+        Ok(Box::new(TlsSession {
+            session: ServerConnection::new(Arc::clone(&self.config))?,
+            identity_as_username: self.identity_as_username,
+        }))
+    }
+}
+
+/// The Common Name of the client's certificate (the first CN of its subject), if it sent one
+/// the listener verified.
+pub(crate) fn peer_common_name(session: &ServerConnection) -> Option<String> {
+    let cert = session.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 /// Plaintext read out of rustls per call, at most.
 const PLAINTEXT_CHUNK: usize = 16 * 1024;
 
-/// The server side of a TLS listener: certificate chain and key from PEM files.
-pub(crate) fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+/// The server side of a TLS listener: certificate chain and key from PEM files; with
+/// `client_ca`, client certificates are verified against it, and required when `require`.
+pub(crate) fn server_config(
+    certificate: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    require: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .map_err(|e| format!("{}: {e}", certificate.display()))?
         .collect::<Result<_, _>>()
@@ -32,10 +72,38 @@ pub(crate) fn server_config(certificate: &Path, key: &Path) -> Result<Arc<Server
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?
+            {
+                let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if require {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?,
+            )
+        }
+    };
+    let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key: {e}"))?;
     Ok(Arc::new(config))

@@ -324,9 +324,9 @@ impl Worker {
                     let liveness =
                         Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
                     let mut conn = Conn::new(stream, peer, liveness);
-                    if let Some(config) = tls {
-                        match rustls::ServerConnection::new(config) {
-                            Ok(session) => conn.tls = Some(Box::new(session)),
+                    if let Some(listener) = tls {
+                        match listener.accept() {
+                            Ok(session) => conn.tls = Some(session),
                             Err(e) => {
                                 tracing::warn!(%peer, error = %e, "TLS session not created");
                                 if let Some(limits) = &self.shared.per_ip {
@@ -511,8 +511,8 @@ impl Worker {
             let read = match conn.tls.as_deref_mut() {
                 None => read_into_spare(&conn.stream, &mut conn.rbuf),
                 Some(tls) => {
-                    let read = tls::read(tls, &mut conn.stream, &mut conn.rbuf);
-                    if tls.wants_write() {
+                    let read = tls::read(&mut tls.session, &mut conn.stream, &mut conn.rbuf);
+                    if tls.session.wants_write() {
                         // Handshake records or alerts to send: the flush at the end of the
                         // iteration writes them.
                         self.mark_dirty(key);
