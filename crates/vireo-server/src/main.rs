@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
-            tracing::info!("SIGHUP: reloading the password and ACL files");
+            tracing::info!("SIGHUP: reloading the password, ACL and TLS certificate files");
             // Errors are logged by `reload`; the broker goes on with the files in use.
             let _ = handle.reload();
             continue;

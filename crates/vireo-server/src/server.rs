@@ -94,10 +94,11 @@ impl Server {
         let workers = config.worker_count();
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
+        let mut tls_listeners = Vec::new();
         for l in config.listeners() {
             let tls = match (&l.tls_certificate, &l.tls_key) {
-                (Some(cert), Some(key)) => Some(tls::TlsListener {
-                    config: tls::server_config(
+                (Some(cert), Some(key)) => {
+                    let config = tls::server_config(
                         cert,
                         key,
                         l.tls_client_ca.as_deref(),
@@ -106,9 +107,14 @@ impl Server {
                     .map_err(|reason| StartError::Tls {
                         address: l.address,
                         reason,
-                    })?,
-                    identity_as_username: l.use_identity_as_username,
-                }),
+                    })?;
+                    let listener = tls::TlsListener {
+                        config: Arc::new(RwLock::new(config)),
+                        identity_as_username: l.use_identity_as_username,
+                    };
+                    tls_listeners.push((l.clone(), Arc::clone(&listener.config)));
+                    Some(listener)
+                }
                 _ => None,
             };
             let mut addr = l.address;
@@ -168,6 +174,7 @@ impl Server {
                 config.max_connections_per_ip,
                 config.max_connection_rate_per_ip,
             ),
+            tls_listeners,
             acl: RwLock::new(acl),
             acl_generation: AtomicU64::new(0),
             config,
@@ -233,9 +240,9 @@ impl ServerHandle {
         Arc::clone(&self.shared.0.stats)
     }
 
-    /// Reads the password file and the ACL file again (what SIGHUP does), without dropping a
-    /// connection: new CONNECTs are checked against the new files; connected clients keep
-    /// what they were granted. A file that cannot be read or parsed leaves the one in use in
+    /// Reads the password file, the ACL file and the TLS listeners' certificates and keys
+    /// again (what SIGHUP does), without dropping a connection: new CONNECTs (and TLS
+    /// handshakes) meet the new files; connected clients keep what they were granted. A file that cannot be read or parsed leaves the one in use in
     /// place, and its error is logged and returned (both files are tried either way).
     pub fn reload(&self) -> Result<(), String> {
         let shared = &self.shared.0;
@@ -247,6 +254,18 @@ impl ServerHandle {
                     *checkers.passwords.write() = Arc::new(passwords);
                 }
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for (l, current) in &shared.tls_listeners {
+            let (Some(cert), Some(key)) = (&l.tls_certificate, &l.tls_key) else {
+                continue;
+            };
+            match tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate) {
+                Ok(config) => {
+                    tracing::info!(address = %l.address, "TLS certificate reloaded");
+                    *current.write() = config;
+                }
+                Err(e) => errors.push(format!("tls listener {}: {e}", l.address)),
             }
         }
         if let Some(path) = &shared.config.acl_file {

@@ -202,6 +202,11 @@ pub(crate) struct Shared {
     pub password_policy: PasswordPolicy,
     /// The password checkers, when a password file is configured.
     pub checkers: Option<Checkers>,
+    /// The TLS listeners and the rustls configuration each accepts with (a reload swaps it).
+    pub tls_listeners: Vec<(
+        crate::ListenerConfig,
+        Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    )>,
     /// Per-source-address connection limits, when any is configured.
     pub per_ip: Option<PerIp>,
     /// The ACL, when one is configured: swapped whole by a reload (SIGHUP); connections keep

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
+use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
@@ -26,18 +27,21 @@ pub(crate) struct TlsSession {
     pub identity_as_username: bool,
 }
 
-/// A TLS listener's configuration as each accepted connection needs it.
+/// A TLS listener's configuration as each accepted connection needs it. The rustls
+/// configuration is swapped whole by a reload (SIGHUP: new certificates); sessions already
+/// made keep theirs.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsListener {
-    pub config: Arc<ServerConfig>,
+    pub config: Arc<RwLock<Arc<ServerConfig>>>,
     pub identity_as_username: bool,
 }
 
 impl TlsListener {
     /// A session for a connection just accepted.
     pub(crate) fn accept(&self) -> Result<Box<TlsSession>, rustls::Error> {
+        let config = Arc::clone(&self.config.read());
         Ok(Box::new(TlsSession {
-            session: ServerConnection::new(Arc::clone(&self.config))?,
+            session: ServerConnection::new(config)?,
             identity_as_username: self.identity_as_username,
         }))
     }

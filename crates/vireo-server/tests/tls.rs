@@ -482,3 +482,37 @@ fn client_certificates_name_the_user() {
         String::from_utf8_lossy(&anon.stderr)
     );
 }
+
+/// A reload (SIGHUP) takes new certificates and keys for new handshakes; a connection made
+/// under the old certificate stays up and served.
+#[test]
+fn reload_swaps_certificates_keeping_connections() {
+    let old = Certs::new("reload-old");
+    let new = Certs::new("reload-new");
+    let broker = start_with(|c| c.listeners = vec![old.listener()]);
+    let addr = broker.listener_addrs()[0];
+    let mut kept = TlsClient::connect(addr, &old);
+    kept.send(&Packet::Connect(Box::new(Connect::new("kept"))));
+    assert!(matches!(kept.recv(), Packet::ConnAck(a) if a.code.0 == 0));
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(new.path(f), old.path(f)).unwrap();
+    }
+    broker.reload().unwrap();
+    let pubbed = |certs: &Certs| {
+        mosquitto("mosquitto_pub", addr.port(), certs, &["-t", "t", "-m", "x"])
+            .status
+            .success()
+    };
+    assert!(pubbed(&new), "the new certificate is served");
+    assert!(!pubbed(&old), "the old CA no longer verifies the server");
+    kept.send(&Packet::PingReq);
+    assert!(
+        matches!(kept.recv(), Packet::PingResp),
+        "the old session stays"
+    );
+    // A broken key on reload keeps the certificate in use.
+    std::fs::write(old.path("key.pem"), "broken").unwrap();
+    let err = broker.reload().unwrap_err();
+    assert!(err.contains("tls listener"), "{err}");
+    assert!(pubbed(&new));
+}
