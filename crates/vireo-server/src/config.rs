@@ -51,6 +51,8 @@ pub struct ListenerConfig {
     /// (needs `require_certificate`).
     #[serde(default)]
     pub use_identity_as_username: bool,
+    /// Overrides the top-level `allow_anonymous` for this listener.
+    pub allow_anonymous: Option<bool>,
 }
 
 impl ListenerConfig {
@@ -64,6 +66,7 @@ impl ListenerConfig {
             tls_client_ca: None,
             require_certificate: false,
             use_identity_as_username: false,
+            allow_anonymous: None,
         }
     }
 }
@@ -237,6 +240,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The password policy for clients of listener `listener` (its `allow_anonymous`, if
+    /// it sets one, over the top-level one).
+    pub fn listener_policy(&self, listener: usize) -> vireo_broker::protocol::auth::PasswordPolicy {
+        let mut policy = self.password_policy();
+        if let Some(allow) = self.listeners.get(listener).and_then(|l| l.allow_anonymous) {
+            policy.allow_anonymous = allow;
+        }
+        policy
+    }
+
     /// Who may connect with which credentials.
     pub fn password_policy(&self) -> vireo_broker::protocol::auth::PasswordPolicy {
         let passwords = self.password_file.is_some();

@@ -171,6 +171,8 @@ pub(crate) struct Conn {
     /// The TLS session of a connection to a TLS listener (see `tls`); boxed for the same
     /// reason.
     pub tls: Option<Box<crate::tls::TlsSession>>,
+    /// Which listener accepted it (index into the configuration's listeners).
+    pub listener: u8,
     /// On the worker's flush list this iteration.
     pub dirty: bool,
     /// On the worker's read-again list (read budget ran out before WouldBlock).
@@ -207,6 +209,7 @@ impl Conn {
             liveness,
             extra: None,
             tls: None,
+            listener: 0,
             dirty: false,
             read_again: false,
             throttled: false,

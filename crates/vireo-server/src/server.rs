@@ -131,7 +131,6 @@ impl Server {
             addrs.push(addr);
         }
         let addr = addrs[0];
-        let policy = config.password_policy();
         let checker_threads = match config.auth_threads {
             0 => workers,
             n => n,
@@ -168,7 +167,9 @@ impl Server {
             in_transit_limit: in_transit_limit(&config, workers),
             stats: Arc::new(Stats::default()),
             shutdown: std::sync::atomic::AtomicBool::new(false),
-            password_policy: policy,
+            password_policy: (0..addrs.len())
+                .map(|i| config.listener_policy(i))
+                .collect(),
             checkers,
             per_ip: PerIp::new(
                 config.max_connections_per_ip,
@@ -204,9 +205,11 @@ impl Server {
         }
         tracing::info!(%addr, workers, "listening");
         let restricted = shared.acl.read().as_ref().is_some_and(|a| !a.is_empty());
-        let exposed = addrs.iter().find(|a| !a.ip().is_loopback());
+        let exposed = addrs
+            .iter()
+            .zip(&shared.password_policy)
+            .find_map(|(a, p)| (!a.ip().is_loopback() && p.allow_anonymous).then_some(*a));
         if let Some(addr) = exposed
-            && policy.allow_anonymous
             && !restricted
         {
             tracing::warn!(

@@ -65,7 +65,11 @@ impl Worker {
                 connect.password = None;
                 PasswordStep::Accept
             }
-            None => self.shared.password_policy.check(&connect),
+            None => self
+                .shared
+                .password_policy
+                .get(usize::from(conn.listener))
+                .map_or(PasswordStep::Accept, |p| p.check(&connect)),
         };
         match step {
             PasswordStep::Accept => {}
@@ -91,6 +95,7 @@ impl Worker {
             self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
                 stream: conn.stream,
                 peer: conn.peer,
+                listener: conn.listener,
                 tls: conn.tls,
                 connect,
                 rest,
@@ -112,6 +117,7 @@ impl Worker {
         let adoption = Adoption {
             stream: conn.stream,
             peer: conn.peer,
+            listener: conn.listener,
             tls: conn.tls,
             connect,
             rest,
@@ -134,6 +140,7 @@ impl Worker {
         let Adoption {
             stream,
             peer,
+            listener,
             tls,
             connect,
             rest,
@@ -150,6 +157,7 @@ impl Worker {
         // will announce: read it on the next iteration.
         let tls_pending = tls.is_some();
         conn.tls = tls;
+        conn.listener = listener;
         let Some(key) = self.register(conn) else {
             return;
         };

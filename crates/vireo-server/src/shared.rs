@@ -42,6 +42,8 @@ pub(crate) struct Adoption {
     pub stream: TcpStream,
     /// The client's address, as accepted (counted by the per-address limits under it).
     pub peer: std::net::SocketAddr,
+    /// The listener that accepted it.
+    pub listener: u8,
     /// Its TLS session, for a connection to a TLS listener.
     pub tls: Option<Box<crate::tls::TlsSession>>,
     pub connect: Box<Connect>,
@@ -198,8 +200,8 @@ pub(crate) struct Shared {
     pub in_transit_limit: usize,
     pub stats: Arc<Stats>,
     pub shutdown: AtomicBool,
-    /// Who may connect with which credentials.
-    pub password_policy: PasswordPolicy,
+    /// Who may connect with which credentials, per listener (in the configuration's order).
+    pub password_policy: Vec<PasswordPolicy>,
     /// The password checkers, when a password file is configured.
     pub checkers: Option<Checkers>,
     /// The TLS listeners and the rustls configuration each accepts with (a reload swaps it).

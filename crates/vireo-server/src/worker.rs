@@ -324,6 +324,7 @@ impl Worker {
                     let liveness =
                         Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
                     let mut conn = Conn::new(stream, peer, liveness);
+                    conn.listener = i as u8; // at most MAX_LISTENERS
                     if let Some(listener) = tls {
                         match listener.accept() {
                             Ok(session) => conn.tls = Some(session),
@@ -948,9 +949,9 @@ mod tests {
             size_of::<vireo_broker::Session>()
         );
         // mio's TcpStream carries a selector id in debug builds (16 bytes, 4 in release),
-        // which costs `Conn` 8 bytes after padding. 208 in release: the TLS session pointer
-        // took 8 (200 before).
-        let limit = if cfg!(debug_assertions) { 216 } else { 208 };
+        // which costs `Conn` 8 bytes after padding (16 since the listener index, which fits
+        // in release padding). 208 in release: the TLS session pointer took 8 (200 before).
+        let limit = if cfg!(debug_assertions) { 224 } else { 208 };
         assert!(size_of::<crate::conn::Conn>() <= limit);
         assert!(size_of::<super::SessionSlot>() <= 120);
     }

@@ -680,3 +680,31 @@ fn sighup_reloads_the_password_file() {
     assert_eq!(login("wonder"), 0x04);
     assert_eq!(login("changed"), 0x00);
 }
+
+/// A listener's `allow_anonymous` overrides the top-level one: with a password file (anonymous
+/// off), a loopback listener that allows anonymous clients lets them in, the other refuses
+/// them with 0x05 / 0x87.
+#[test]
+fn listener_allow_anonymous_overrides_the_top_level() {
+    let dir = TempDir::new("listeneranon");
+    let passwd = password_file(&dir, &[("alice", "wonder")]);
+    let mut open = vireo_server::ListenerConfig::tcp("127.0.0.1:0".parse().unwrap());
+    open.allow_anonymous = Some(true);
+    let closed = vireo_server::ListenerConfig::tcp("127.0.0.1:0".parse().unwrap());
+    let broker = start_with(|c| {
+        c.password_file = Some(passwd);
+        c.listeners = vec![open, closed];
+    });
+    let (open, closed) = (broker.listener_addrs()[0], broker.listener_addrs()[1]);
+    for (version, refused) in [(ProtocolVersion::V311, 0x05), (ProtocolVersion::V5, 0x87)] {
+        let anon = |addr| connack_code(addr, credentials(version, "anon", None, None));
+        assert_eq!(anon(open), 0x00, "{version:?}");
+        assert_eq!(anon(closed), refused, "{version:?}");
+        let alice = credentials(version, "alice", Some("alice"), Some("wonder"));
+        assert_eq!(
+            connack_code(closed, alice),
+            0x00,
+            "{version:?}: passwords still work"
+        );
+    }
+}

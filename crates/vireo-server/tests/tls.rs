@@ -90,6 +90,7 @@ impl Certs {
             tls_client_ca: None,
             require_certificate: false,
             use_identity_as_username: false,
+            allow_anonymous: None,
         }
     }
 }
