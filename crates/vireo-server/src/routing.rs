@@ -288,6 +288,21 @@ impl Worker {
             let stored = compact(msg);
             let outcome = self.shared.retained.write().set(stored);
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
+            if outcome == vireo_broker::RetainOutcome::Refused {
+                // Routed all the same, not kept: counted, and logged once per broker.
+                let before = self
+                    .shared
+                    .stats
+                    .retained_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if before == 0 {
+                    tracing::warn!(
+                        topic = %msg.topic,
+                        "retained store full (max_retained_messages / max_retained_bytes): \
+                         new retained topics are not kept (logged once; see Stats::retained_refused)"
+                    );
+                }
+            }
         }
         self.recipients.clear();
         self.shared.index.matches(&msg.topic, &mut self.recipients);

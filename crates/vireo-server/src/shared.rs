@@ -160,6 +160,8 @@ pub struct Stats {
     pub dropped_too_large: AtomicU64,
     /// CONNECTs refused for a wrong user name or password.
     pub auth_failures: AtomicU64,
+    /// Retained messages not kept because the retained store was full.
+    pub retained_refused: AtomicU64,
     /// Connections closed at accept by the per-address limits.
     pub refused_per_ip: AtomicU64,
     /// PUBLISHes and subscriptions the ACL did not allow.

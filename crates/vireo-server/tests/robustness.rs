@@ -726,3 +726,40 @@ fn subscribe_with_100000_filters_is_bounded() {
     greedy.publish("f/1", b"mine", QoS::AtMostOnce, false, 0);
     assert_eq!(&greedy.recv_publish().payload[..], b"mine");
 }
+
+/// A retained-message flood: past `max_retained_messages` new retained topics are routed but
+/// not kept, counted; the store holds exactly its bound, and a topic already stored can still
+/// be replaced.
+#[test]
+fn retained_floods_are_bounded_and_counted() {
+    let broker = start_with(|c| c.max_retained_messages = 10);
+    let addr = broker.local_addr();
+    let stats = broker.stats();
+    let mut flooder = Client::connect(addr, "flooder");
+    for i in 0..50u16 {
+        flooder.publish(&format!("r/{i}"), b"kept?", QoS::AtLeastOnce, true, i + 1);
+    }
+    flooder.publish("r/0", b"replaced", QoS::AtLeastOnce, true, 100);
+    assert_eq!(
+        stats
+            .retained_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        40
+    );
+    let mut reader = Client::connect(addr, "reader");
+    reader.subscribe(&[("r/#", QoS::AtMostOnce)]);
+    let mut got: Vec<String> = (0..10)
+        .map(|_| {
+            let p = reader.recv_publish();
+            format!("{}={}", &*p.topic, String::from_utf8_lossy(&p.payload))
+        })
+        .collect();
+    got.sort();
+    assert!(got.contains(&"r/0=replaced".to_owned()), "{got:?}");
+    assert!(
+        got.iter().all(|t| t.starts_with("r/")
+            && t[2..].split('=').next().unwrap().parse::<u16>().unwrap() < 10),
+        "{got:?}"
+    );
+    reader.expect_nothing();
+}
