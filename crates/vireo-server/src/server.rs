@@ -88,7 +88,11 @@ impl Server {
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
         let acl = match &config.acl_file {
-            Some(path) => Some(load_acl(path)?),
+            Some(path) => {
+                let acl = load_acl(path)?;
+                log_acl(path, &acl);
+                Some(acl)
+            }
             None => None,
         };
         let workers = config.worker_count();
@@ -253,8 +257,10 @@ impl ServerHandle {
         if let (Some(path), Some(checkers)) = (&shared.config.password_file, &shared.checkers) {
             match PasswordFile::load(path) {
                 Ok(passwords) => {
-                    tracing::info!(path = %path.display(), users = passwords.len(), "password file reloaded");
+                    let users = passwords.len();
+                    // Swapped before it is logged: once the log says so, it is in force.
                     *checkers.passwords.write() = Arc::new(passwords);
+                    tracing::info!(path = %path.display(), users, "password file reloaded");
                 }
                 Err(e) => errors.push(e.to_string()),
             }
@@ -265,8 +271,8 @@ impl ServerHandle {
             };
             match tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate) {
                 Ok(config) => {
-                    tracing::info!(address = %l.address, "TLS certificate reloaded");
                     *current.write() = config;
+                    tracing::info!(address = %l.address, "TLS certificate reloaded");
                 }
                 Err(e) => errors.push(format!("tls listener {}: {e}", l.address)),
             }
@@ -274,9 +280,10 @@ impl ServerHandle {
         if let Some(path) = &shared.config.acl_file {
             match load_acl(path) {
                 Ok(acl) => {
-                    *shared.acl.write() = Some(acl);
+                    *shared.acl.write() = Some(Arc::clone(&acl));
                     // Connections pick the new file up at their next PUBLISH or SUBSCRIBE.
                     shared.acl_generation.fetch_add(1, Ordering::Release);
+                    log_acl(path, &acl);
                 }
                 Err(e) => errors.push(e.to_string()),
             }
@@ -368,14 +375,19 @@ fn load_acl(path: &std::path::Path) -> Result<Arc<AclFile>, StartError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let acl = AclFile::parse(&text).map_err(|e| fail(e.to_string()))?;
+    Ok(Arc::new(
+        AclFile::parse(&text).map_err(|e| fail(e.to_string()))?,
+    ))
+}
+
+/// Logs what an ACL file in force holds.
+fn log_acl(path: &std::path::Path, acl: &AclFile) {
     if acl.is_empty() {
         // Deny-by-default starts with the first rule: a file of comments denies nothing.
         tracing::warn!(path = %path.display(), "the ACL file has no rules: every topic is open to every client");
     } else {
-        tracing::info!(path = %path.display(), rules = acl.len(), "ACL loaded");
+        tracing::info!(path = %path.display(), rules = acl.len(), "ACL in force");
     }
-    Ok(Arc::new(acl))
 }
 
 #[cfg(test)]
