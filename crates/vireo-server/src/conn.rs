@@ -13,12 +13,13 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use smallvec::SmallVec;
 use vireo_broker::Message;
-use vireo_broker::protocol::acl::{AclFile, ClientAcl};
+use vireo_broker::protocol::acl::ClientAcl;
 use vireo_broker::protocol::connect::Negotiated;
 pub(crate) use vireo_broker::protocol::connection::{Close, Phase};
 use vireo_broker::protocol::lifecycle::Liveness;
@@ -26,6 +27,7 @@ use vireo_broker::protocol::publish::{InboundAliases, OutAlias, OutboundAliases}
 use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 
 use crate::frames::{FrameLog, Span};
+use crate::shared::Shared;
 
 /// Most slices handed to one `writev`. Linux allows 1024 (IOV_MAX); at 64 a stream of small
 /// QoS 0 frames needed a syscall per ~5 KB (fan-in delivered 0.6M msg/s); 512 frames amortise
@@ -426,17 +428,15 @@ impl Conn {
             .then(|| Box::new(Extra { will, v5, acl }));
     }
 
-    /// The client's ACL, when one is configured, on the current file: one that is older than
-    /// `generation` takes `current()` first.
+    /// The client's ACL, when one is configured, on the broker's current file (a reload
+    /// bumped `Shared::acl_generation`: the new file is taken first). A connection without
+    /// an ACL costs one look at `extra`, not the atomic load.
     #[inline]
-    pub(crate) fn acl_mut(
-        &mut self,
-        generation: u64,
-        current: impl FnOnce() -> Option<Arc<AclFile>>,
-    ) -> Option<&mut ClientAcl> {
+    pub(crate) fn acl_mut(&mut self, shared: &Shared) -> Option<&mut ClientAcl> {
         let (acl, seen) = self.extra.as_mut()?.acl.as_mut()?;
+        let generation = shared.acl_generation.load(Ordering::Acquire);
         if *seen != generation {
-            if let Some(file) = current() {
+            if let Some(file) = shared.acl.read().clone() {
                 acl.set_file(file);
             }
             *seen = generation;

@@ -25,6 +25,22 @@ const PINGRESP: &[u8] = &[0xD0, 0x00];
 /// QoS 1/2 payloads up to this size are copied into the PUBLISH frame rather than shared.
 const INLINE_PAYLOAD: usize = 256;
 
+/// The acknowledgement a PUBLISH at `qos` gets, with `reason`: PUBACK for QoS 1, PUBREC for
+/// QoS 2 [MQTT-3.3.4-1], none for QoS 0.
+#[inline]
+fn ack_for(qos: QosPid, reason: ReasonCode) -> Option<Packet> {
+    let ack = |pid| {
+        let mut ack = Ack::new(pid);
+        ack.reason = reason;
+        ack
+    };
+    Some(match qos {
+        QosPid::AtMostOnce => return None,
+        QosPid::AtLeastOnce(pid) => Packet::PubAck(ack(pid)),
+        QosPid::ExactlyOnce(pid) => Packet::PubRec(ack(pid)),
+    })
+}
+
 impl Worker {
     /// One line per packet type.
     pub(crate) fn handle(&mut self, key: usize, packet: Packet) -> Result<(), Close> {
@@ -146,29 +162,16 @@ impl Worker {
         if version.is_v5() && !inbound::payload_format_valid(&p.properties, &p.payload) {
             // Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 on the ack, or
             // DISCONNECT at QoS 0 (spec 3.3.2.3.2).
-            let pid = match p.qos {
-                QosPid::AtMostOnce => {
-                    return Err(Close::Protocol(ReasonCode::PAYLOAD_FORMAT_INVALID));
-                }
-                QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) => pid,
+            let Some(ack) = ack_for(p.qos, ReasonCode::PAYLOAD_FORMAT_INVALID) else {
+                return Err(Close::Protocol(ReasonCode::PAYLOAD_FORMAT_INVALID));
             };
-            let mut ack = Ack::new(pid);
-            ack.reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
-            let packet = match p.qos {
-                QosPid::AtLeastOnce(_) => Packet::PubAck(ack),
-                _ => Packet::PubRec(ack),
-            };
-            self.push_packet(key, &packet);
+            self.push_packet(key, &ack);
             return Ok(());
         }
-        let (generation, file) = (
-            self.shared.acl_generation.load(Ordering::Acquire),
-            &self.shared.acl,
-        );
         if let Some(acl) = self
             .conns
             .get_mut(key)
-            .and_then(|c| c.acl_mut(generation, || file.read().clone()))
+            .and_then(|c| c.acl_mut(&self.shared))
             && !acl.may_publish(&p.topic)
         {
             return self.refused_publish(key, skey, p.qos, version, &p.topic);
@@ -205,15 +208,8 @@ impl Worker {
         // Matched before the ack (5.0 says 0x10 when nothing matched), delivered after it, so
         // that the publisher's ack comes first when it subscribes to its own topic.
         let matched = self.match_recipients(&msg);
-        if let QosPid::AtLeastOnce(pid) | QosPid::ExactlyOnce(pid) = qos {
-            let mut ack = Ack::new(pid);
-            ack.reason = inbound::ack_reason(version, matched);
-            // [MQTT-3.3.4-1]
-            let ack = if qos.qos() == QoS::AtLeastOnce {
-                Packet::PubAck(ack)
-            } else {
-                Packet::PubRec(ack)
-            };
+        // [MQTT-3.3.4-1]
+        if let Some(ack) = ack_for(qos, inbound::ack_reason(version, matched)) {
             self.push_packet(key, &ack);
         }
         let throttle = self.deliver_matched(msg);
@@ -244,27 +240,18 @@ impl Worker {
         self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%topic, "PUBLISH not allowed by the ACL: dropped");
         let reason = acl::refused_publish_reason(version);
-        let ack = |pid| {
-            let mut ack = Ack::new(pid);
-            ack.reason = reason;
-            ack
-        };
-        let packet = match qos {
-            QosPid::AtMostOnce => return Ok(()),
-            QosPid::AtLeastOnce(pid) => Packet::PubAck(ack(pid)),
-            QosPid::ExactlyOnce(pid) => {
-                if reason == ReasonCode::SUCCESS
-                    && let Some(slot) = self.sessions.get_mut(skey)
-                {
-                    // The exchange goes on to PUBCOMP like any other; a repeat is fine.
-                    slot.session
-                        .on_incoming_qos2(pid)
-                        .map_err(|()| Close::Limit(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED))?;
-                }
-                Packet::PubRec(ack(pid))
-            }
-        };
-        self.push_packet(key, &packet);
+        if let QosPid::ExactlyOnce(pid) = qos
+            && reason == ReasonCode::SUCCESS
+            && let Some(slot) = self.sessions.get_mut(skey)
+        {
+            // The exchange goes on to PUBCOMP like any other; a repeat is fine.
+            slot.session
+                .on_incoming_qos2(pid)
+                .map_err(|()| Close::Limit(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED))?;
+        }
+        if let Some(ack) = ack_for(qos, reason) {
+            self.push_packet(key, &ack);
+        }
         Ok(())
     }
 
@@ -691,14 +678,10 @@ impl Worker {
                     return Err(Close::Protocol(v.0));
                 }
             };
-            let (generation, file) = (
-                self.shared.acl_generation.load(Ordering::Acquire),
-                &self.shared.acl,
-            );
             if let Some(acl) = self
                 .conns
                 .get_mut(key)
-                .and_then(|c| c.acl_mut(generation, || file.read().clone()))
+                .and_then(|c| c.acl_mut(&self.shared))
                 && !acl.may_subscribe(grant.filter.matching())
             {
                 tracing::debug!(%filter, "subscription not allowed by the ACL");

@@ -116,38 +116,35 @@ pub(crate) fn server_config(
 /// Reads plaintext into `buf`: what rustls already holds, else ciphertext from the socket
 /// first. `Ok(0)` at the end of the stream (the peer's close_notify or FIN), `WouldBlock`
 /// when the socket is drained and no plaintext is left. A TLS error (a failed handshake, a
-/// bad record) is sent to the peer as an alert when possible, and returned.
+/// bad record) is sent to the peer as an alert when possible, and returned. `buf` grows by
+/// exactly the plaintext taken (at most `PLAINTEXT_CHUNK`).
 pub(crate) fn read(
     tls: &mut ServerConnection,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
     loop {
-        let start = buf.len();
-        let room = (buf.capacity() - start).clamp(1, PLAINTEXT_CHUNK);
-        buf.resize(start + room, 0);
-        let got = tls.reader().read(&mut buf[start..]);
-        match got {
-            Ok(n) => {
-                buf.truncate(start + n);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
+        let state = match tls.process_new_packets() {
+            Ok(state) => state,
             Err(e) => {
-                buf.truncate(start);
-                return Err(e);
+                // The alert rustls queued for it, best effort.
+                let _ = flush(tls, stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
+        };
+        let pending = state.plaintext_bytes_to_read().min(PLAINTEXT_CHUNK);
+        if pending > 0 {
+            let start = buf.len();
+            buf.resize(start + pending, 0);
+            let n = tls.reader().read(&mut buf[start..]);
+            buf.truncate(start + *n.as_ref().unwrap_or(&0));
+            return n;
         }
-        match tls.read_tls(stream) {
-            Ok(0) => return Ok(0),
-            Ok(_) => {
-                if let Err(e) = tls.process_new_packets() {
-                    // The alert rustls queued for it, best effort.
-                    let _ = flush(tls, stream);
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            }
-            Err(e) => return Err(e),
+        if state.peer_has_closed() {
+            return Ok(0);
+        }
+        if tls.read_tls(stream)? == 0 {
+            return Ok(0);
         }
     }
 }

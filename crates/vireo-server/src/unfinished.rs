@@ -14,7 +14,9 @@
 //! stale (the packet was finished, the connection closed) are skipped when met and compacted
 //! away once they outnumber the live ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 
 /// What one connection holds.
 #[derive(Debug, Clone, Copy)]

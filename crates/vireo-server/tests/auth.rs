@@ -296,14 +296,8 @@ fn mosquitto_clients_with_passwords() {
     let dir = TempDir::new("mosq");
     let path = password_file(&dir, &[("alice", "wonder")]);
     let broker = start_with(|c| c.password_file = Some(path));
-    let port = broker.local_addr().port().to_string();
-    let run = |tool: &str, args: &[&str]| {
-        Command::new(tool)
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{tool} ({e}): apt-get install mosquitto-clients"))
-    };
+    let port = broker.local_addr().port();
+    let run = |tool: &str, args: &[&str]| mosquitto_tool(tool, port, args);
     let ok = ["-u", "alice", "-P", "wonder"];
     let pubbed = run(
         "mosquitto_pub",
@@ -514,14 +508,8 @@ fn acl_file_errors_name_the_line() {
 fn mosquitto_clients_with_an_acl() {
     let dir = TempDir::new("aclmosq");
     let broker = acl_broker(&dir);
-    let port = broker.local_addr().port().to_string();
-    let run = |tool: &str, args: &[&str]| {
-        Command::new(tool)
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{tool} ({e}): apt-get install mosquitto-clients"))
-    };
+    let port = broker.local_addr().port();
+    let run = |tool: &str, args: &[&str]| mosquitto_tool(tool, port, args);
     let pubbed = run(
         "mosquitto_pub",
         &["-u", "alice", "-t", "alice/k", "-m", "v", "-r", "-q", "1"],

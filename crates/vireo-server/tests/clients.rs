@@ -77,11 +77,8 @@ fn mosquitto(tool: &str, port: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn mosquitto_v(tool: &str, port: &str, version: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(tool)
-        .args(["-h", "127.0.0.1", "-p", port, "-V", version])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} not runnable ({e}): apt-get install mosquitto-clients"));
+    let port: u16 = port.parse().unwrap();
+    let out = mosquitto_tool(tool, port, &[&["-V", version][..], args].concat());
     assert!(
         out.status.success(),
         "{tool} {args:?} failed: {}",

@@ -113,13 +113,11 @@ fn broker(certs: &Certs) -> (ServerHandle, SocketAddr, SocketAddr) {
     (broker, addrs[0], addrs[1])
 }
 
+/// A mosquitto client trusting the test CA.
 fn mosquitto(tool: &str, port: u16, certs: &Certs, args: &[&str]) -> std::process::Output {
-    Command::new(tool)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
-        .arg(certs.path("ca.pem"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} ({e}): apt-get install mosquitto-clients"))
+    let ca = certs.path("ca.pem");
+    let with_ca = [&["--cafile", ca.to_str().unwrap()][..], args].concat();
+    mosquitto_tool(tool, port, &with_ca)
 }
 
 /// mosquitto_pub / mosquitto_sub with `--cafile`: a retained QoS 1 message published over TLS

@@ -59,6 +59,16 @@ pub fn topic(s: &str) -> TopicName {
     TopicName::try_from(s).unwrap()
 }
 
+/// Runs one of Debian's mosquitto clients (`mosquitto_pub`, `mosquitto_sub`) against the
+/// broker on 127.0.0.1:`port`, with `args`; its output, whatever its exit status.
+pub fn mosquitto_tool(tool: &str, port: u16, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tool)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} not runnable ({e}): apt-get install mosquitto-clients"))
+}
+
 /// A raw MQTT client over a blocking socket.
 pub struct Client {
     pub stream: TcpStream,
@@ -72,7 +82,11 @@ pub struct Client {
 impl Client {
     /// Opens a socket; sends nothing.
     pub fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Self::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A 3.1.1 client over a socket already connected.
+    fn over(stream: TcpStream) -> Self {
         stream.set_nodelay(true).unwrap();
         Self {
             stream,
@@ -90,14 +104,7 @@ impl Client {
             .bind(&SocketAddr::new(source, 0).into())
             .expect("bind");
         socket.connect(&addr.into()).expect("connect");
-        let stream: TcpStream = socket.into();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            stash: VecDeque::new(),
-            version: ProtocolVersion::V311,
-        }
+        Self::over(socket.into())
     }
 
     /// From `source`, connects as `id` (clean session) and asserts acceptance.
