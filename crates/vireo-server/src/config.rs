@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vireo_broker::SessionLimits;
 use vireo_broker::protocol::Limits;
+use vireo_broker::protocol::quota::RateLimits;
 use vireo_codec::QoS;
 
 /// Most worker threads: a session id keeps its worker index in 8 bits.
@@ -169,6 +170,13 @@ pub struct Config {
     /// Bytes all connections together may hold in unfinished packets; past it the oldest
     /// unfinished packets' connections are closed (5.0: DISCONNECT 0x97).
     pub max_unfinished_bytes: usize,
+    /// PUBLISH packets one connection may send per second (a burst of one second's worth);
+    /// 0: no limit. Past it the connection is not read until it is back under (throttled,
+    /// never disconnected: nothing it sent is lost).
+    pub max_publish_rate: u32,
+    /// Bytes one connection may send per second, all packets together, throttled the same
+    /// way; 0: no limit.
+    pub max_inbound_bytes_rate: u64,
 }
 
 impl Default for Config {
@@ -211,6 +219,8 @@ impl Default for Config {
             acl_file: None,
             packet_timeout_secs: 10,
             max_unfinished_bytes: 64 * 1024 * 1024,
+            max_publish_rate: 0,
+            max_inbound_bytes_rate: 0,
         }
     }
 }
@@ -408,6 +418,14 @@ impl Config {
             vec![ListenerConfig::tcp(self.bind)]
         } else {
             self.listeners.clone()
+        }
+    }
+
+    /// What each client may send per second.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            publishes_per_sec: self.max_publish_rate,
+            bytes_per_sec: self.max_inbound_bytes_rate,
         }
     }
 

@@ -24,6 +24,7 @@ use vireo_broker::protocol::connect::Negotiated;
 pub(crate) use vireo_broker::protocol::connection::{Close, Phase};
 use vireo_broker::protocol::lifecycle::Liveness;
 use vireo_broker::protocol::publish::{InboundAliases, OutAlias, OutboundAliases};
+use vireo_broker::protocol::quota::Quota;
 use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 
 use crate::frames::{FrameLog, Span};
@@ -143,6 +144,8 @@ struct Extra {
     /// What the ACL lets this client do, when an ACL is configured, and the reload
     /// generation of the file it consults (`Shared::acl_generation`).
     acl: Option<(ClientAcl, u64)>,
+    /// The client's publish rate and bandwidth allowance, when limits are configured.
+    quota: Option<Quota>,
 }
 
 pub(crate) struct Conn {
@@ -185,6 +188,8 @@ pub(crate) struct Conn {
     /// Not read because its own output queue is over twice the output limit: a client that
     /// does not read what it is sent cannot make the broker queue replies without bound.
     pub output_paused: bool,
+    /// Not read until its rate limit's allowance is back (`Worker::rate_limited` wakes it).
+    pub rate_limited: bool,
     /// The last write hit `WouldBlock`; cleared by the next WRITABLE edge or a full flush.
     pub write_blocked: bool,
     /// Retained messages owed to this connection after a SUBSCRIBE, sent as the output queue
@@ -216,6 +221,7 @@ impl Conn {
             read_again: false,
             throttled: false,
             output_paused: false,
+            rate_limited: false,
             write_blocked: false,
             retained_backlog: None,
         }
@@ -423,9 +429,23 @@ impl Conn {
         will: Option<LastWill>,
         v5: Option<V5State>,
         acl: Option<(ClientAcl, u64)>,
+        quota: Option<Quota>,
     ) {
-        self.extra = (will.is_some() || v5.is_some() || acl.is_some())
-            .then(|| Box::new(Extra { will, v5, acl }));
+        let any = will.is_some() || v5.is_some() || acl.is_some() || quota.is_some();
+        self.extra = any.then(|| {
+            Box::new(Extra {
+                will,
+                v5,
+                acl,
+                quota,
+            })
+        });
+    }
+
+    /// The client's rate-limit allowance, when limits are configured.
+    #[inline]
+    pub(crate) fn quota_mut(&mut self) -> Option<&mut Quota> {
+        self.extra.as_mut()?.quota.as_mut()
     }
 
     /// The client's ACL, when one is configured, on the broker's current file (a reload

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use vireo_broker::protocol::auth::{self, PasswordStep};
 use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, WillFate};
+use vireo_broker::protocol::quota::Quota;
 use vireo_broker::protocol::{Violation, connect, disconnect, publish};
 use vireo_broker::{Message, Session, SessionId};
 use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, parse_shared};
@@ -293,6 +294,7 @@ impl Worker {
         conn.keep_alive = negotiated.keep_alive;
         conn.liveness.connected(self.now, negotiated.keep_alive);
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
+        let quota = Quota::new(self.shared.config.rate_limits(), self.now);
         let newly_dirty = if version.is_v5() {
             let assigned_id = assigned.then_some(&*connect.client_id);
             let ack = connect::accepted(
@@ -313,10 +315,11 @@ impl Worker {
                     aliases: Default::default(),
                 }),
                 acl,
+                quota,
             );
             conn.push_packet(&Packet::ConnAck(ack))
         } else {
-            conn.set_connect_state(connect.will, None, acl);
+            conn.set_connect_state(connect.will, None, acl, quota);
             conn.push_connack_accepted(connect::session_present_flag(version, session_present))
         };
         if newly_dirty {

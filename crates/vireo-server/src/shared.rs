@@ -170,6 +170,8 @@ pub struct Stats {
     pub unfinished_bytes: AtomicUsize,
     /// Connections closed because unfinished packets passed `max_unfinished_bytes`.
     pub unfinished_closed: AtomicU64,
+    /// Times a connection was throttled by `max_publish_rate` / `max_inbound_bytes_rate`.
+    pub rate_limited: AtomicU64,
 }
 
 impl Stats {

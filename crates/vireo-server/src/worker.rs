@@ -6,6 +6,8 @@
 //! are local to one thread, and a message for a session is routed to `home(session)` without a
 //! lookup. See `docs/architecture.md`.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use vireo_broker::protocol::lifecycle::{self, Liveness};
 use vireo_broker::{Message, Recipients, Session, SessionId};
-use vireo_codec::{ByteString, QoS, ReasonCode, decode};
+use vireo_codec::{ByteString, Packet, QoS, ReasonCode, decode};
 
 use crate::clients::ClientIds;
 use crate::conn::{Close, Conn, ConnState};
@@ -103,6 +105,11 @@ pub(crate) struct Worker {
     pub connected: Vec<usize>,
     /// Connections to read again next iteration (budget ran out, or reads paused).
     again: Vec<usize>,
+    /// Connections throttled by their rate limit, and when each may be read again (entries
+    /// of connections closed since are skipped when due).
+    rate_waits: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Whether rate limits are configured: decoded packets are charged to the client.
+    rate_limits_on: bool,
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
     /// in place.
     inbox: std::vec::IntoIter<Delivery>,
@@ -170,6 +177,7 @@ impl Worker {
         let now = Instant::now();
         let session_limits = Arc::new(shared.config.session_limits());
         let unfinished_budget = shared.config.unfinished_budget_per_worker();
+        let rate_limits_on = shared.config.rate_limits().any();
         Ok(Self {
             id,
             shared,
@@ -186,6 +194,8 @@ impl Worker {
             dirty: Vec::new(),
             connected: Vec::new(),
             again: Vec::new(),
+            rate_waits: BinaryHeap::new(),
+            rate_limits_on,
             inbox: Vec::new().into_iter(),
             congested: false,
             backlogged: false,
@@ -222,6 +232,12 @@ impl Worker {
                 })
             } else {
                 Some(SWEEP_INTERVAL)
+            };
+            let timeout = match self.rate_waits.peek() {
+                Some(Reverse((at, _))) => {
+                    timeout.map(|t| t.min(at.saturating_duration_since(self.now)))
+                }
+                None => timeout,
             };
             let mailbox = &self.shared.mailboxes[self.id];
             mailbox.sleeping.store(true, Ordering::SeqCst);
@@ -272,6 +288,7 @@ impl Worker {
                     self.read(key);
                 }
             }
+            self.wake_rate_limited();
             self.drain_mailbox();
             if self.now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
                 self.last_sweep = self.now;
@@ -409,6 +426,10 @@ impl Worker {
         };
         // Fresh, not the iteration's `backlogged` snapshot: a publisher throttled earlier in
         // this iteration must not be let go by a snapshot taken before the backlog began.
+        if conn.rate_limited {
+            // `wake_rate_limited` reads it once its allowance is back.
+            return;
+        }
         if conn.throttled && !holds_back_anywhere(&self.shared) {
             conn.throttled = false;
         }
@@ -496,6 +517,9 @@ impl Worker {
             // decoding stopped for back-pressure.
             if let Err(reason) = self.decode_all(key) {
                 return Some(reason);
+            }
+            if self.rate_limits_on && self.conns.get(key).is_some_and(|c| c.rate_limited) {
+                return None;
             }
             if budget == 0 || self.paused(key) {
                 self.read_later(key);
@@ -595,10 +619,21 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 return Ok(());
             };
+            let before = conn.rbuf.len();
             match decode(&mut conn.rbuf, conn.version, max) {
                 Ok(Some(packet)) => {
                     progressed = true;
-                    self.handle(key, packet)?;
+                    if self.rate_limits_on {
+                        let len = before - conn.rbuf.len();
+                        let publish = matches!(packet, Packet::Publish(_));
+                        self.handle(key, packet)?;
+                        if self.charge(key, len, publish) {
+                            self.note_progress(key, true, false);
+                            return Ok(());
+                        }
+                    } else {
+                        self.handle(key, packet)?;
+                    }
                     if self.paused(key) {
                         // The rest waits in the buffer, and the connection on the `again`
                         // list: no event will come for bytes already read, whoever called.
@@ -631,6 +666,56 @@ impl Worker {
                     // 5.0: DISCONNECT 0x81 / 0x82 / 0x95 as the error says [MQTT-4.13.1-1].
                     return Err(Close::Protocol(e.reason_code()));
                 }
+            }
+        }
+    }
+
+    /// Charges a decoded packet to the client's rate limits; `true` if that used up its
+    /// allowance: it is not read again until `wake_rate_limited` says so. Not while a
+    /// takeover reads an old connection to its end.
+    fn charge(&mut self, key: usize, len: usize, publish: bool) -> bool {
+        let now = self.now;
+        if self.final_read {
+            return false;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let peer = conn.peer;
+        let Some(quota) = conn.quota_mut() else {
+            return false;
+        };
+        quota.charge(now, len, publish);
+        let Some(at) = quota.resume_at(now) else {
+            return false;
+        };
+        if quota.first_throttle() {
+            tracing::info!(
+                %peer,
+                "rate limit reached (max_publish_rate / max_inbound_bytes_rate): reads paused \
+                 until the client is back under it"
+            );
+        }
+        conn.rate_limited = true;
+        self.rate_waits.push(Reverse((at, key)));
+        self.shared
+            .stats
+            .rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Reads again the throttled connections whose allowance is back.
+    fn wake_rate_limited(&mut self) {
+        while let Some(&Reverse((at, key))) = self.rate_waits.peek() {
+            if at > self.now {
+                break;
+            }
+            self.rate_waits.pop();
+            if let Some(conn) = self.conns.get_mut(key)
+                && std::mem::take(&mut conn.rate_limited)
+            {
+                self.read(key);
             }
         }
     }
@@ -763,7 +848,7 @@ impl Worker {
             // A connection whose reads the broker paused (back-pressure) may have sent packets
             // that wait unread in the kernel: it is not silent, so it does not time out
             // [MQTT-3.1.2-24].
-            let paused = conn.read_again || conn.output_paused;
+            let paused = conn.read_again || conn.output_paused || conn.rate_limited;
             if !paused && conn.liveness.expired(now) {
                 expired.push(key);
             }

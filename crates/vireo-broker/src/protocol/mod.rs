@@ -16,6 +16,7 @@ pub mod connection;
 pub mod disconnect;
 pub mod lifecycle;
 pub mod publish;
+pub mod quota;
 pub mod subscribe;
 
 use vireo_codec::{QoS, ReasonCode};
