@@ -77,6 +77,17 @@ fn main() -> ExitCode {
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
+    // Each connection is a file descriptor: take the hard limit, as far as the system allows,
+    // rather than the shell's soft default (often 1024).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < config.max_connections as u64 => tracing::info!(
+            limit,
+            "open-files limit below max_connections: connections past it are refused \
+             (raise it with ulimit -n or systemd's LimitNOFILE)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
     let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {

@@ -5,30 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::*;
 use vireo_codec::QoS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vireo");
-
-/// Reads the broker's log until it says where it listens.
-fn listening_port(stderr_or_out: impl std::io::Read) -> u16 {
-    let reader = BufReader::new(stderr_or_out);
-    for line in reader.lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            let clean: String = addr
-                .chars()
-                .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-            return clean.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    }
-    panic!("broker never logged its address");
-}
 
 #[test]
 fn binary_serves_with_toml_config_and_stops_on_sigterm() {

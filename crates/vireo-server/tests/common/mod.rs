@@ -69,6 +69,33 @@ pub fn mosquitto_tool(tool: &str, port: u16, args: &[&str]) -> std::process::Out
         .unwrap_or_else(|e| panic!("{tool} not runnable ({e}): apt-get install mosquitto-clients"))
 }
 
+/// The port a `vireo` process listens on, from its log (`addr=` in the first line that has
+/// it). A thread reads the log to its end, so the process never blocks on a full pipe.
+pub fn listening_port(log: impl std::io::Read + Send + 'static) -> u16 {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(log).lines() {
+            let Ok(line) = line else { return };
+            if let Some(rest) = line.split("addr=").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let clean: String = addr
+                    .chars()
+                    .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                let _ = tx.send(clean.rsplit(':').next().and_then(|p| p.parse().ok()));
+            }
+        }
+    });
+    rx.recv_timeout(WAIT)
+        .ok()
+        .flatten()
+        .expect("broker never logged its address")
+}
+
 /// A raw MQTT client over a blocking socket.
 pub struct Client {
     pub stream: TcpStream,
