@@ -3,7 +3,8 @@
 
 Every scenario run starts a fresh broker on a free loopback port, drives it with
 `vireo-loadtest`, reads the broker's CPU time and peak RSS from /proc, and stops it.
-Brokers are interleaved (A B A B ...) and the median of the repeats is reported.
+Brokers are interleaved (A B A B ...) and the median of the repeats is reported. With --tls
+every run is over TLS instead (a certificate for 127.0.0.1 made with openssl).
 
 Standard library only. See benches/compare/README.md for the details.
 """
@@ -34,8 +35,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAYLOAD = 64
 BUILD_HINT = "cargo build --release -p vireo-server -p vireo-loadtest"
 
-# Scenarios whose latency plots (--plot) are kept for Vireo and Mosquitto.
+# Scenarios whose latency plots (--plot) are kept for Vireo and Mosquitto (over TLS too).
 PLOT_SCENARIOS = {"fanin-q0", "p2p-q1-10k", "fanout-500"}
+# What --tls appends to scenario names (files, table, --scenarios) and titles.
+TLS_SUFFIX, TLS_TITLE = "-tls", ", TLS"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,11 +90,21 @@ def build_scenarios(conn_counts: list[int]) -> list[Scenario]:
     return scenarios
 
 
+def over_tls(scenarios: list[Scenario]) -> list[Scenario]:
+    """The same scenarios run over TLS: `-tls` names and ', TLS' titles, same numbers."""
+    return [dataclasses.replace(s, name=s.name + TLS_SUFFIX, title=s.title + TLS_TITLE)
+            for s in scenarios]
+
+
 def select_scenarios(all_scenarios: list[Scenario], selection: str | None) -> list[Scenario]:
-    """Filter by a comma list of numbers ("1,5") or names ("fanin-q0,conn-10000")."""
+    """Filter by a comma list of numbers ("1,5") or names ("fanin-q0,conn-10000"; under
+    --tls "fanin-q0-tls" too)."""
     if not selection:
         return all_scenarios
     wanted = {s.strip() for s in selection.split(",") if s.strip()}
+    if all_scenarios and all_scenarios[0].name.endswith(TLS_SUFFIX):
+        wanted = {w if w.endswith(TLS_SUFFIX) or w.isdigit() else w + TLS_SUFFIX
+                  for w in wanted}
     chosen = [s for s in all_scenarios if s.number in wanted or s.name in wanted]
     known = {s.number for s in all_scenarios} | {s.name for s in all_scenarios}
     unknown = wanted - known
@@ -114,12 +127,13 @@ class Broker:
     label: str  # for the table
     binary: str
 
-    def write_config(self, port: int, directory: Path) -> Path:
-        """Write this broker's configuration for `port`; return the file."""
+    def write_config(self, port: int, directory: Path, tls: TlsFiles | None) -> Path:
+        """Write this broker's configuration for `port` (a TLS listener with `tls`); return
+        the file."""
         # rumqttd's config loader picks the format from the extension: it must be `.toml`.
         suffix = "conf" if self.key == "mosquitto" else "toml"
         path = directory / f"{self.key}-{port}.{suffix}"
-        path.write_text(CONFIG_WRITERS[self.key](port))
+        path.write_text(CONFIG_WRITERS[self.key](port, tls))
         return path
 
     def command(self, config: Path) -> list[str]:
@@ -130,7 +144,47 @@ class Broker:
         return [self.binary, "--config", str(config)]
 
 
-def vireo_config(port: int) -> str:
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """--tls: the CA the load generator trusts, and the server certificate and key it signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certificates(directory: Path, key_type: str) -> TlsFiles:
+    """A CA and a certificate for IP 127.0.0.1 that it signs, made with openssl in `directory`.
+
+    Two certificates, not one self-signed: rustls (webpki) refuses a CA certificate as the
+    server's own, and `openssl req -x509` makes a CA. `key_type` is "rsa" (RSA-2048, as
+    tls_idle_memory.py) or "ec" (P-256); the same kind signs the handshakes.
+    """
+    newkey = (["-newkey", "rsa:2048"] if key_type == "rsa" else
+              ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca_key, csr, ext = directory / "ca.key", directory / "cert.csr", directory / "cert.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n"
+                   "extendedKeyUsage = serverAuth\n")
+    for cmd in (
+        ["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", ca_key, "-out", files.ca,
+         "-days", "2", "-subj", "/CN=vireo-compare CA"],
+        ["openssl", "req", *newkey, "-nodes", "-keyout", files.key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", files.cert, "-days", "2", "-extfile", ext],
+    ):
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"openssl failed: {' '.join(map(str, cmd))}\n{out.stderr.strip()}")
+    # Mosquitto started as root may read them after dropping to its own user.
+    directory.chmod(0o755)
+    for f in (files.ca, files.cert, files.key):
+        f.chmod(0o644)
+    return files
+
+
+def vireo_config(port: int, tls: TlsFiles | None = None) -> str:
     """Vireo: defaults, except the queue bounds, raised so nothing is dropped by configuration,
     and the QoS 1/2 window at its largest (65535, what 16-bit packet ids allow), the closest
     Vireo has to Mosquitto's `max_inflight_messages 0` (no maximum).
@@ -138,20 +192,28 @@ def vireo_config(port: int) -> str:
     `max_output_bytes` stays at its default: past it Vireo pushes back on publishers (QoS 1/2)
     or drops QoS 0 copies, which is the intended design; any such drop shows up as loss.
     """
-    return "\n".join([
-        f'bind = "127.0.0.1:{port}"',
+    lines = [
         "max_connections = 1000000",
         "max_inflight = 65535",
         "max_queued_messages = 10000000",
         "max_queued_bytes = 4294967296",
-        "",
-    ])
+    ]
+    if tls is None:
+        lines.insert(0, f'bind = "127.0.0.1:{port}"')
+    else:  # a [[listener]] replaces `bind`; tables come after the top-level keys
+        lines += ["[[listener]]", f'address = "127.0.0.1:{port}"', 'protocol = "tls"',
+                  f'tls_certificate = "{tls.cert}"', f'tls_key = "{tls.key}"']
+    return "\n".join(lines + [""])
 
 
-def mosquitto_config(port: int) -> str:
-    """Mosquitto 2.0: anonymous, in memory, unlimited queues (see mosquitto.conf(5))."""
+def mosquitto_config(port: int, tls: TlsFiles | None = None) -> str:
+    """Mosquitto 2.0: anonymous, in memory, unlimited queues (see mosquitto.conf(5)); with
+    `tls`, the listener's certificate and key (its TLS defaults otherwise: 1.3 and 1.2)."""
+    listener = [f"listener {port} 127.0.0.1"]
+    if tls is not None:
+        listener += [f"certfile {tls.cert}", f"keyfile {tls.key}"]
     return "\n".join([
-        f"listener {port} 127.0.0.1",
+        *listener,
         "max_connections -1",  # per listener: unlimited
         "allow_anonymous true",
         "persistence false",
@@ -166,8 +228,9 @@ def mosquitto_config(port: int) -> str:
     ])
 
 
-def rumqttd_config(port: int) -> str:
-    """rumqttd (0.19+ layout): one v4 listener, generous limits, no connection delay."""
+def rumqttd_config(port: int, tls: TlsFiles | None = None) -> str:
+    """rumqttd (0.19+ layout): one v4 listener, generous limits, no connection delay. Plain
+    TCP only: rumqttd is left out under --tls."""
     return "\n".join([
         "id = 0",
         "[router]",
@@ -379,6 +442,8 @@ def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pi
         cmd += ["--threads", str(args.threads)]
     if args.protocol != "3.1.1":
         cmd += ["--protocol", args.protocol]
+    if args.tls_files is not None:
+        cmd += ["--tls", "--cafile", str(args.tls_files.ca)]
     if args.drain_timeout is not None:
         cmd += ["--drain-timeout", str(args.drain_timeout)]
     if plot_file is not None:
@@ -426,9 +491,10 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
     stem = f"{scenario.name}.{broker.key}.{repeat}"
     json_file = args.out / "raw" / f"{stem}.json"
     plot_file = None
-    if scenario.name in PLOT_SCENARIOS and broker.key in ("vireo", "mosquitto"):
+    base = scenario.name.removesuffix(TLS_SUFFIX)
+    if base in PLOT_SCENARIOS and broker.key in ("vireo", "mosquitto"):
         plot_file = args.out / "plots" / f"{stem}.svg"
-    config = broker.write_config(port, workdir)
+    config = broker.write_config(port, workdir, args.tls_files)
     proc = spawn(broker.command(config), args.out / "logs" / f"{stem}.broker.log",
                  new_session=True)
     try:
@@ -692,6 +758,9 @@ def find_tools(args: argparse.Namespace) -> list[Broker]:
     if rumqttd and args.protocol == "5":
         print("note: rumqttd is configured with a 3.1.1 listener only, so it is left out "
               "under --protocol 5", file=sys.stderr)
+    elif rumqttd and args.tls:
+        print("note: rumqttd is configured with a plain TCP listener only, so it is left out "
+              "under --tls", file=sys.stderr)
     elif rumqttd:
         brokers.append(Broker("rumqttd", "rumqttd", rumqttd))
     elif not args.no_rumqttd:
@@ -735,6 +804,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1",
                    help="MQTT version every client speaks (rumqttd's v4 listener is left "
                         "out under 5)")
+    p.add_argument("--tls", action="store_true",
+                   help="run every scenario over TLS: a CA and a certificate for 127.0.0.1 made "
+                        "with openssl, a TLS listener on each broker, vireo-loadtest --tls "
+                        "--cafile; scenario names get '-tls' (rumqttd is left out)")
+    p.add_argument("--tls-key", choices=("rsa", "ec"), default="rsa",
+                   help="--tls: the certificates' key, RSA-2048 or ECDSA P-256")
     p.add_argument("--threads", type=int, help="generator threads (default: loadtest's, cores)")
     p.add_argument("--scenarios", help="comma list of scenario numbers or names (default all)")
     p.add_argument("--quick", action="store_true",
@@ -752,6 +827,7 @@ def parse_args() -> argparse.Namespace:
         args.duration = int(args.duration)
     if args.conn_hold == int(args.conn_hold):
         args.conn_hold = int(args.conn_hold)
+    args.tls_files = None  # made in the run's temporary folder under --tls
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path(f"/tmp/vireo-compare-{stamp}")
@@ -766,7 +842,10 @@ def on_signal(signum, _frame):
 def main() -> int:
     args = parse_args()
     brokers = find_tools(args)
-    scenarios = select_scenarios(build_scenarios(args.conn_counts), args.scenarios)
+    all_scenarios = build_scenarios(args.conn_counts)
+    if args.tls:
+        all_scenarios = over_tls(all_scenarios)
+    scenarios = select_scenarios(all_scenarios, args.scenarios)
     for sub in ("raw", "plots", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, on_signal)
@@ -782,6 +861,7 @@ def main() -> int:
     used_ports: list[int] = []
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="vireo-compare-") as tmp:
+        args.tls_files = make_certificates(Path(tmp), args.tls_key) if args.tls else None
         try:
             for sc in scenarios:
                 for repeat in range(1, args.repeats + 1):
@@ -834,13 +914,17 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
         "command": "python3 " + " ".join(sys.argv),
         "settings": {"duration": args.duration, "repeats": args.repeats,
                      "conn_counts": args.conn_counts, "conn_hold": args.conn_hold,
-                     "payload": PAYLOAD, "protocol": args.protocol},
-        "broker_configs": {b.key: CONFIG_WRITERS[b.key](0) for b in brokers},
+                     "payload": PAYLOAD, "protocol": args.protocol,
+                     "tls": f"{args.tls_key} certificate" if args.tls else None},
+        "broker_configs": {b.key: CONFIG_WRITERS[b.key](0, args.tls_files) for b in brokers},
         "runs": [dataclasses.asdict(r) for r in results],
         "medians": {f"{k[0]}/{k[1]}": v for k, v in summaries.items()},
     }
     (args.out / "results.json").write_text(json.dumps(data, indent=2))
     plots = sorted({r.plot_file for r in results if r.plot_file})
+    key = "RSA-2048" if args.tls_key == "rsa" else "ECDSA P-256"
+    tls_note = (f" Every connection over TLS ({key} certificate; vireo-loadtest speaks rustls "
+                "and makes a full handshake per connection, no resumption)." if args.tls else "")
     md = [
         "# Vireo vs Mosquitto: comparison run",
         "",
@@ -853,9 +937,10 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
         f"{info.get('mosquitto', '')}, {info['rustc']}.",
         "",
         f"Medians of {args.repeats} run(s) per scenario and broker; {args.duration} s of "
-        f"publishing per run, {PAYLOAD}-byte payloads. Latency columns are connect latency "
-        "for the connection scenarios. 'per broker CPU-s' is delivered messages (or accepted "
-        "connections) per second of broker CPU time (user + system) over the whole run.",
+        f"publishing per run, {PAYLOAD}-byte payloads.{tls_note} Latency columns are connect "
+        "latency for the connection scenarios. 'per broker CPU-s' is delivered messages (or "
+        "accepted connections) per second of broker CPU time (user + system) over the whole "
+        "run.",
         "",
         markdown_table(rows),
         "",

@@ -4,8 +4,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vireo_codec::{ProtocolVersion, QoS};
+use vireo_loadtest::config::TlsConfig;
 use vireo_loadtest::{Config, Scenario};
 
 /// Load generator for MQTT 3.1.1 brokers: throughput, latency and message accounting.
@@ -83,6 +84,7 @@ pub enum MqttVersion {
 
 /// Options every scenario takes.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("tls_trust").args(["cafile", "insecure"])))]
 pub struct Common {
     /// Broker host.
     #[arg(long, default_value = "127.0.0.1")]
@@ -90,6 +92,18 @@ pub struct Common {
     /// Broker port.
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// Speak TLS (rustls; TLS 1.3 or 1.2; a full handshake per connection, no resumption).
+    /// Needs --cafile or --insecure.
+    #[arg(long, requires = "tls_trust")]
+    pub tls: bool,
+    /// PEM file of the CA certificates the broker's certificate must chain to; the name checked
+    /// is --host (an IP address must be among the certificate's IP SANs).
+    #[arg(long, requires = "tls", value_name = "PATH")]
+    pub cafile: Option<PathBuf>,
+    /// INSECURE: accept any certificate from the broker (its handshake signature is still
+    /// checked). For measuring a broker whose CA is not at hand; never for trust.
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
     /// QoS of the publishes (0, 1, 2).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
@@ -186,6 +200,14 @@ impl Common {
         let mut c = Config::new(scenario);
         c.host.clone_from(&self.host);
         c.port = self.port;
+        c.tls = match (&self.cafile, self.tls) {
+            (_, false) => None,
+            (Some(cafile), true) => Some(TlsConfig::CaFile {
+                cafile: cafile.clone(),
+            }),
+            // clap makes --tls come with --cafile or --insecure.
+            (None, true) => Some(TlsConfig::Insecure),
+        };
         c.qos = qos(self.qos);
         c.sub_qos = qos(self.sub_qos.unwrap_or(self.qos));
         c.payload = self.payload;

@@ -4,7 +4,8 @@
 //! so the worker revisits them; output is only queued here, and [`Client::flush`] writes
 //! everything queued in one `write` per loop iteration, waiting for a WRITABLE event after
 //! `WouldBlock`. Nothing here allocates per message: the read and write buffers are reused and
-//! PUBLISH frames are encoded straight into the write buffer.
+//! PUBLISH frames are encoded straight into the write buffer. Over TLS a rustls session sits
+//! beside the socket (see [`crate::tls`]); the plain path only tests that it is absent.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
 use socket2::{Domain, Socket, Type};
 use vireo_codec::{
     Ack, ByteString, Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, QosPid, Subscribe,
@@ -23,6 +25,7 @@ use crate::frame::{self, Frame};
 use crate::inflight::Inflight;
 use crate::payload::{STAMP_LEN, Stamp};
 use crate::shared::{Clock, LatencyHistogram};
+use crate::tls::{self, Connector};
 use crate::tracker::{Arrival, Tracker};
 
 /// Reads per readiness event before yielding to other clients (64 KiB each): bounds the time
@@ -149,6 +152,8 @@ pub struct Meter {
     pub connect_latency: LatencyHistogram,
     /// Running totals.
     pub stats: LocalStats,
+    /// What the first TLS handshake agreed (version, cipher suite, key exchange), for the report.
+    pub tls_session: Option<String>,
 }
 
 /// A thread's running totals, copied into its shared `Counters` once per loop iteration.
@@ -201,6 +206,8 @@ pub struct Client {
     /// Whether the worker has it in its list of clients to flush.
     pub queued_for_flush: bool,
     sock: Option<TcpStream>,
+    /// The TLS session over `sock`, when the run speaks TLS (boxed: most of a kilobyte).
+    tls: Option<Box<ClientConnection>>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// The socket returned `WouldBlock` on write: wait for a WRITABLE event.
@@ -222,6 +229,7 @@ impl Client {
             state: State::NotStarted,
             queued_for_flush: false,
             sock: None,
+            tls: None,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             write_blocked: false,
@@ -248,10 +256,12 @@ impl Client {
         Ok(())
     }
 
-    /// Checks a connect in progress after a readiness event; on success queues CONNECT.
+    /// Checks a connect in progress after a readiness event; on success starts the TLS session
+    /// (with `tls`) and queues CONNECT.
     pub fn finish_connect(
         &mut self,
         connect: &mut Connect,
+        tls: Option<&Connector>,
         meter: &mut Meter,
     ) -> Result<(), ClientError> {
         let Some(sock) = &self.sock else {
@@ -267,6 +277,9 @@ impl Client {
             Err(e) => return Err(ClientError::Connect(e)),
         }
         sock.set_nodelay(true).map_err(ClientError::Io)?;
+        if let Some(tls) = tls {
+            self.tls = Some(tls.connect()?);
+        }
         connect.client_id = ByteString::from(self.name.as_str());
         Packet::Connect(Box::new(connect.clone()))
             .encode(meter.version, &mut self.wbuf)
@@ -302,12 +315,41 @@ impl Client {
                 Err(e) => return Err(ClientError::Io(e)),
             };
             let now_ns = meter.clock.now_ns();
-            self.ingest(&scratch[..n], now_ns, meter)?;
+            if self.tls.is_none() {
+                self.ingest(&scratch[..n], now_ns, meter)?;
+            } else {
+                self.ingest_tls(&scratch[..n], now_ns, meter)?;
+            }
+            // The same holds over TLS: rustls keeps a partial record, not unread socket bytes.
             if n < scratch.len() && !to_would_block {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Decrypts `ciphertext`, just read, and handles the packets its plaintext completes. A TLS
+    /// error is answered with the alert rustls makes for it, when the socket takes it.
+    fn ingest_tls(
+        &mut self,
+        ciphertext: &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        let Some(mut session) = self.tls.take() else {
+            return Ok(());
+        };
+        let result = tls::decrypt(&mut session, ciphertext, |plaintext| {
+            self.ingest(plaintext, now_ns, meter)
+        });
+        if let (Err(ClientError::Tls(_)), Some(sock)) = (&result, &mut self.sock) {
+            let _ = tls::write_out(&mut session, sock);
+        }
+        if meter.tls_session.is_none() && !session.is_handshaking() {
+            meter.tls_session = tls::describe(&session);
+        }
+        self.tls = Some(session);
+        result
     }
 
     /// Handles every packet that `data`, just read, completes: first the one kept in `rbuf`
@@ -409,6 +451,24 @@ impl Client {
         let Some(sock) = &mut self.sock else {
             return Ok(());
         };
+        if let Some(session) = &mut self.tls {
+            if self.write_blocked {
+                return Ok(());
+            }
+            let queued = self.wbuf.len();
+            let result = tls::flush(session, sock, &mut self.wbuf);
+            if self.wbuf.len() < queued {
+                self.last_sent_ns = now_ns;
+            }
+            return match result {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    Ok(())
+                }
+                Err(e) => Err(ClientError::Io(e)),
+            };
+        }
         while !self.wbuf.is_empty() && !self.write_blocked {
             match sock.write(&self.wbuf) {
                 Ok(0) => return Err(ClientError::Closed),
@@ -424,9 +484,10 @@ impl Client {
         Ok(())
     }
 
-    /// Whether output is queued.
+    /// Whether output is queued (over TLS: or rustls has records to send, e.g. the
+    /// handshake's next flight).
     pub fn has_output(&self) -> bool {
-        !self.wbuf.is_empty()
+        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Closes the socket (deregistering it); the client is done.
@@ -435,6 +496,7 @@ impl Client {
             // Deregistering a socket that is being dropped cannot fail in a way that matters.
             let _ = registry.deregister(&mut sock);
         }
+        self.tls = None;
         self.state = State::Closed;
     }
 
@@ -443,6 +505,13 @@ impl Client {
         if self.state == State::Ready {
             let _ = Packet::Disconnect(Default::default()).encode(meter.version, &mut self.wbuf);
             let _ = self.flush(now_ns);
+            // close_notify after the DISCONNECT, if that went out whole.
+            if let Some(session) = &mut self.tls
+                && self.wbuf.is_empty()
+            {
+                session.send_close_notify();
+                let _ = self.flush(now_ns);
+            }
         }
     }
 
@@ -690,6 +759,7 @@ mod tests {
             latency: LatencyHistogram::new_with_bounds(1, 1 << 30, 1).unwrap(),
             connect_latency: LatencyHistogram::new_with_bounds(1, 1 << 30, 1).unwrap(),
             stats: LocalStats::default(),
+            tls_session: None,
         }
     }
 

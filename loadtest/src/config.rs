@@ -2,6 +2,7 @@
 //! [`Config::validate`] checks it once so the hot path trusts it.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -145,6 +146,25 @@ pub struct Config {
     /// v5: Topic Alias Maximum every client sends in CONNECT (0: none, so the broker sends no
     /// aliases).
     pub topic_alias_maximum: u16,
+    /// TLS to the broker (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
+}
+
+/// How clients speak TLS, and how they check the broker's certificate. Either way: rustls
+/// (ring), TLS 1.3 or 1.2, and a full handshake per connection (no session resumption), so that
+/// `connections` measures what a fleet of new clients costs the broker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verify", rename_all = "kebab-case")]
+pub enum TlsConfig {
+    /// The broker's certificate must chain to a CA certificate of this PEM file and name
+    /// [`Config::host`] (an IP address among its IP SANs).
+    CaFile {
+        /// The PEM file.
+        cafile: PathBuf,
+    },
+    /// Whatever certificate the broker shows is accepted (its handshake signature is still
+    /// checked): for measuring a broker whose CA is not at hand, never for trust.
+    Insecure,
 }
 
 fn ser_qos<S: serde::Serializer>(q: &QoS, s: S) -> Result<S::Ok, S::Error> {
@@ -191,6 +211,20 @@ pub enum ConfigError {
     /// The topic prefix is not a valid topic level.
     #[error("--topic-prefix {0:?} must be a non-empty topic name without wildcards")]
     TopicPrefix(String),
+    /// The CA file cannot be used.
+    #[error("--cafile {path}: {reason}")]
+    TlsCaFile {
+        /// The file as given.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    /// The host is neither an IP address nor a DNS name a certificate can name.
+    #[error("--host {0:?} cannot be checked against a certificate")]
+    TlsServerName(String),
     /// The host does not resolve.
     #[error("cannot resolve {host}:{port}")]
     Resolve {
@@ -233,6 +267,7 @@ impl Config {
             broker_pid: None,
             topic_prefix: "bench".into(),
             topic_alias_maximum: 0,
+            tls: None,
         }
     }
 

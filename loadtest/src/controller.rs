@@ -20,6 +20,7 @@ use crate::shared::{
     Clock, LatencyHistogram, Notice, Phase, Shared, Totals, WorkerReport, new_histogram,
 };
 use crate::sys::{self, CpuTimes};
+use crate::tls::Connector;
 use crate::worker::{WAKER, Worker, WorkerSetup};
 
 /// How often the controller re-checks phase conditions between notices.
@@ -115,8 +116,13 @@ fn run_magic() -> u32 {
 }
 
 impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
-    /// Builds the clients and starts one thread per worker.
-    pub fn spawn(config: &'a Config, addr: SocketAddr, observe: F) -> Result<Self, Error> {
+    /// Builds the clients and starts one thread per worker; with `tls`, every client speaks TLS.
+    pub fn spawn(
+        config: &'a Config,
+        addr: SocketAddr,
+        tls: Option<Connector>,
+        observe: F,
+    ) -> Result<Self, Error> {
         let total_clients = match config.scenario {
             Scenario::Connections { connections, .. } => u64::from(connections),
             ref s => u64::from(s.publishers()) + u64::from(s.subscribers()),
@@ -148,6 +154,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
                     clients,
                     addr,
                     connect: connect.clone(),
+                    tls: tls.clone(),
                     keepalive_ns: u64::from(config.keepalive) * 1_000_000_000,
                     connect_timeout_ns: config.connect_timeout.as_nanos() as u64,
                     max_handshakes,
@@ -491,6 +498,7 @@ fn meter(config: &Config, shared: &Shared) -> Meter {
         latency: new_histogram(),
         connect_latency: new_histogram(),
         stats: LocalStats::default(),
+        tls_session: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub enum ClientError {
     /// Reading or writing failed.
     #[error("i/o error: {0}")]
     Io(#[source] io::Error),
+    /// The TLS handshake failed (a certificate that does not verify…) or a record was bad.
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
     /// The broker sent bytes that are not valid MQTT.
     #[error("malformed packet from the broker: {0}")]
     Decode(#[from] DecodeError),

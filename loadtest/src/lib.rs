@@ -15,7 +15,7 @@
 //! schedule, which corrects for coordinated omission.
 //!
 //! Layout: [`config`] (what to run), `plan` (clients per thread), `client` (one connection),
-//! `worker` (one event loop), `controller` (phases: setup, run, drain, stop), `summary` (the
+//! `tls` (its rustls session, when the run speaks TLS), `worker` (one event loop), `controller` (phases: setup, run, drain, stop), `summary` (the
 //! verdict), [`report`] and [`output`] (table, JSON, `.hgrm`, SVG), [`sink`] (a minimal relay
 //! broker to measure the generator's own ceiling).
 
@@ -36,6 +36,7 @@ mod plan;
 mod shared;
 mod summary;
 mod timer;
+mod tls;
 mod worker;
 
 pub use config::{Config, ConfigError, Scenario};
@@ -56,11 +57,16 @@ pub fn run(config: &Config) -> Result<Report, Error> {
 /// Like [`run`], calling `observe` once a second with live figures.
 pub fn run_with(config: &Config, observe: impl FnMut(&Snapshot)) -> Result<Report, Error> {
     let addr = config.validate()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::Connector::new(t, &config.host))
+        .transpose()?;
     let extra = summary::Extra {
         open_files_limit: sys::raise_open_files_limit(),
         rss_before_kib: config.broker_pid.and_then(sys::rss_kib),
     };
-    let mut ctl = Controller::spawn(config, addr, observe)?;
+    let mut ctl = Controller::spawn(config, addr, tls, observe)?;
     let measured = ctl.drive();
     let stopped = ctl.stop();
     let measured = measured?;

@@ -176,6 +176,9 @@ pub struct Connections {
     pub broker_bytes_per_connection: Option<f64>,
     /// Keepalive PINGREQs sent.
     pub pings: u64,
+    /// Over TLS, what the handshakes agreed (the first one's version, cipher suite and key
+    /// exchange), e.g. `TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519`.
+    pub tls: Option<String>,
 }
 
 /// The generator's own cost, so a reader can tell when it was the bottleneck.
@@ -308,9 +311,10 @@ impl fmt::Display for Report {
             .map_or_else(|| "unlimited".to_owned(), |r| format!("{r} msg/s"));
         writeln!(
             f,
-            "{} against {}: {} publishers, {} subscribers, QoS {}/{}, {} B payload, rate {}",
+            "{} against {}{}: {} publishers, {} subscribers, QoS {}/{}, {} B payload, rate {}",
             self.scenario,
             self.broker,
+            if c.tls.is_some() { " over TLS" } else { "" },
             c.scenario.publishers(),
             c.scenario.subscribers(),
             c.qos as u8,
@@ -348,6 +352,9 @@ impl fmt::Display for Report {
             k.attempted, k.connected, k.failed, k.dropped, k.connect_rate
         )?;
         write_latency(f, "connect", &self.connect_latency)?;
+        if let Some(tls) = &k.tls {
+            writeln!(f, "  tls          {tls}, a full handshake per connection")?;
+        }
         if let (Some(before), Some(after)) = (k.broker_rss_before_kib, k.broker_rss_after_kib) {
             let per = k.broker_bytes_per_connection.unwrap_or(0.0);
             writeln!(

@@ -228,4 +228,6 @@ pub struct WorkerReport {
     pub protocol_errors: u64,
     /// Keepalive PINGREQs sent.
     pub pings: u64,
+    /// What this worker's first TLS handshake agreed.
+    pub tls_session: Option<String>,
 }

@@ -76,6 +76,7 @@ pub fn build<F>(ctl: &mut Controller<'_, F>, m: Measured, extra: Extra) -> Repor
             _ => None,
         },
         pings: w.pings,
+        tls: ctl.finals.iter().find_map(|r| r.tls_session.clone()),
     };
     let cores = Machine::current().cores;
     let threads = ctl.finals.len().max(1);

@@ -19,6 +19,7 @@ use crate::client::{Client, Meter, Produce, Role, State};
 use crate::error::ClientError;
 use crate::shared::{Notice, Phase, Shared, WorkerReport, new_histogram};
 use crate::timer::Timer;
+use crate::tls::Connector;
 use crate::tracker::TrackerTotals;
 
 /// Token of the waker the controller uses on phase changes and ticks.
@@ -55,6 +56,8 @@ pub struct WorkerSetup {
     pub addr: SocketAddr,
     /// CONNECT template; the client id is filled in per client.
     pub connect: Connect,
+    /// TLS for every client, when the run speaks it.
+    pub tls: Option<Connector>,
     /// Keepalive in nanoseconds (0: off).
     pub keepalive_ns: u64,
     /// Handshake timeout in nanoseconds.
@@ -250,7 +253,8 @@ impl Worker {
         };
         match client.state {
             State::Connecting => {
-                if let Err(e) = client.finish_connect(&mut self.s.connect, &mut self.s.meter) {
+                let tls = self.s.tls.as_ref();
+                if let Err(e) = client.finish_connect(&mut self.s.connect, tls, &mut self.s.meter) {
                     return self.fail(i, e);
                 }
                 self.mark_dirty(i);
@@ -408,6 +412,7 @@ impl Worker {
             inflight: 0,
             protocol_errors: self.s.meter.stats.protocol_errors,
             pings: self.s.meter.stats.pings,
+            tls_session: self.s.meter.tls_session.take(),
         };
         for client in &mut self.s.clients {
             client.disconnect(&self.s.meter, now);
