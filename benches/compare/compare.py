@@ -127,7 +127,7 @@ class Broker:
     label: str  # for the table
     binary: str
 
-    def write_config(self, port: int, directory: Path, tls: TlsFiles | None) -> Path:
+    def write_config(self, port: int, directory: Path, tls: TlsFiles | None = None) -> Path:
         """Write this broker's configuration for `port` (a TLS listener with `tls`); return
         the file."""
         # rumqttd's config loader picks the format from the extension: it must be `.toml`.

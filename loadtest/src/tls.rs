@@ -38,7 +38,7 @@ impl Connector {
     /// The client side of `tls` for the broker at `host` (an IP address or a DNS name). Reads
     /// the CA file once, here.
     pub fn new(tls: &TlsConfig, host: &str) -> Result<Self, ConfigError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| ConfigError::Tls(e.to_string()))?;

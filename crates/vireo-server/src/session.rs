@@ -171,6 +171,7 @@ impl Worker {
             }
             return self.close(key, Close::Refused);
         }
+        self.packets_left = crate::worker::READ_PACKETS;
         let result = self
             .accept_connect(key, connect, assigned)
             .and_then(|()| self.decode_all(key));

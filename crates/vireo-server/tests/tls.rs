@@ -199,7 +199,7 @@ impl TlsClient {
     fn connect(addr: SocketAddr, certs: &Certs) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(certs.ca_der.clone().into()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
