@@ -1,80 +1,13 @@
 //! Decode arbitrary bytes as every protocol version, the way a connection's read loop does.
-//!
-//! Invariants, beyond "no panic":
-//! - every packet that decodes encodes again (`encoded_len` exact) and that encoding decodes to
-//!   the same packet;
-//! - the input fed in two pieces (split where its first byte says) gives the same packets and
-//!   errors as the input fed whole.
+//! The invariants are in `decode_check.rs`, which CI also runs over `corpus/decode`.
 //!
 //! Run: `cargo +nightly fuzz run decode` from `fuzz/`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vireo_codec::{BytesMut, DecodeError, Packet, ProtocolVersion, decode};
 
-/// Small enough that `PacketTooLarge` is reached, large enough for interesting packets.
-const MAX_PACKET: usize = 4096;
+#[path = "decode_check.rs"]
+mod decode_check;
 
-type Outcome = Result<Packet, DecodeError>;
-
-/// Decodes what `buf` holds; `true` once an error ends the stream, as it closes a connection.
-fn drain(buf: &mut BytesMut, version: ProtocolVersion, out: &mut Vec<Outcome>) -> bool {
-    loop {
-        match decode(buf, version, MAX_PACKET) {
-            Ok(Some(p)) => out.push(Ok(p)),
-            Ok(None) => return false,
-            Err(e) => {
-                out.push(Err(e));
-                return true;
-            }
-        }
-    }
-}
-
-fn check_round_trip(p: &Packet, version: ProtocolVersion) {
-    let mut encoded = BytesMut::new();
-    p.encode(version, &mut encoded)
-        .expect("a packet that decoded must encode");
-    assert_eq!(
-        encoded.len(),
-        p.encoded_len(version),
-        "encoded_len of {p:?}"
-    );
-    let again = decode(&mut encoded, version, usize::MAX)
-        .expect("re-encoded packet must decode")
-        .expect("re-encoded packet is complete");
-    assert_eq!(&again, p, "round trip");
-    assert!(encoded.is_empty(), "re-encoded packet fully consumed");
-}
-
-fuzz_target!(|data: &[u8]| {
-    for version in [
-        ProtocolVersion::V31,
-        ProtocolVersion::V311,
-        ProtocolVersion::V5,
-    ] {
-        let mut whole_buf = BytesMut::from(data);
-        let mut whole = Vec::new();
-        let whole_failed = drain(&mut whole_buf, version, &mut whole);
-        for p in whole.iter().flatten() {
-            check_round_trip(p, version);
-        }
-
-        let cut = data
-            .first()
-            .map_or(0, |&b| usize::from(b) % (data.len() + 1));
-        let mut split_buf = BytesMut::from(&data[..cut]);
-        let mut split = Vec::new();
-        let mut split_failed = drain(&mut split_buf, version, &mut split);
-        if !split_failed {
-            split_buf.extend_from_slice(&data[cut..]);
-            split_failed = drain(&mut split_buf, version, &mut split);
-        }
-        assert_eq!(split, whole, "split at {cut} decodes like whole");
-        assert_eq!(split_failed, whole_failed);
-        if !whole_failed {
-            assert_eq!(split_buf, whole_buf, "same bytes left waiting");
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| decode_check::check(data));

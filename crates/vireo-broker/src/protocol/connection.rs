@@ -27,9 +27,11 @@ pub enum Phase {
 /// the socket closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
-    /// The client sent DISCONNECT: the Will is discarded [MQTT-3.14.4-3].
+    /// The client sent DISCONNECT 0x00 (every 3.1.1 DISCONNECT): the Will is discarded
+    /// [MQTT-3.14.4-3].
     Disconnect,
-    /// The client sent DISCONNECT 0x04 Disconnect with Will Message (5.0).
+    /// The client sent a 5.0 DISCONNECT with another reason than 0x00: 0x04 Disconnect with
+    /// Will Message, or an error; the Will is published.
     DisconnectWithWill,
     /// Peer closed the socket.
     Eof,

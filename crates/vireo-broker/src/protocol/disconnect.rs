@@ -8,8 +8,10 @@ use super::Violation;
 /// What a client's DISCONNECT decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
-    /// Reason 0x04 Disconnect with Will Message: publish the Will anyway; otherwise it is
-    /// discarded [MQTT-3.14.4-3].
+    /// Publish the Will anyway: any reason but 0x00 (Normal disconnection), which alone
+    /// discards it [MQTT-3.1.2-10] [MQTT-3.14.4-3]. 0x04 Disconnect with Will Message asks for
+    /// it; an error reason (0x80 and up) is a close "without first sending a DISCONNECT packet
+    /// with a Reason Code 0x00", which publishes it (5.0 §3.1.2.5).
     pub publish_will: bool,
     /// A new Session Expiry Interval, if the DISCONNECT sets one.
     pub session_expiry: Option<u32>,
@@ -27,7 +29,7 @@ pub fn on_disconnect(d: &Disconnect, connect_expiry: u32) -> Result<Ending, Viol
         return Err(Violation::PROTOCOL);
     }
     Ok(Ending {
-        publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+        publish_will: d.reason != ReasonCode::SUCCESS,
         session_expiry,
     })
 }
@@ -60,5 +62,20 @@ mod tests {
         assert_eq!(on_disconnect(&longer, 0), Err(Violation::PROTOCOL));
         assert_eq!(on_disconnect(&longer, 5).unwrap().session_expiry, Some(60));
         assert!(server_disconnect(Violation::PROTOCOL).properties.is_empty());
+    }
+
+    /// v5 [MQTT-3.1.2-10]: only DISCONNECT 0x00 discards the Will; one with an error reason
+    /// publishes it like any other abnormal close (found by `tests/sequences.rs`: 0x80 used
+    /// to discard it).
+    #[test]
+    fn v5_mqtt_3_1_2_10_only_normal_disconnection_discards_the_will() {
+        for (reason, publish) in [(0x00, false), (0x04, true), (0x80, true), (0x83, true)] {
+            let d = Disconnect::new(ReasonCode(reason));
+            assert_eq!(
+                on_disconnect(&d, 0).unwrap().publish_will,
+                publish,
+                "reason {reason:#04x}"
+            );
+        }
     }
 }
