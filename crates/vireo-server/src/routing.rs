@@ -526,8 +526,12 @@ impl Worker {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             } else {
-                slot.session.enqueue_with(msg, qos, true, sub_id);
-                if slot.session.has_sendable() {
+                let outcome = slot.session.enqueue_with(msg, qos, true, sub_id);
+                // Go on while it can be sent, and past one dropped with nothing queued (too
+                // large for `max_queued_bytes` on its own): the rest are not held behind it.
+                let skipped =
+                    matches!(outcome, Enqueued::Dropped) && slot.session.queued_len() == 0;
+                if slot.session.has_sendable() || skipped {
                     continue;
                 }
                 break;

@@ -136,3 +136,25 @@ fn many_retained_to_slow_wildcard_subscriber_arrive_whole() {
     assert!(seen.iter().all(|&b| b), "every retained message arrived");
     s.expect_nothing();
 }
+
+/// A retained message too large for the session's `max_queued_bytes` is dropped on its own:
+/// the retained messages owed after it still go out at once, not at the client's next
+/// packet (found by the protocol core's sequence fuzzer).
+#[test]
+fn retained_message_too_large_to_queue_does_not_hold_back_the_rest() {
+    let broker = start_with(|c| c.max_queued_bytes = 60);
+    let addr = broker.local_addr();
+    let mut p = Client::connect(addr, "ret-pub");
+    // Large ones on every side of the small one, whatever order the store hands them out in.
+    for (i, t) in ["a", "a/a", "a/b", "a/d", "a/e", "a/f"]
+        .into_iter()
+        .enumerate()
+    {
+        p.publish(t, &[b'x'; 100], QoS::AtLeastOnce, true, 1 + i as u16);
+    }
+    p.publish("a/c", b"small", QoS::AtLeastOnce, true, 10);
+    let mut s = Client::connect(addr, "ret-sub");
+    s.subscribe(&[("a/#", QoS::AtLeastOnce)]);
+    assert_eq!(&*s.recv_publish_ack().topic, "a/c");
+    s.expect_nothing();
+}
