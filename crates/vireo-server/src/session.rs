@@ -180,8 +180,9 @@ impl Worker {
         // just return `WouldBlock` (one system call per handed-over connection). Pipelined
         // bytes that decoding left for back-pressure put the connection on the `again` list
         // (`decode_all`).
-        if let Err(reason) = result {
-            self.close(key, reason);
+        match result {
+            Ok(()) => self.flush_tls_now(key),
+            Err(reason) => self.close(key, reason),
         }
     }
 
