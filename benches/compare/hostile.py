@@ -9,6 +9,8 @@ the same broker (the security issue's target: within 2x for Vireo), with what it
 the broker's peak RSS.
 
 Attacks (each bounded in time and in sockets; every socket on loopback):
+  cpu-burn       no network at all: one process spinning on a core, the control that shows
+                 what an attacker's own CPU use costs the probe on this machine
   conn-flood     connections opened as fast as possible from one address (127.0.0.66)
   slowloris      400 PUBLISHes declaring 1,000,000 bytes and sending 600 KB, plus 200
                  CONNECTs trickled a byte a second
@@ -19,8 +21,10 @@ Attacks (each bounded in time and in sockets; every socket on loopback):
   subscribe-100k SUBSCRIBEs of 100,000 filters each, over and over
   retained-flood retained PUBLISHes to fresh topics as fast as possible
 
-Vireo runs with what a hostile network calls for: per-address connection limits and
-packet_timeout_secs at its default. Mosquitto runs on its defaults (it has no such limits).
+Vireo runs with what a hostile network calls for: per-address connection limits, a
+per-client publish rate (max_publish_rate = 100 a second; the probe publishes 50) and
+packet_timeout_secs at its default. Mosquitto runs on its defaults (it has no per-address or
+per-client rate limits).
 Broker, attacker and probe share the machine's cores: read the ratios, not the absolute
 figures, and compare brokers within one run.
 
@@ -42,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ATTACKS = ["quiet", "conn-flood", "slowloris", "never-reads", "fanout-flood", "malformed",
+ATTACKS = ["quiet", "cpu-burn", "conn-flood", "slowloris", "never-reads", "fanout-flood", "malformed",
            "subscribe-100k", "retained-flood"]
 
 
@@ -113,6 +117,14 @@ def close_all(socks):
             s.close()
         except OSError:
             pass
+
+
+def attack_cpu_burn(port: int, deadline: float):
+    READY.set()
+    n = 0
+    while going(deadline):
+        for _ in range(100_000):
+            n += 1
 
 
 def attack_conn_flood(port: int, deadline: float):
@@ -210,14 +222,14 @@ def attack_fanout_flood(port: int, deadline: float):
             pass
     batch = publish(b"flood", b"x" * 256) * 64
     try:
-        pub = open_socket(port, "127.0.0.70", timeout=1.0)
+        pub = open_socket(port, "127.0.0.70")
+        # Blocking without a timeout: a timed-out sendall may have sent part of a packet,
+        # and the stream would go on from the middle of one.
+        pub.settimeout(None)
         pub.sendall(connect("flooder"))
         READY.set()
         while going(deadline):
-            try:
-                pub.sendall(batch)
-            except socket.timeout:
-                pass
+            pub.sendall(batch)
         pub.close()
     except OSError:
         pass
@@ -259,7 +271,8 @@ def attack_subscribe_100k(port: int, deadline: float):
 
 def attack_retained_flood(port: int, deadline: float):
     try:
-        s = open_socket(port, "127.0.0.73", timeout=1.0)
+        s = open_socket(port, "127.0.0.73")
+        s.settimeout(None)  # as in attack_fanout_flood
         s.sendall(connect("retainer"))
         n = 0
         READY.set()
@@ -267,10 +280,7 @@ def attack_retained_flood(port: int, deadline: float):
             batch = b"".join(publish(f"r/{n + i}".encode(), b"v" * 64, retain=True)
                              for i in range(256))
             n += 256
-            try:
-                s.sendall(batch)
-            except socket.timeout:
-                pass
+            s.sendall(batch)
         s.close()
     except OSError:
         pass
@@ -323,7 +333,8 @@ def start_broker(kind: str, binary: str, port: int, workdir: Path) -> subprocess
         conf = workdir / f"vireo-{port}.toml"
         conf.write_text(f'bind = "127.0.0.1:{port}"\n'
                         "max_connections_per_ip = 1000\n"
-                        "max_connection_rate_per_ip = 200\n")
+                        "max_connection_rate_per_ip = 200\n"
+                        "max_publish_rate = 100\n")
         cmd = [binary, "--config", str(conf), "--log-level", "warn"]
     else:
         conf = workdir / f"mosquitto-{port}.conf"
@@ -405,7 +416,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="probe seconds per run")
     p.add_argument("--warmup", type=float, default=1.0,
                    help="attack seconds, once under way, before the probe starts")
-    p.add_argument("--rate", type=int, default=200, help="probe round trips per second")
+    p.add_argument("--rate", type=int, default=50,
+                   help="probe round trips per second (under Vireo's max_publish_rate)")
     p.add_argument("--attacks", default=",".join(ATTACKS[1:]))
     p.add_argument("--out", help="directory for the JSON reports (default: a temp dir)")
     args = p.parse_args()

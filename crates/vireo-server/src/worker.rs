@@ -120,7 +120,7 @@ pub(crate) struct Worker {
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
     /// in place.
     inbox: std::vec::IntoIter<Delivery>,
-    /// Some worker is past its delivery high-water mark: reads pause (back-pressure).
+    /// Some other worker is past its delivery high-water mark: reads pause (back-pressure).
     pub congested: bool,
     /// Some worker has a backlogged session: publishers marked `throttled` pause.
     pub backlogged: bool,
@@ -226,7 +226,18 @@ impl Worker {
     pub(crate) fn run(&mut self) {
         let mut events = Events::with_capacity(MAX_EVENTS_PER_TICK);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            self.congested = self.shared.mailboxes.iter().any(|m| m.is_congested());
+            // Other workers' mailboxes only: what this worker's clients publish reaches its own
+            // subscribers directly, never through its own mailbox, so its own backlog is no
+            // reason to stop reading them. (It was: a worker congested by a flood from
+            // another one saw itself congested at nearly every turn, and left its own quiet
+            // clients unread for the whole flood.)
+            let id = self.id;
+            self.congested = self
+                .shared
+                .mailboxes
+                .iter()
+                .enumerate()
+                .any(|(i, m)| i != id && m.is_congested());
             self.backlogged = holds_back_anywhere(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
