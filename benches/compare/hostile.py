@@ -328,13 +328,15 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def start_broker(kind: str, binary: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_broker(kind: str, binary: str, port: int, workdir: Path,
+                 unpinned: bool = False) -> subprocess.Popen:
     if kind == "vireo":
         conf = workdir / f"vireo-{port}.toml"
         conf.write_text(f'bind = "127.0.0.1:{port}"\n'
                         "max_connections_per_ip = 1000\n"
                         "max_connection_rate_per_ip = 200\n"
-                        "max_publish_rate = 100\n")
+                        "max_publish_rate = 100\n"
+                        + ("pin_workers = false\n" if unpinned else ""))
         cmd = [binary, "--config", str(conf), "--log-level", "warn"]
     else:
         conf = workdir / f"mosquitto-{port}.conf"
@@ -357,7 +359,7 @@ def stop(proc: subprocess.Popen):
 
 def one_run(args, kind: str, binary: str, attack: str, workdir: Path) -> dict:
     port = free_port()
-    broker = start_broker(kind, binary, port, workdir)
+    broker = start_broker(kind, binary, port, workdir, args.unpinned)
     attacker = None
     stop_event = multiprocessing.Event()
     try:
@@ -419,6 +421,8 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=50,
                    help="probe round trips per second (under Vireo's max_publish_rate)")
     p.add_argument("--attacks", default=",".join(ATTACKS[1:]))
+    p.add_argument("--unpinned", action="store_true",
+                   help="Vireo with pin_workers = false (the scheduler may move its workers)")
     p.add_argument("--out", help="directory for the JSON reports (default: a temp dir)")
     args = p.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
