@@ -30,6 +30,17 @@ pub enum ListenerProtocol {
     Tls,
 }
 
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event; coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// One `[[listener]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +188,8 @@ pub struct Config {
     /// Bytes one connection may send per second, all packets together, throttled the same
     /// way; 0: no limit.
     pub max_inbound_bytes_rate: u64,
+    /// `text` (the default) or `json`, one object per line.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -221,6 +234,7 @@ impl Default for Config {
             max_unfinished_bytes: 64 * 1024 * 1024,
             max_publish_rate: 0,
             max_inbound_bytes_rate: 0,
+            log_format: LogFormat::Text,
         }
     }
 }

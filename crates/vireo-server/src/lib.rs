@@ -23,6 +23,6 @@ mod tls;
 mod unfinished;
 mod worker;
 
-pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol};
+pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 pub use server::{Server, ServerHandle, StartError};
 pub use shared::Stats;

@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 use vireo_server::passwd::{PasswdError, PasswordFile};
-use vireo_server::{Config, Server};
+use vireo_server::{Config, LogFormat, Server};
 
 /// Vireo MQTT broker.
 #[derive(Debug, Parser)]
@@ -29,6 +29,10 @@ struct Args {
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Log line format [default: text, or the config file's `log_format`]. Logs go to
+    /// standard error, coloured only when it is a terminal (and NO_COLOR is unset).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +52,20 @@ enum Command {
     },
 }
 
+/// Logs to standard error: text (coloured only on a terminal, and never with NO_COLOR set)
+/// or one JSON object per line.
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Passwd { delete, file, user }) = &args.command {
@@ -59,18 +77,21 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // The configuration first: it says how to log. Its errors go to standard error as is.
     let mut config = match &args.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("{e}");
+                eprintln!("vireo: {e}");
                 return ExitCode::FAILURE;
             }
         },
         None => Config::default(),
     };
+    init_logging(
+        &args.log_level,
+        args.log_format.unwrap_or(config.log_format),
+    );
     if let Some(bind) = args.bind {
         config.bind = bind;
     }

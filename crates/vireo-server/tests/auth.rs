@@ -616,7 +616,8 @@ fn sighup_reloads_the_password_file() {
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
         .args(["--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     struct Kill(std::process::Child);
@@ -626,10 +627,10 @@ fn sighup_reloads_the_password_file() {
             let _ = self.0.wait();
         }
     }
-    // Lines of the broker's log (on stdout for now), read on their own thread so that
-    // waiting has a deadline.
+    // Lines of the broker's log (standard error), read on their own thread so that waiting
+    // has a deadline.
     let (tx, lines) = std::sync::mpsc::channel();
-    let log = child.stdout.take().unwrap();
+    let log = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {

@@ -25,11 +25,11 @@ fn binary_serves_with_toml_config_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "--log-level", "info"])
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let port = listening_port(child.stdout.take().unwrap());
+    let port = listening_port(child.stderr.take().unwrap());
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut c = Client::connect(addr, "bin");
     assert_eq!(
@@ -77,11 +77,72 @@ fn binary_rejects_bad_config() {
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
-        let log = String::from_utf8_lossy(&out.stdout);
+        let log = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{text:?} accepted");
         assert!(
             log.contains(key),
             "error for {text:?} does not name {key}: {log}"
         );
     }
+}
+
+/// Log lines up to and including the first that contains `until`, from a broker started
+/// with `args` (its standard error), within the usual deadline; the broker is then killed.
+fn log_until(args: &[&str], until: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0", "--workers", "1"])
+        .args(args)
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let until = until.to_owned();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            let done = line.contains(&until);
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = tx.send(lines);
+    });
+    let lines = rx.recv_timeout(WAIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.expect("the broker logged it")
+}
+
+/// Logs go to standard error with no colour codes when it is not a terminal, even without
+/// NO_COLOR: `vireo > vireo.log 2>&1` gives a clean file.
+#[test]
+fn logs_on_stderr_without_colour_when_not_a_terminal() {
+    let lines = log_until(&[], "listening");
+    assert!(lines.last().unwrap().contains("listening"));
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "colour codes in {line:?}");
+    }
+}
+
+/// `--log-format json` (or `log_format = "json"`): one JSON object per line, with the level
+/// and the event's fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let lines = log_until(&["--log-format", "json"], "listening");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+        assert!(v["level"].is_string(), "{line}");
+    }
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["fields"]["message"], "listening");
+    assert!(
+        last["fields"]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
 }

@@ -100,11 +100,11 @@ fn publisher_flooding_10000_silent_subscribers_does_not_hurt_a_quiet_client() {
             "warn,vireo_server::server=info",
         ])
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let port = listening_port(child.stdout.take().unwrap());
+    let port = listening_port(child.stderr.take().unwrap());
     let broker = Broker(child);
     let _ = std::fs::remove_file(&config);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
