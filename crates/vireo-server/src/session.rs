@@ -295,6 +295,17 @@ impl Worker {
         conn.state = ConnState::connected(skey);
         conn.keep_alive = negotiated.keep_alive;
         conn.liveness.connected(self.now, negotiated.keep_alive);
+        // One line per connect, as Mosquitto writes it ("New client connected from ... as
+        // ... (p2, c1, k60)").
+        tracing::info!(
+            client = %connect.client_id,
+            peer = %conn.peer,
+            protocol = version.name(),
+            clean = connect.clean_start,
+            keep_alive = negotiated.keep_alive,
+            session_present,
+            "client connected"
+        );
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
         let quota = Quota::new(self.shared.config.rate_limits(), self.now);
         let newly_dirty = if version.is_v5() {
@@ -413,6 +424,22 @@ impl Worker {
         let Some(slot) = self.sessions.get_mut(session) else {
             return;
         };
+        // And one per close of a connected client, with why.
+        match reason.code() {
+            Some(code) => tracing::info!(
+                client = %slot.session.client_id,
+                peer = %conn.peer,
+                reason = reason.why(),
+                code = format_args!("{:#04x}", code.0),
+                "client disconnected"
+            ),
+            None => tracing::info!(
+                client = %slot.session.client_id,
+                peer = %conn.peer,
+                reason = reason.why(),
+                "client disconnected"
+            ),
+        }
         if slot.conn() != Some(key) {
             return;
         }

@@ -146,3 +146,70 @@ fn json_logs_are_one_object_per_line() {
             .is_some_and(|a| a.starts_with("127.0.0.1:"))
     );
 }
+
+/// One info line per connect (client id, address, protocol, clean session, keep alive) and
+/// one per close with its reason, as Mosquitto logs them.
+#[test]
+fn connects_and_closes_are_logged_with_their_reason() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0", "--workers", "1"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let next_with = |what: &str| loop {
+        let line = lines
+            .recv_timeout(WAIT)
+            .expect("the line within the deadline");
+        if line.contains(what) {
+            return line;
+        }
+    };
+    let listening = next_with("listening");
+    let port: u16 = listening
+        .split("addr=127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("the address in the log");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Client::connect(addr, "log-me").disconnect();
+    let connected = next_with("client connected");
+    for field in [
+        "client=log-me",
+        "peer=127.0.0.1:",
+        "protocol=",
+        "clean=true",
+        "keep_alive=",
+    ] {
+        assert!(
+            connected.contains(field),
+            "{field} missing from {connected:?}"
+        );
+    }
+    let closed = next_with("client disconnected");
+    assert!(closed.contains("client=log-me"), "{closed:?}");
+    assert!(closed.contains("sent DISCONNECT"), "{closed:?}");
+    // A client that just goes away is logged as such.
+    Client::connect(addr, "gone").drop_connection();
+    assert!(next_with("client disconnected").contains("closed its connection"));
+}

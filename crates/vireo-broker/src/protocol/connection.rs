@@ -53,6 +53,30 @@ pub enum Close {
 }
 
 impl Close {
+    /// Why, in words, for the log line of the close.
+    pub fn why(self) -> &'static str {
+        match self {
+            Close::Disconnect => "sent DISCONNECT",
+            Close::DisconnectWithWill => "sent DISCONNECT keeping its Will",
+            Close::Eof => "closed its connection",
+            Close::Io => "socket error",
+            Close::Timeout => "exceeded its keep alive or packet timeout",
+            Close::Protocol(_) => "protocol error",
+            Close::TakenOver => "taken over by a new connection",
+            Close::Refused => "refused",
+            Close::Limit(_) => "past a limit",
+            Close::Shutdown => "broker shutting down",
+        }
+    }
+
+    /// The reason code that goes with it, for a protocol error or a limit.
+    pub fn code(self) -> Option<ReasonCode> {
+        match self {
+            Close::Protocol(code) | Close::Limit(code) => Some(code),
+            _ => None,
+        }
+    }
+
     /// A protocol error: 5.0 DISCONNECT 0x82.
     pub const PROTOCOL: Self = Close::Protocol(ReasonCode::PROTOCOL_ERROR);
 
