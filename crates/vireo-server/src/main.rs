@@ -29,6 +29,10 @@ struct Args {
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Check FILE (its values, TLS certificates and keys, password and ACL files) and exit:
+    /// 0 when the broker would start on it, 1 with the reason otherwise.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
     /// Log line format [default: text, or the config file's `log_format`]. Logs go to
     /// standard error, coloured only when it is a terminal (and NO_COLOR is unset).
     #[arg(long, value_enum)]
@@ -73,6 +77,24 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("vireo passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(path) = &args.check_config {
+        return match Config::from_file(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| Server::check(&c).map_err(|e| e.to_string()))
+        {
+            Ok(found) => {
+                println!("{}: OK", path.display());
+                for line in found {
+                    println!("  {line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
                 ExitCode::FAILURE
             }
         };

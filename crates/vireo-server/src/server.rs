@@ -83,6 +83,33 @@ pub(crate) struct WorkerListener {
 }
 
 impl Server {
+    /// Checks a configuration as `start` would use it, without binding or starting anything:
+    /// its values, every TLS listener's certificate, key and client CA, the password file and
+    /// the ACL file. What it found, a line each, for `vireo --check-config`.
+    pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
+        config.validate()?;
+        let mut found = Vec::new();
+        for l in config.listeners() {
+            if let (Some(cert), Some(key)) = (&l.tls_certificate, &l.tls_key) {
+                tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate)
+                    .map_err(|reason| StartError::Tls {
+                        address: l.address,
+                        reason,
+                    })?;
+            }
+            found.push(format!("listener {} ({:?})", l.address, l.protocol));
+        }
+        if let Some(path) = &config.password_file {
+            let passwords = PasswordFile::load(path)?;
+            found.push(format!("{}: {} users", path.display(), passwords.len()));
+        }
+        if let Some(path) = &config.acl_file {
+            let acl = load_acl(path)?;
+            found.push(format!("{}: {} rules", path.display(), acl.len()));
+        }
+        Ok(found)
+    }
+
     /// Binds one SO_REUSEPORT socket per worker for each listener (`config.listeners()`; port
     /// 0 picks a free port shared by all workers), spawns the workers and returns at once.
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {

@@ -213,3 +213,53 @@ fn connects_and_closes_are_logged_with_their_reason() {
     Client::connect(addr, "gone").drop_connection();
     assert!(next_with("client disconnected").contains("closed its connection"));
 }
+
+/// `vireo --check-config FILE`: 0 and what it found for a file the broker would start on;
+/// 1 and the reason for one it would not (a bad value, a missing certificate, an ACL line it
+/// cannot read), without binding anything.
+#[test]
+fn check_config_says_whether_the_broker_would_start() {
+    let dir = std::env::temp_dir().join(format!("vireo-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |text: &str| {
+        let file = dir.join("vireo.toml");
+        std::fs::write(&file, text).unwrap();
+        Command::new(BIN)
+            .arg("--check-config")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic read a/#\n").unwrap();
+    let good = check(&format!(
+        "bind = \"127.0.0.1:1\"\nacl_file = \"{}\"\n",
+        acl.display()
+    ));
+    let out = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{out}");
+    assert!(out.contains("OK") && out.contains("1 rules"), "{out}");
+
+    for (text, named) in [
+        ("max_qos = 7\n".to_owned(), "max_qos"),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nprotocol = \"tls\"\n\
+             tls_certificate = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n"
+                .to_owned(),
+            "/nonexistent/cert.pem",
+        ),
+        (
+            {
+                std::fs::write(dir.join("bad-acl"), "subscribe a/#\n").unwrap();
+                format!("acl_file = \"{}\"\n", dir.join("bad-acl").display())
+            },
+            "bad-acl",
+        ),
+    ] {
+        let bad = check(&text);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success(), "{text:?} passed the check");
+        assert!(err.contains(named), "{err:?} does not name {named}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
