@@ -198,6 +198,7 @@ impl Server {
             in_transit_limit: in_transit_limit(&config, workers),
             stats: Arc::new(Stats::default()),
             shutdown: std::sync::atomic::AtomicBool::new(false),
+            stopped_wills: std::sync::atomic::AtomicUsize::new(0),
             password_policy: (0..addrs.len())
                 .map(|i| config.listener_policy(i))
                 .collect(),

@@ -468,7 +468,7 @@ impl Worker {
 
     /// The message a Will becomes: its 5.0 properties forwarded, its Message Expiry Interval
     /// counted from now.
-    fn will_message(&self, will: LastWill, session: usize) -> Arc<Message> {
+    pub(crate) fn will_message(&self, will: LastWill, session: usize) -> Arc<Message> {
         let origin = self
             .sessions
             .get(session)

@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     pub in_transit_limit: usize,
     pub stats: Arc<Stats>,
     pub shutdown: AtomicBool,
+    /// Workers that have published their Wills while shutting down (see `Worker::stop`).
+    pub stopped_wills: AtomicUsize,
     /// Who may connect with which credentials, per listener (in the configuration's order).
     pub password_policy: Vec<PasswordPolicy>,
     /// The password checkers, when a password file is configured.

@@ -61,6 +61,9 @@ const STALL: Duration = Duration::from_secs(1);
 const SHRINK_EVERY: u64 = 100;
 /// Poll timeout while `accept` waits to be retried after a failure such as EMFILE.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// How long a stopping broker goes on delivering what is queued (Wills among it) before it
+/// closes the connections.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How often timeouts and session expiry are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -1018,7 +1021,56 @@ impl Worker {
         )
     }
 
+    /// Shutting down: stop accepting; publish every Will still to come, delayed ones too,
+    /// since the sessions end with the broker [MQTT-3.1.2-8]; once every worker has, deliver
+    /// what is queued for at most `SHUTDOWN_FLUSH`; then close each connection (5.0:
+    /// DISCONNECT 0x8B).
     fn stop(&mut self) {
+        self.listeners.clear();
+        self.now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let Some(session) = conn.state.session() else {
+                continue;
+            };
+            if let Some(will) = conn.take_will() {
+                let msg = self.will_message(will, session);
+                self.publish(msg);
+            }
+        }
+        let delayed: Vec<_> = self
+            .sessions
+            .iter_mut()
+            .filter_map(|(_, s)| s.pending_will.take())
+            .collect();
+        for will in delayed {
+            self.publish(will.1);
+        }
+        self.send_outbox();
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        let shared = Arc::clone(&self.shared);
+        let stopped = &shared.stopped_wills;
+        stopped.fetch_add(1, Ordering::SeqCst);
+        let workers = self.shared.mailboxes.len();
+        loop {
+            self.now = Instant::now();
+            self.drain_mailbox();
+            self.flush_dirty();
+            let all_published = stopped.load(Ordering::SeqCst) >= workers;
+            let idle = all_published
+                && self.rx.is_empty()
+                && self.inbox.len() == 0
+                && !self.conns.iter().any(|(_, c)| c.has_output());
+            if idle || self.now >= deadline {
+                break;
+            }
+            // Waiting on sockets that are slow to take the rest, or on other workers' Wills:
+            // a short pause, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, Close::Shutdown);

@@ -1081,3 +1081,50 @@ fn v5_shared_subscriptions_off() {
     let codes = c.subscribe_opts(1, &[("$share/g/t", opts(QoS::AtMostOnce))], None);
     assert_eq!(codes, [0x9E]);
 }
+
+/// A broker shutting down publishes the Wills still to come, delayed ones too, since the
+/// sessions end with it [MQTT-3.1.2-8]; subscribers get them before their DISCONNECT 0x8B
+/// Server shutting down. Several Will holders, so that some sit on the watcher's worker and
+/// some on the other.
+#[test]
+fn v5_mqtt_3_1_2_8_shutdown_publishes_wills_then_disconnects() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut w = watcher(addr, "w", "bye/#");
+    let mut holders = Vec::new();
+    for i in 0..6 {
+        let mut connect = Client::v5(&format!("h{i}"), &[Property::SessionExpiryInterval(3600)]);
+        // Half of them with a Will Delay that would outlast the test.
+        let delay: &[Property] = if i % 2 == 0 {
+            &[Property::WillDelayInterval(3600)]
+        } else {
+            &[]
+        };
+        connect.will = Some(will_with_properties(&format!("bye/h{i}"), "gone", delay));
+        holders.push(Client::connect_v5_with(addr, connect).0);
+    }
+    // One whose connection already went: its delayed Will waits in the session.
+    let mut away = Client::v5("away", &[Property::SessionExpiryInterval(3600)]);
+    away.will = Some(will_with_properties(
+        "bye/away",
+        "gone",
+        &[Property::WillDelayInterval(3600)],
+    ));
+    Client::connect_v5_with(addr, away).0.drop_connection();
+    let stopping = std::thread::spawn(move || broker.shutdown());
+    let mut got: Vec<String> = (0..7)
+        .map(|_| w.recv_publish_ack().topic.to_string())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "bye/away", "bye/h0", "bye/h1", "bye/h2", "bye/h3", "bye/h4", "bye/h5"
+        ]
+    );
+    assert_eq!(w.expect_disconnect(), 0x8B);
+    for mut h in holders {
+        assert_eq!(h.expect_disconnect(), 0x8B);
+    }
+    stopping.join().unwrap();
+}
