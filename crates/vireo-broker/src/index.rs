@@ -54,6 +54,23 @@ impl Recipient {
     /// Overlapping subscriptions with different identifiers matched: the one copy sent must
     /// carry all of them [MQTT-3.3.4-4], which the server looks up in the session (rare).
     pub const MORE_IDS: u8 = 4;
+    /// Matching subscriptions with and without No Local at different QoS: the session's own
+    /// messages go at the QoS of those without it, kept in [`Recipient::OWN_QOS`].
+    pub const MIXED_NO_LOCAL: u8 = 8;
+    /// Two bits: with [`Recipient::MIXED_NO_LOCAL`], the QoS of its own messages.
+    const OWN_QOS: u8 = 0b11 << 4;
+
+    /// The QoS at which the session gets the messages it published itself: `None` when every
+    /// matching subscription has No Local.
+    pub fn own_qos(&self) -> Option<QoS> {
+        if self.flags & Self::MIXED_NO_LOCAL != 0 {
+            QoS::try_from((self.flags & Self::OWN_QOS) >> 4).ok()
+        } else if self.flags & Self::NO_LOCAL != 0 {
+            None
+        } else {
+            Some(self.qos)
+        }
+    }
 
     /// A plain subscription at `qos`: no options, no identifier.
     pub const fn new(session: SessionId, qos: QoS) -> Self {
@@ -69,10 +86,22 @@ impl Recipient {
     /// QoS [MQTT-3.3.5-1]; No Local only if both have it (one subscription that wants the
     /// message is enough); Retain As Published if either has it; identifiers collected.
     pub fn merge(&mut self, other: &Recipient) {
+        let own = self.own_qos().max(other.own_qos());
+        let any_no_local =
+            (self.flags | other.flags) & (Self::NO_LOCAL | Self::MIXED_NO_LOCAL) != 0;
         self.qos = self.qos.max(other.qos);
         let no_local = self.flags & other.flags & Self::NO_LOCAL;
-        let rest = (self.flags | other.flags) & !Self::NO_LOCAL;
+        let rest =
+            (self.flags | other.flags) & !(Self::NO_LOCAL | Self::MIXED_NO_LOCAL | Self::OWN_QOS);
         self.flags = no_local | rest;
+        if let Some(own) = own
+            && any_no_local
+            && own < self.qos
+        {
+            // [MQTT-3.8.3-3] applies subscription by subscription: a No Local one adds
+            // nothing to the session's own messages.
+            self.flags |= Self::MIXED_NO_LOCAL | ((own as u8) << 4);
+        }
         if self.sub_id == 0 {
             self.sub_id = other.sub_id;
         } else if other.sub_id != 0 && other.sub_id != self.sub_id {

@@ -365,11 +365,17 @@ impl Worker {
         }
         // 5.0 No Local [MQTT-3.8.3-3]; expired [MQTT-3.3.2-5]. One test for the common case
         // (3.1.1 subscriptions have no flags, most messages no expiry).
-        if (r.flags != 0 || msg.expires.is_some())
-            && ((r.flags & Recipient::NO_LOCAL != 0 && msg.origin == r.session)
-                || msg.expired(self.now))
-        {
-            return;
+        let mut r = r;
+        if r.flags != 0 || msg.expires.is_some() {
+            if msg.expired(self.now) {
+                return;
+            }
+            if msg.origin == r.session {
+                match r.own_qos() {
+                    None => return,
+                    Some(own) => r.qos = own,
+                }
+            }
         }
         let qos = msg.qos.min(r.qos);
         if qos == QoS::AtMostOnce {

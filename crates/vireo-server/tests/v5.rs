@@ -774,6 +774,45 @@ fn v5_mqtt_3_8_3_3_no_local() {
     assert_eq!(&me.recv_publish().payload[..], b"theirs");
 }
 
+/// [MQTT-3.8.3-3] with overlapping subscriptions: a No Local one adds nothing to the
+/// session's own messages, which go at the QoS of those without it [MQTT-3.3.4-2]; others'
+/// messages at the highest.
+#[test]
+fn v5_mqtt_3_8_3_3_no_local_overlapping_a_plain_subscription() {
+    let broker = start();
+    let addr = broker.local_addr();
+    let mut me = Client::connect_v5(addr, "me", &[]);
+    let mut nl = opts(QoS::ExactlyOnce);
+    nl.no_local = true;
+    assert_eq!(
+        me.subscribe_opts(1, &[("ov/#", nl), ("ov/a", opts(QoS::AtMostOnce))], None),
+        [2, 0]
+    );
+    me.send_publish("ov/a", b"mine", QosPid::AtLeastOnce(pid(5)), false, &[]);
+    let mut own = None;
+    for _ in 0..2 {
+        match me.recv() {
+            Some(Packet::PubAck(_)) => {}
+            Some(Packet::Publish(p)) => own = Some(p),
+            other => panic!("expected PUBACK and PUBLISH, got {other:?}"),
+        }
+    }
+    let own = own.expect("its own message, through the plain subscription");
+    assert_eq!(
+        own.qos(),
+        QoS::AtMostOnce,
+        "at the plain subscription's QoS"
+    );
+    let mut other = Client::connect_v5(addr, "other", &[]);
+    other.send_publish("ov/a", b"theirs", QosPid::AtLeastOnce(pid(6)), false, &[]);
+    let theirs = me.recv_publish_ack();
+    assert_eq!(
+        theirs.qos(),
+        QoS::AtLeastOnce,
+        "min(published, highest granted)"
+    );
+}
+
 /// [MQTT-3.3.1-12] Retain As Published 0: live deliveries have RETAIN 0; [MQTT-3.3.1-13] 1:
 /// RETAIN as the publisher set it.
 #[test]

@@ -138,8 +138,15 @@ impl World {
         let Some(slot) = self.sessions[skey].as_mut() else {
             return;
         };
-        if (r.flags & Recipient::NO_LOCAL != 0 && msg.origin == r.session) || msg.expired(now) {
+        if msg.expired(now) {
             return;
+        }
+        let mut r = r;
+        if msg.origin == r.session {
+            match r.own_qos() {
+                None => return,
+                Some(own) => r.qos = own,
+            }
         }
         let qos = msg.qos.min(r.qos);
         self.events.push(Event::Offered {
