@@ -190,6 +190,8 @@ pub struct Config {
     pub max_inbound_bytes_rate: u64,
     /// `text` (the default) or `json`, one object per line.
     pub log_format: LogFormat,
+    /// Seconds between two publications of the `$SYS/broker/...` topics; 0: none.
+    pub sys_interval: u64,
 }
 
 impl Default for Config {
@@ -235,6 +237,7 @@ impl Default for Config {
             max_publish_rate: 0,
             max_inbound_bytes_rate: 0,
             log_format: LogFormat::Text,
+            sys_interval: 10,
         }
     }
 }

@@ -71,6 +71,12 @@ pub(crate) enum Source {
     Scratch,
 }
 
+thread_local! {
+    /// Bytes this thread (a worker) wrote to clients since its last sweep took them: counted
+    /// here, where the writes are, without a field in every `Conn` or an atomic per write.
+    pub(crate) static WRITTEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 // A run costs no more queue space than a frame handle.
 const _: () = assert!(std::mem::size_of::<Out>() == std::mem::size_of::<Bytes>());
 
@@ -523,7 +529,10 @@ impl Conn {
             drop(iov);
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
+                Ok(n) => {
+                    WRITTEN.set(WRITTEN.get() + n as u64);
+                    self.consume(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;
                     self.coalesce();

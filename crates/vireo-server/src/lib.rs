@@ -19,6 +19,7 @@ mod routing;
 mod server;
 mod session;
 mod shared;
+mod sys;
 mod tls;
 mod unfinished;
 mod worker;

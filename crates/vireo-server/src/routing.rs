@@ -441,6 +441,7 @@ impl Worker {
             if conn.push_span(span, log, key) {
                 self.dirty.push(key);
             }
+            self.delivered += 1;
             return;
         }
         // 5.0 Retain As Published keeps the publisher's RETAIN [MQTT-3.3.1-13]; otherwise a
@@ -459,8 +460,15 @@ impl Worker {
             Arc::clone(msg)
         };
         match slot.session.enqueue_with(stored, qos, retain, sub_id) {
-            Enqueued::Queued => {}
-            Enqueued::QueuedDroppedOldest | Enqueued::Dropped => {
+            Enqueued::Queued => self.delivered += 1,
+            Enqueued::QueuedDroppedOldest => {
+                self.delivered += 1;
+                self.shared
+                    .stats
+                    .dropped_queued
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Enqueued::Dropped => {
                 self.shared
                     .stats
                     .dropped_queued

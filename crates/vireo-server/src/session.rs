@@ -295,6 +295,10 @@ impl Worker {
         conn.state = ConnState::connected(skey);
         conn.keep_alive = negotiated.keep_alive;
         conn.liveness.connected(self.now, negotiated.keep_alive);
+        let stats = &self.shared.stats;
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        let online = stats.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.clients_maximum.fetch_max(online, Ordering::Relaxed);
         // One line per connect, as Mosquitto writes it ("New client connected from ... as
         // ... (p2, c1, k60)").
         tracing::info!(
@@ -416,6 +420,10 @@ impl Worker {
         let Some(session) = conn.state.session() else {
             return;
         };
+        self.shared
+            .stats
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
         let will_delay = conn.negotiated().map_or(0, |n| n.will_delay);
         let will = conn
             .take_will()

@@ -172,6 +172,19 @@ pub struct Stats {
     pub unfinished_closed: AtomicU64,
     /// Times a connection was throttled by `max_publish_rate` / `max_inbound_bytes_rate`.
     pub rate_limited: AtomicU64,
+    /// Clients connected now (CONNECT accepted, not yet closed).
+    pub clients_connected: AtomicUsize,
+    /// The most clients connected at once.
+    pub clients_maximum: AtomicUsize,
+    /// CONNECTs accepted.
+    pub connects: AtomicU64,
+    /// PUBLISHes delivered to subscribers (queued for their connection or session), added
+    /// once per sweep from each worker's own count.
+    pub publishes_out: AtomicU64,
+    /// Bytes read from clients, added once per sweep.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients, added once per sweep.
+    pub bytes_out: AtomicU64,
 }
 
 impl Stats {

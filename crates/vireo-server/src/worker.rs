@@ -120,6 +120,11 @@ pub(crate) struct Worker {
     rate_waits: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Whether rate limits are configured: decoded packets are charged to the client.
     rate_limits_on: bool,
+    /// PUBLISHes delivered and bytes read since the last sweep (added to `Stats` there).
+    pub delivered: u64,
+    read_bytes: u64,
+    /// Worker 0 publishes the `$SYS` topics (when `sys_interval` is not 0).
+    sys: Option<crate::sys::SysTopics>,
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
     /// in place.
     inbox: std::vec::IntoIter<Delivery>,
@@ -188,6 +193,11 @@ impl Worker {
         let session_limits = Arc::new(shared.config.session_limits());
         let unfinished_budget = shared.config.unfinished_budget_per_worker();
         let rate_limits_on = shared.config.rate_limits().any();
+        let sys = if id == 0 {
+            crate::sys::SysTopics::new(shared.config.sys_interval, now)
+        } else {
+            None
+        };
         Ok(Self {
             id,
             shared,
@@ -207,6 +217,9 @@ impl Worker {
             packets_left: READ_PACKETS,
             rate_waits: BinaryHeap::new(),
             rate_limits_on,
+            delivered: 0,
+            read_bytes: 0,
+            sys,
             inbox: Vec::new().into_iter(),
             congested: false,
             backlogged: false,
@@ -597,6 +610,7 @@ impl Worker {
                     drained =
                         n < spare && conn.tls.is_none() && self.short_read_ends && !self.final_read;
                     budget = budget.saturating_sub(n);
+                    self.read_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -907,6 +921,21 @@ impl Worker {
     fn sweep(&mut self) {
         let now = self.now;
         self.sweeps += 1;
+        let stats = &self.shared.stats;
+        stats
+            .publishes_out
+            .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
+        stats
+            .bytes_in
+            .fetch_add(std::mem::take(&mut self.read_bytes), Ordering::Relaxed);
+        stats
+            .bytes_out
+            .fetch_add(crate::conn::WRITTEN.take(), Ordering::Relaxed);
+        if let Some(sys) = self.sys.as_mut() {
+            for msg in sys.due(now, &self.shared) {
+                self.publish(msg);
+            }
+        }
         // One pass over the connections, one over the sessions: at a million idle clients each
         // pass is the sweep's whole cost.
         let mut expired = Vec::new();
