@@ -192,6 +192,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds between two publications of the `$SYS/broker/...` topics; 0: none.
     pub sys_interval: u64,
+    /// Where the Prometheus endpoint (`/metrics`) listens; unset: no endpoint.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -238,6 +240,7 @@ impl Default for Config {
             max_inbound_bytes_rate: 0,
             log_format: LogFormat::Text,
             sys_interval: 10,
+            metrics_bind: None,
         }
     }
 }

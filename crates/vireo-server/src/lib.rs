@@ -13,6 +13,7 @@ mod clients;
 mod config;
 mod conn;
 mod frames;
+mod metrics;
 pub mod passwd;
 mod per_ip;
 mod routing;

@@ -34,6 +34,7 @@ pub struct ServerHandle {
     shared: Arc<SharedRef>,
     local_addr: SocketAddr,
     listener_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -235,6 +236,23 @@ impl Server {
                 })?;
             threads.push(thread);
         }
+        let metrics_addr = match shared.config.metrics_bind {
+            Some(bind) => {
+                let (server, bound) = crate::metrics::bind(bind)?;
+                let shared = Arc::clone(&shared);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("vireo-metrics".into())
+                        .spawn(move || crate::metrics::serve(server, shared))?,
+                );
+                tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(addr = %bound, "metrics served beyond loopback: anyone who reaches it reads the broker's counters");
+                }
+                Some(bound)
+            }
+            None => None,
+        };
         tracing::info!(%addr, workers, "listening");
         let restricted = shared.acl.read().as_ref().is_some_and(|a| !a.is_empty());
         let exposed = addrs
@@ -254,6 +272,7 @@ impl Server {
             shared: Arc::new(SharedRef(shared)),
             local_addr: addr,
             listener_addrs: addrs,
+            metrics_addr,
             threads,
         })
     }
@@ -268,6 +287,11 @@ impl ServerHandle {
     /// Every listener's address, in the configuration's order (real ports for port 0).
     pub fn listener_addrs(&self) -> &[SocketAddr] {
         &self.listener_addrs
+    }
+
+    /// Where the Prometheus endpoint listens, when `metrics_bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Live counters.

@@ -1,0 +1,162 @@
+//! The Prometheus endpoint: `GET http://<metrics_bind>/metrics` in the OpenMetrics text
+//! format (prometheus-client), served by tiny_http on a thread of its own, off the workers.
+//! Each scrape reads the broker's `Stats` once into constant metrics: the workers keep
+//! counting as they do for `$SYS`, and a scrape costs them nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::shared::Shared;
+
+/// Binds the endpoint; the returned address is where it listens (port 0 picks one).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<(tiny_http::Server, SocketAddr)> {
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    Ok((server, bound))
+}
+
+/// Serves scrapes until the broker stops.
+pub(crate) fn serve(server: tiny_http::Server, shared: Arc<Shared>) {
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let request = match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint stops");
+                return;
+            }
+        };
+        let response = if request.url() == "/metrics" {
+            let body = render(&shared);
+            let kind = tiny_http::Header::from_bytes(
+                "Content-Type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            );
+            let response = tiny_http::Response::from_string(body);
+            match kind {
+                Ok(h) => response.with_header(h),
+                Err(()) => response,
+            }
+        } else {
+            tiny_http::Response::from_string("not found: the metrics are at /metrics\n")
+                .with_status_code(404)
+        };
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(error = %e, "metrics response not sent");
+        }
+    }
+}
+
+/// The exposition, from the broker's counters now.
+pub(crate) fn render(shared: &Shared) -> String {
+    let s = &shared.stats;
+    let c = |a: &AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
+    let g = |a: &AtomicUsize| ConstGauge::new(a.load(Ordering::Relaxed) as i64);
+    let mut r = Registry::with_prefix("vireo");
+    r.register(
+        "publishes_received",
+        "PUBLISH packets received from clients",
+        c(&s.publishes_in),
+    );
+    r.register(
+        "publishes_sent",
+        "PUBLISHes delivered to subscribers (queued for their connection or session)",
+        c(&s.publishes_out),
+    );
+    r.register("received_bytes", "Bytes read from clients", c(&s.bytes_in));
+    r.register("sent_bytes", "Bytes written to clients", c(&s.bytes_out));
+    r.register("connects", "CONNECTs accepted", c(&s.connects));
+    r.register(
+        "dropped_qos0",
+        "QoS 0 deliveries dropped: the subscriber's output queue was full",
+        c(&s.dropped_qos0),
+    );
+    r.register(
+        "dropped_queue_full",
+        "QoS 1/2 deliveries dropped: the session's queue was full",
+        c(&s.dropped_queued),
+    );
+    r.register(
+        "dropped_too_large",
+        "Deliveries over the client's Maximum Packet Size",
+        c(&s.dropped_too_large),
+    );
+    r.register(
+        "protocol_errors",
+        "Connections closed for a protocol violation or a malformed packet",
+        c(&s.protocol_errors),
+    );
+    r.register(
+        "auth_failures",
+        "CONNECTs refused for their credentials",
+        c(&s.auth_failures),
+    );
+    r.register(
+        "acl_denied",
+        "PUBLISHes and subscriptions the ACL refused",
+        c(&s.acl_denied),
+    );
+    r.register(
+        "refused_per_ip",
+        "Connections closed at accept by the per-address limits",
+        c(&s.refused_per_ip),
+    );
+    r.register(
+        "retained_refused",
+        "Retained messages not kept: the retained store was full",
+        c(&s.retained_refused),
+    );
+    r.register(
+        "rate_limited",
+        "Times a client was throttled by max_publish_rate / max_inbound_bytes_rate",
+        c(&s.rate_limited),
+    );
+    r.register(
+        "unfinished_closed",
+        "Connections closed for holding unfinished packets past max_unfinished_bytes",
+        c(&s.unfinished_closed),
+    );
+    r.register("connections", "Connections open now", g(&s.connections));
+    r.register(
+        "clients_connected",
+        "Clients connected now",
+        g(&s.clients_connected),
+    );
+    r.register(
+        "clients_maximum",
+        "The most clients connected at once",
+        g(&s.clients_maximum),
+    );
+    r.register(
+        "sessions",
+        "Sessions stored, online and offline",
+        g(&s.sessions),
+    );
+    r.register(
+        "unfinished_bytes",
+        "Bytes held in packets not yet whole",
+        g(&s.unfinished_bytes),
+    );
+    r.register(
+        "subscriptions",
+        "Subscriptions in the index",
+        ConstGauge::new(shared.index.len() as i64),
+    );
+    r.register(
+        "retained_messages",
+        "Retained messages stored",
+        ConstGauge::new(shared.retained.read().len() as i64),
+    );
+    let mut out = String::new();
+    if encode(&mut out, &r).is_err() {
+        out.clear();
+    }
+    out
+}

@@ -1,0 +1,76 @@
+//! The Prometheus endpoint: `/metrics` in the OpenMetrics text format, its counters moving
+//! with the traffic; off unless `metrics_bind` is set.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use common::*;
+use vireo_codec::QoS;
+
+/// `GET path`: the status line, the headers and the body.
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: vireo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `name` in an exposition.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_counts_the_traffic() {
+    let broker = start_with(|c| c.metrics_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let metrics = broker.metrics_addr().expect("the endpoint is on");
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr, "sub");
+    sub.subscribe(&[("m", QoS::AtLeastOnce)]);
+    let mut p = Client::connect(addr, "p");
+    for id in 1..=3 {
+        p.publish("m", b"x", QoS::AtLeastOnce, false, id);
+        sub.recv_publish_ack();
+    }
+    // Deliveries and bytes reach the counters at the workers' next sweep (100 ms).
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (head, body) = get(metrics, "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("application/openmetrics-text"), "{head}");
+        if sample(&body, "vireo_publishes_sent_total").is_some_and(|v| v >= 3.0) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries never counted:\n{body}"
+        );
+    };
+    assert!(body.ends_with("# EOF\n"), "a whole OpenMetrics exposition");
+    assert!(sample(&body, "vireo_publishes_received_total").is_some_and(|v| v >= 3.0));
+    assert!(sample(&body, "vireo_received_bytes_total").is_some_and(|v| v > 0.0));
+    assert_eq!(sample(&body, "vireo_clients_connected"), Some(2.0));
+    assert_eq!(sample(&body, "vireo_subscriptions"), Some(1.0));
+    assert!(body.contains("# TYPE vireo_dropped_qos0 counter"), "{body}");
+    let (head, _) = get(metrics, "/other");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn metrics_endpoint_is_off_by_default() {
+    let broker = start();
+    assert_eq!(broker.metrics_addr(), None);
+}
