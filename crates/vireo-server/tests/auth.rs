@@ -602,7 +602,6 @@ fn v5_reload_swaps_passwords_and_acl_keeping_connections() {
 /// the new password file.
 #[test]
 fn sighup_reloads_the_password_file() {
-    use std::io::BufRead;
     let dir = TempDir::new("sighup");
     let passwd = password_file(&dir, &[("alice", "wonder")]);
     let config = dir.file("vireo.toml");
@@ -614,58 +613,16 @@ fn sighup_reloads_the_password_file() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
-        .args(["--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    // Lines of the broker's log (standard error), read on their own thread so that waiting
-    // has a deadline.
-    let (tx, lines) = std::sync::mpsc::channel();
-    let log = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let child = Kill(child);
-    // Log lines come with colour codes until issue 13 lands: the port is found by its digits.
-    let wait_for = |what: &str| -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no `{what}` in the log ({e})"),
-            }
-        }
-    };
-    let listening = wait_for("listening");
-    let at = listening.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
-    let port: String = listening[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let broker = Broker::spawn(&["--config", config.to_str().unwrap()]);
+    let addr = broker.addr();
     let v = ProtocolVersion::V311;
     let login = |pw: &str| connack_code(addr, credentials(v, "probe", Some("alice"), Some(pw)));
     assert_eq!(login("wonder"), 0x00);
     password_file(&dir, &[("alice", "changed")]);
-    let pid = child.0.id().to_string();
+    let pid = broker.child.id().to_string();
     let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(hup.success());
-    wait_for("password file reloaded");
+    broker.line_with("password file reloaded");
     assert_eq!(login("wonder"), 0x04);
     assert_eq!(login("changed"), 0x00);
 }

@@ -87,7 +87,8 @@ fn binary_rejects_bad_config() {
 }
 
 /// Log lines up to and including the first that contains `until`, from a broker started
-/// with `args` (its standard error), within the usual deadline; the broker is then killed.
+/// with `args` and without NO_COLOR (standard error is a pipe, not a terminal), within the
+/// usual deadline; the broker is then killed.
 fn log_until(args: &[&str], until: &str) -> Vec<String> {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
@@ -98,12 +99,12 @@ fn log_until(args: &[&str], until: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = child.stderr.take().unwrap();
+    let log = std::io::BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     let until = until.to_owned();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
-        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+        for line in log.lines().map_while(Result::ok) {
             let done = line.contains(&until);
             lines.push(line);
             if done {
@@ -151,47 +152,9 @@ fn json_logs_are_one_object_per_line() {
 /// one per close with its reason, as Mosquitto logs them.
 #[test]
 fn connects_and_closes_are_logged_with_their_reason() {
-    use std::io::BufRead;
-    let mut child = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0", "--workers", "1"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
-    let next_with = |what: &str| loop {
-        let line = lines
-            .recv_timeout(WAIT)
-            .expect("the line within the deadline");
-        if line.contains(what) {
-            return line;
-        }
-    };
-    let listening = next_with("listening");
-    let port: u16 = listening
-        .split("addr=127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("the address in the log");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let broker = Broker::spawn(&["--bind", "127.0.0.1:0", "--workers", "1"]);
+    let addr = broker.addr();
+    let next_with = |what: &str| broker.line_with(what);
     Client::connect(addr, "log-me").disconnect();
     let connected = next_with("client connected");
     for field in [

@@ -96,6 +96,67 @@ pub fn listening_port(log: impl std::io::Read + Send + 'static) -> u16 {
         .expect("broker never logged its address")
 }
 
+/// The `vireo` binary run with `args`, its log (standard error) read line by line on a
+/// thread of its own so that waiting for a line has a deadline; killed when dropped.
+pub struct Broker {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Broker {
+    pub fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vireo"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next log line that contains `what`, within [`WAIT`].
+    pub fn line_with(&self, what: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no `{what}` in the log ({e})"),
+            }
+        }
+    }
+
+    /// Where it listens, from its "listening" line.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.line_with("listening");
+        let at = line.find("127.0.0.1:").expect("a loopback address") + "127.0.0.1:".len();
+        let port: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap()))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A raw MQTT client over a blocking socket.
 pub struct Client {
     pub stream: TcpStream,
