@@ -360,7 +360,7 @@ fn user(addr: std::net::SocketAddr, version: ProtocolVersion, id: &str, name: &s
 
 /// 3.1.1: filters the ACL does not let a client read get SUBACK 0x80 (a filter reaching past
 /// the grant included); a PUBLISH it may not write is acknowledged as usual, as Mosquitto
-/// does, and neither routed nor retained.
+/// does, and neither routed nor retained [MQTT-3.3.5-2].
 #[test]
 fn v311_acl_decides_subscriptions_and_publishes() {
     let dir = TempDir::new("acl311");
@@ -380,7 +380,8 @@ fn v311_acl_decides_subscriptions_and_publishes() {
     let mut alice = user(addr, v, "alice-1", "alice");
 
     alice.publish("alice/x/1", b"one", QoS::AtLeastOnce, false, 1);
-    alice.publish("bob/x", b"not hers", QoS::AtLeastOnce, false, 2); // PUBACK all the same
+    // [MQTT-3.3.5-2] PUBACK all the same (the publish helper checks it), and not delivered.
+    alice.publish("bob/x", b"not hers", QoS::AtLeastOnce, false, 2);
     alice.publish("alice/secret/k", b"denied", QoS::ExactlyOnce, false, 3); // runs to PUBCOMP
     alice.publish("bob/r", b"kept?", QoS::AtMostOnce, true, 0);
     alice.publish("alice/x/2", b"two", QoS::AtLeastOnce, false, 4);
