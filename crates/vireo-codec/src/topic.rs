@@ -196,6 +196,11 @@ fn scan_bytes(bytes: &[u8]) -> u8 {
 /// strings SHOULD NOT hold them and lets a receiver close the connection when they do; Vireo
 /// closes, as Mosquitto does, for client ids, user names, topic names and topic filters.
 pub fn has_control_character(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.is_ascii() {
+        // U+0080..U+009F are never ASCII: a byte test, which the compiler vectorises.
+        return bytes.iter().any(|&b| matches!(b, 0x01..=0x1F | 0x7F));
+    }
     s.chars()
         .any(|c| matches!(c, '\u{1}'..='\u{1F}' | '\u{7F}'..='\u{9F}'))
 }
@@ -217,6 +222,11 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), DecodeError> {
     }
     if has_control_character(filter) {
         return Err(DecodeError::ControlCharacter);
+    }
+    if memchr::memchr3(b'+', b'#', 0, filter.as_bytes()).is_none() {
+        // No wildcard and no NUL: nothing below can fail (most filters; one SUBSCRIBE of
+        // 100,000 of them spent a third of its time splitting them into levels).
+        return Ok(());
     }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
