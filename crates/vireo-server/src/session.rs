@@ -9,7 +9,7 @@ use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, Wil
 use vireo_broker::protocol::quota::Quota;
 use vireo_broker::protocol::{Violation, connect, disconnect, publish};
 use vireo_broker::{Message, Session, SessionId};
-use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, ReasonCode, parse_shared};
+use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, QoS, ReasonCode, parse_shared};
 
 use crate::auth::Check;
 use crate::conn::{Close, Conn, ConnState, V5State};
@@ -452,6 +452,14 @@ impl Worker {
             return;
         }
         slot.set_conn(None);
+        // Retained messages a SUBSCRIBE still owed this connection, paced by its output,
+        // belong to the session: the QoS 1/2 ones wait in its queue for the next connection
+        // (QoS 0 is not kept for offline sessions), instead of going with this one.
+        while let Some((msg, qos, sub_id)) = conn.next_owed() {
+            if qos != QoS::AtMostOnce {
+                slot.session.enqueue_with(msg, qos, true, sub_id);
+            }
+        }
         slot.session.shrink_if_idle();
         let fate = lifecycle::after_close(self.now, will.is_some(), will_delay, slot.expiry_secs);
         match (will, fate.will) {

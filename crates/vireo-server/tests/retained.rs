@@ -158,3 +158,29 @@ fn retained_message_too_large_to_queue_does_not_hold_back_the_rest() {
     assert_eq!(&*s.recv_publish_ack().topic, "a/c");
     s.expect_nothing();
 }
+
+/// Retained messages a SUBSCRIBE still owed when a persistent subscriber's connection went
+/// belong to its session: once it reconnects it gets every one of them (those in flight
+/// again, the rest from its queue), none lost. With a window of 10, 90 of the 100 were
+/// still owed when the connection dropped.
+#[test]
+fn retained_owed_to_a_persistent_session_survive_its_disconnect() {
+    let broker = start_with(|c| c.max_inflight = 10);
+    let addr = broker.local_addr();
+    let mut p = Client::connect(addr, "ret-pub");
+    for i in 0..100u16 {
+        p.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true, i + 1);
+    }
+    let (mut s, _) = Client::connect_session(addr, "keeper", false);
+    s.subscribe(&[("r/#", QoS::AtLeastOnce)]);
+    s.drop_connection();
+    let (mut s, present) = Client::connect_session(addr, "keeper", false);
+    assert!(present);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 100 {
+        let p = s.recv_publish_ack();
+        assert!(p.retain, "{:?} sent as retained", p.topic);
+        seen.insert(p.topic.to_string());
+    }
+    s.expect_nothing();
+}
