@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::shared::Shared;
@@ -153,6 +154,32 @@ pub(crate) fn render(shared: &Shared) -> String {
         "retained_messages",
         "Retained messages stored",
         ConstGauge::new(shared.retained.read().len() as i64),
+    );
+    // Per worker: its sessions' QoS 1/2 messages queued and in flight (as of its last sweep),
+    // and the deliveries other workers sent it that wait in its mailbox.
+    let per_worker = |read: fn(&crate::shared::Mailbox) -> usize| {
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        for (i, m) in shared.mailboxes.iter().enumerate() {
+            family
+                .get_or_create(&vec![("worker".to_owned(), i.to_string())])
+                .set(read(m) as i64);
+        }
+        family
+    };
+    r.register(
+        "queued_messages",
+        "QoS 1/2 messages waiting in session queues",
+        per_worker(|m| m.queued_messages.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "inflight_messages",
+        "QoS 1/2 messages sent and not yet acknowledged",
+        per_worker(|m| m.inflight_messages.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "mailbox_deliveries",
+        "Deliveries waiting in a worker's mailbox",
+        per_worker(|m| m.queued.load(Ordering::Relaxed)),
     );
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {

@@ -79,6 +79,11 @@ pub(crate) struct Mailbox {
     /// QoS 1 fan-in lost with the default `max_queued_messages`). Publishers feeding this
     /// worker therefore also pause while more than `Shared::in_transit_limit` are in transit.
     pub reliable: AtomicUsize,
+    /// QoS 1/2 messages waiting in this worker's session queues, and sent but not yet
+    /// acknowledged, as of its last sweep (gauges for the metrics endpoint).
+    pub queued_messages: AtomicUsize,
+    /// See `queued_messages`.
+    pub inflight_messages: AtomicUsize,
 }
 
 impl Mailbox {
@@ -90,6 +95,8 @@ impl Mailbox {
             queued: AtomicUsize::new(0),
             backlogged: AtomicUsize::new(0),
             reliable: AtomicUsize::new(0),
+            queued_messages: AtomicUsize::new(0),
+            inflight_messages: AtomicUsize::new(0),
         }
     }
 

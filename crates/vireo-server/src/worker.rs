@@ -965,10 +965,13 @@ impl Worker {
         }
         let shrink = self.sweeps.is_multiple_of(SHRINK_EVERY);
         let (mut stale, mut backlogged, mut wills) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut queued, mut inflight) = (0, 0);
         for (key, s) in self.sessions.iter_mut() {
             if shrink {
                 s.session.shrink_if_idle();
             }
+            queued += s.session.queued_len();
+            inflight += s.session.inflight_len();
             let due = lifecycle::due(
                 now,
                 s.conn_key.is_some(),
@@ -984,6 +987,9 @@ impl Worker {
                 backlogged.push(key);
             }
         }
+        let mailbox = &self.shared.mailboxes[self.id];
+        mailbox.queued_messages.store(queued, Ordering::Relaxed);
+        mailbox.inflight_messages.store(inflight, Ordering::Relaxed);
         for key in stale {
             self.discard_session(key);
         }

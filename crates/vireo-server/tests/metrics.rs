@@ -69,6 +69,44 @@ fn metrics_endpoint_counts_the_traffic() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
+/// The sum over workers of a labelled gauge.
+fn sum_of(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per worker: QoS 1/2 messages waiting for an offline persistent session are counted.
+#[test]
+fn metrics_count_queued_messages_per_worker() {
+    let broker = start_with(|c| c.metrics_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let metrics = broker.metrics_addr().unwrap();
+    let addr = broker.local_addr();
+    let (mut away, _) = Client::connect_session(addr, "away", false);
+    away.subscribe(&[("q", QoS::AtLeastOnce)]);
+    away.disconnect();
+    let mut p = Client::connect(addr, "p");
+    for id in 1..=5 {
+        p.publish("q", b"x", QoS::AtLeastOnce, false, id);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = get(metrics, "/metrics");
+        assert!(
+            body.contains("vireo_queued_messages{worker=\"0\"}"),
+            "{body}"
+        );
+        if sum_of(&body, "vireo_queued_messages") >= 5.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queued messages never counted:\n{body}"
+        );
+    }
+}
+
 #[test]
 fn metrics_endpoint_is_off_by_default() {
     let broker = start();
