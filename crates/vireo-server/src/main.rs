@@ -147,7 +147,17 @@ fn main() -> ExitCode {
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
-            tracing::info!("SIGHUP: reloading the password, ACL and TLS certificate files");
+            tracing::info!(
+                "SIGHUP: reloading the limits, the password, ACL and TLS certificate files"
+            );
+            // The configuration file's connection limits; a file that no longer parses or
+            // validates leaves those in force.
+            if let Some(path) = &args.config {
+                match Config::from_file(path) {
+                    Ok(config) => handle.reload_limits(&config),
+                    Err(e) => tracing::warn!("{e}: the limits in force are kept"),
+                }
+            }
             // Errors are logged by `reload`; the broker goes on with the files in use.
             let _ = handle.reload();
             continue;

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
@@ -47,22 +49,41 @@ struct Shard {
     pruned: Option<Instant>,
 }
 
-/// The limits and the table.
+/// The limits and the table. The limits change on SIGHUP (`set_limits`); while both are
+/// off (0) nothing is counted, so a connection let in then is not counted later either.
 #[derive(Debug)]
 pub(crate) struct PerIp {
-    max_open: u32,
-    rate: f64,
+    max_open: AtomicU32,
+    rate: AtomicU32,
     shards: Box<[Mutex<Shard>]>,
 }
 
 impl PerIp {
-    /// `None` when both limits are off (0).
-    pub(crate) fn new(max_open: u32, rate: u32) -> Option<Self> {
-        (max_open > 0 || rate > 0).then(|| Self {
-            max_open,
-            rate: f64::from(rate),
+    pub(crate) fn new(max_open: u32, rate: u32) -> Self {
+        Self {
+            max_open: AtomicU32::new(max_open),
+            rate: AtomicU32::new(rate),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-        })
+        }
+    }
+
+    /// Whether either limit is set: `admit` and `release` are called only then.
+    pub(crate) fn is_on(&self) -> bool {
+        self.max_open.load(Ordering::Relaxed) > 0 || self.rate.load(Ordering::Relaxed) > 0
+    }
+
+    /// New limits, for the connections that come from now on. Turned off, the table is
+    /// emptied: connections then closing are not released (nothing is while off), and counts
+    /// kept from before would refuse addresses wrongly were the limits turned on again. Turned
+    /// on, counting starts from the connections that come next.
+    pub(crate) fn set_limits(&self, max_open: u32, rate: u32) {
+        self.max_open.store(max_open, Ordering::Relaxed);
+        self.rate.store(rate, Ordering::Relaxed);
+        if max_open == 0 && rate == 0 {
+            for shard in self.shards.iter() {
+                shard.lock().map.clear();
+            }
+        }
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<Shard> {
@@ -77,14 +98,15 @@ impl PerIp {
     /// A new connection from `ip`: counted, or refused (`Err((why, log))`, `log` for the
     /// first refusal since this address was last let in).
     pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), (Refusal, bool)> {
+        let max_open = self.max_open.load(Ordering::Relaxed);
+        let rate = f64::from(self.rate.load(Ordering::Relaxed));
         let mut shard = self.shard(&ip).lock();
-        let burst = self.rate;
+        let burst = rate;
         let len = shard.map.len();
         let stale = shard
             .pruned
             .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1);
         if len >= shard.prune_at.max(64) || (len >= 64 && stale) {
-            let rate = self.rate;
             shard
                 .map
                 .retain(|_, e| e.open > 0 || refilled(e, rate, now) < burst);
@@ -97,11 +119,11 @@ impl PerIp {
             last: now,
             logged: false,
         });
-        e.tokens = refilled(e, self.rate, now);
+        e.tokens = refilled(e, rate, now);
         e.last = now;
-        let refusal = if self.max_open > 0 && e.open >= self.max_open {
+        let refusal = if max_open > 0 && e.open >= max_open {
             Some(Refusal::TooMany)
-        } else if self.rate > 0.0 && e.tokens < 1.0 {
+        } else if rate > 0.0 && e.tokens < 1.0 {
             Some(Refusal::TooFast)
         } else {
             None
@@ -110,7 +132,7 @@ impl PerIp {
             let log = !std::mem::replace(&mut e.logged, true);
             return Err((why, log));
         }
-        if self.rate > 0.0 {
+        if rate > 0.0 {
             e.tokens -= 1.0;
         }
         e.open += 1;
@@ -124,7 +146,7 @@ impl PerIp {
         if let Some(e) = shard.map.get_mut(&ip) {
             e.open = e.open.saturating_sub(1);
             // Kept while the bucket refills, or the rate would restart at every close.
-            if e.open == 0 && self.rate == 0.0 {
+            if e.open == 0 && self.rate.load(Ordering::Relaxed) == 0 {
                 shard.map.remove(&ip);
             }
         }
@@ -149,13 +171,19 @@ mod tests {
     }
 
     #[test]
-    fn off_when_both_limits_are_zero() {
-        assert!(PerIp::new(0, 0).is_none());
+    fn off_when_both_limits_are_zero_and_on_once_set() {
+        let p = PerIp::new(0, 0);
+        assert!(!p.is_on());
+        p.set_limits(1, 0);
+        assert!(p.is_on());
+        let now = Instant::now();
+        assert!(p.admit(ip(1), now).is_ok());
+        assert_eq!(p.admit(ip(1), now).unwrap_err().0, Refusal::TooMany);
     }
 
     #[test]
     fn caps_open_connections_per_address() {
-        let p = PerIp::new(2, 0).unwrap();
+        let p = PerIp::new(2, 0);
         let now = Instant::now();
         assert!(p.admit(ip(1), now).is_ok());
         assert!(p.admit(ip(1), now).is_ok());
@@ -175,7 +203,7 @@ mod tests {
 
     #[test]
     fn rate_refills_over_time() {
-        let p = PerIp::new(0, 2).unwrap();
+        let p = PerIp::new(0, 2);
         let t0 = Instant::now();
         assert!(p.admit(ip(1), t0).is_ok());
         assert!(p.admit(ip(1), t0).is_ok());
@@ -193,7 +221,7 @@ mod tests {
 
     #[test]
     fn idle_addresses_are_pruned() {
-        let p = PerIp::new(0, 10).unwrap();
+        let p = PerIp::new(0, 10);
         let t0 = Instant::now();
         for i in 0..=255u8 {
             for j in 0..=39u8 {

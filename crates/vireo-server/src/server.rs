@@ -208,6 +208,8 @@ impl Server {
                 config.max_connections_per_ip,
                 config.max_connection_rate_per_ip,
             ),
+            rate_limits: RwLock::new(config.rate_limits()),
+            rate_limits_ever: std::sync::atomic::AtomicBool::new(config.rate_limits().any()),
             tls_listeners,
             acl: RwLock::new(acl),
             acl_generation: AtomicU64::new(0),
@@ -297,6 +299,29 @@ impl ServerHandle {
     /// Live counters.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.shared.0.stats)
+    }
+
+    /// Takes the connection limits of `config` (as SIGHUP re-reads the file): the
+    /// per-address limits and the per-client publish rate and bandwidth, for the connections
+    /// that come from now on. Every other setting takes effect at the next start.
+    pub fn reload_limits(&self, config: &Config) {
+        let shared = &self.shared.0;
+        shared.per_ip.set_limits(
+            config.max_connections_per_ip,
+            config.max_connection_rate_per_ip,
+        );
+        let rates = config.rate_limits();
+        *shared.rate_limits.write() = rates;
+        if rates.any() {
+            shared.rate_limits_ever.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(
+            max_connections_per_ip = config.max_connections_per_ip,
+            max_connection_rate_per_ip = config.max_connection_rate_per_ip,
+            max_publish_rate = config.max_publish_rate,
+            max_inbound_bytes_rate = config.max_inbound_bytes_rate,
+            "limits reloaded, for new connections (other settings take effect at the next start)"
+        );
     }
 
     /// Reads the password file, the ACL file and the TLS listeners' certificates and keys

@@ -311,7 +311,7 @@ impl Worker {
             "client connected"
         );
         // [MQTT-3.2.0-1] CONNACK first; [MQTT-3.2.2-1..3] session present.
-        let quota = Quota::new(self.shared.config.rate_limits(), self.now);
+        let quota = Quota::new(*self.shared.rate_limits.read(), self.now);
         let newly_dirty = if version.is_v5() {
             let assigned_id = assigned.then_some(&*connect.client_id);
             let ack = connect::accepted(
@@ -401,8 +401,8 @@ impl Worker {
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
-        if let Some(limits) = &self.shared.per_ip {
-            limits.release(conn.peer.ip());
+        if self.shared.per_ip.is_on() {
+            self.shared.per_ip.release(conn.peer.ip());
         }
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         if reason.flushes_first() {

@@ -14,6 +14,7 @@ use vireo_broker::protocol::acl::AclFile;
 
 use crate::per_ip::PerIp;
 use vireo_broker::protocol::auth::PasswordPolicy;
+use vireo_broker::protocol::quota::RateLimits;
 use vireo_broker::{Message, Recipient, RetainedStore, SharedSubscriptions, SubscriptionIndex};
 use vireo_codec::Connect;
 
@@ -235,8 +236,13 @@ pub(crate) struct Shared {
         crate::ListenerConfig,
         Arc<RwLock<Arc<rustls::ServerConfig>>>,
     )>,
-    /// Per-source-address connection limits, when any is configured.
-    pub per_ip: Option<PerIp>,
+    /// Per-source-address connection limits (off while both are 0; SIGHUP may change them).
+    pub per_ip: PerIp,
+    /// Per-client publish rate and bandwidth, for the connections that come next (SIGHUP
+    /// may change them; connections keep the allowance they were given).
+    pub rate_limits: RwLock<RateLimits>,
+    /// Whether rate limits were ever on: workers charge decoded packets only then.
+    pub rate_limits_ever: AtomicBool,
     /// The ACL, when one is configured: swapped whole by a reload (SIGHUP); connections keep
     /// the one they connected under.
     pub acl: RwLock<Option<Arc<AclFile>>>,

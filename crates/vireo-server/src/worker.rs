@@ -118,7 +118,8 @@ pub(crate) struct Worker {
     /// Connections throttled by their rate limit, and when each may be read again (entries
     /// of connections closed since are skipped when due).
     rate_waits: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Whether rate limits are configured: decoded packets are charged to the client.
+    /// Whether rate limits were ever on (`Shared::rate_limits_ever`): decoded packets are
+    /// charged to the client.
     rate_limits_on: bool,
     /// PUBLISHes delivered and bytes read since the last sweep (added to `Stats` there).
     pub delivered: u64,
@@ -192,7 +193,7 @@ impl Worker {
         let now = Instant::now();
         let session_limits = Arc::new(shared.config.session_limits());
         let unfinished_budget = shared.config.unfinished_budget_per_worker();
-        let rate_limits_on = shared.config.rate_limits().any();
+        let rate_limits_on = shared.rate_limits_ever.load(Ordering::Relaxed);
         let sys = if id == 0 {
             crate::sys::SysTopics::new(shared.config.sys_interval, now)
         } else {
@@ -297,6 +298,7 @@ impl Worker {
                     self.accept(i);
                 }
             }
+            self.rate_limits_on = self.shared.rate_limits_ever.load(Ordering::Relaxed);
             // Deferred reads first: those that waited longest go before this poll's events.
             self.read_deferred();
             for event in events.iter() {
@@ -354,7 +356,8 @@ impl Worker {
                         tracing::warn!(%peer, "max_connections reached; connection refused");
                         continue;
                     }
-                    if let Some(limits) = &self.shared.per_ip
+                    let limits = &self.shared.per_ip;
+                    if limits.is_on()
                         && let Err((why, log)) = limits.admit(peer.ip(), self.now)
                     {
                         stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
@@ -378,8 +381,8 @@ impl Worker {
                             Ok(session) => conn.tls = Some(session),
                             Err(e) => {
                                 tracing::warn!(%peer, error = %e, "TLS session not created");
-                                if let Some(limits) = &self.shared.per_ip {
-                                    limits.release(peer.ip());
+                                if self.shared.per_ip.is_on() {
+                                    self.shared.per_ip.release(peer.ip());
                                 }
                                 continue;
                             }
@@ -413,8 +416,8 @@ impl Worker {
         {
             tracing::warn!(peer = %conn.peer, error = %e, "register failed");
             let conn = self.conns.remove(key);
-            if let Some(limits) = &self.shared.per_ip {
-                limits.release(conn.peer.ip());
+            if self.shared.per_ip.is_on() {
+                self.shared.per_ip.release(conn.peer.ip());
             }
             return None;
         }

@@ -226,3 +226,62 @@ fn check_config_says_whether_the_broker_would_start() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGHUP re-reads the configuration file's connection limits for the connections that come
+/// next: a per-address cap set while running refuses the connection past it; a file that no
+/// longer validates leaves the limits in force.
+#[test]
+fn sighup_reloads_the_connection_limits() {
+    let dir = std::env::temp_dir().join(format!("vireo-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vireo.toml");
+    let base = "bind = \"127.0.0.1:0\"\nworkers = 1\n";
+    std::fs::write(&config, base).unwrap();
+    let broker = Broker::spawn(&["--config", config.to_str().unwrap()]);
+    let addr = broker.addr();
+    let hup = || {
+        let pid = broker.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let source: std::net::IpAddr = "127.0.0.21".parse().unwrap();
+    // No limit yet: three from one address.
+    let held: Vec<Client> = (0..3)
+        .map(|i| Client::connect_from(source, addr, &format!("free-{i}")))
+        .collect();
+    drop(held);
+    std::fs::write(&config, format!("{base}max_connections_per_ip = 2\n")).unwrap();
+    hup();
+    assert!(
+        broker
+            .line_with("limits reloaded")
+            .contains("max_connections_per_ip=2")
+    );
+    let fresh: std::net::IpAddr = "127.0.0.22".parse().unwrap();
+    let _two: Vec<Client> = (0..2)
+        .map(|i| Client::connect_from(fresh, addr, &format!("capped-{i}")))
+        .collect();
+    let refused = || {
+        let mut c = Client::open_from(fresh, addr);
+        c.send(&vireo_codec::Packet::Connect(Box::new(
+            vireo_codec::Connect::new("one-too-many"),
+        )));
+        c.closed_silently()
+    };
+    assert!(refused(), "the third from the address is refused");
+    // A file that no longer validates: the cap stays.
+    std::fs::write(&config, format!("{base}max_qos = 9\n")).unwrap();
+    hup();
+    assert!(
+        broker
+            .line_with("limits in force are kept")
+            .contains("max_qos")
+    );
+    assert!(refused(), "still capped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
