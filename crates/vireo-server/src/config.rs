@@ -358,6 +358,11 @@ impl Config {
             // A session id keeps its worker in 8 bits.
             return Err(ConfigError::Invalid("workers must be at most 256"));
         }
+        if self.sys_interval > 86_400 {
+            return Err(ConfigError::Invalid(
+                "sys_interval must be at most 86400 seconds",
+            ));
+        }
         if self.packet_timeout_secs == 0 || self.packet_timeout_secs > 3_600 {
             return Err(ConfigError::Invalid("packet_timeout_secs must be 1..=3600"));
         }

@@ -194,7 +194,7 @@ pub(crate) struct Conn {
     /// Not read because its own output queue is over twice the output limit: a client that
     /// does not read what it is sent cannot make the broker queue replies without bound.
     pub output_paused: bool,
-    /// Not read until its rate limit's allowance is back (`Worker::rate_limited` wakes it).
+    /// Not read until its rate limit's allowance is back (`Worker::wake_rate_limited` reads it again).
     pub rate_limited: bool,
     /// The last write hit `WouldBlock`; cleared by the next WRITABLE edge or a full flush.
     pub write_blocked: bool,

@@ -459,21 +459,15 @@ impl Worker {
         } else {
             Arc::clone(msg)
         };
-        match slot.session.enqueue_with(stored, qos, retain, sub_id) {
-            Enqueued::Queued => self.delivered += 1,
-            Enqueued::QueuedDroppedOldest => {
-                self.delivered += 1;
-                self.shared
-                    .stats
-                    .dropped_queued
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Enqueued::Dropped => {
-                self.shared
-                    .stats
-                    .dropped_queued
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        let outcome = slot.session.enqueue_with(stored, qos, retain, sub_id);
+        if outcome != Enqueued::Dropped {
+            self.delivered += 1;
+        }
+        if outcome != Enqueued::Queued {
+            self.shared
+                .stats
+                .dropped_queued
+                .fetch_add(1, Ordering::Relaxed);
         }
         if let Some(key) = slot.conn() {
             self.refill(key);

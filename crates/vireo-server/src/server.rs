@@ -91,13 +91,7 @@ impl Server {
         config.validate()?;
         let mut found = Vec::new();
         for l in config.listeners() {
-            if let (Some(cert), Some(key)) = (&l.tls_certificate, &l.tls_key) {
-                tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate)
-                    .map_err(|reason| StartError::Tls {
-                        address: l.address,
-                        reason,
-                    })?;
-            }
+            listener_tls(&l)?;
             found.push(format!("listener {} ({:?})", l.address, l.protocol));
         }
         if let Some(path) = &config.password_file {
@@ -128,18 +122,8 @@ impl Server {
         let mut addrs = Vec::new();
         let mut tls_listeners = Vec::new();
         for l in config.listeners() {
-            let tls = match (&l.tls_certificate, &l.tls_key) {
-                (Some(cert), Some(key)) => {
-                    let config = tls::server_config(
-                        cert,
-                        key,
-                        l.tls_client_ca.as_deref(),
-                        l.require_certificate,
-                    )
-                    .map_err(|reason| StartError::Tls {
-                        address: l.address,
-                        reason,
-                    })?;
+            let tls = match listener_tls(&l)? {
+                Some(config) => {
                     let listener = tls::TlsListener {
                         config: Arc::new(RwLock::new(config)),
                         identity_as_username: l.use_identity_as_username,
@@ -147,7 +131,7 @@ impl Server {
                     tls_listeners.push((l.clone(), Arc::clone(&listener.config)));
                     Some(listener)
                 }
-                _ => None,
+                None => None,
             };
             let mut addr = l.address;
             ensure_not_listening(addr)?;
@@ -326,8 +310,9 @@ impl ServerHandle {
 
     /// Reads the password file, the ACL file and the TLS listeners' certificates and keys
     /// again (what SIGHUP does), without dropping a connection: new CONNECTs (and TLS
-    /// handshakes) meet the new files; connected clients keep what they were granted. A file that cannot be read or parsed leaves the one in use in
-    /// place, and its error is logged and returned (both files are tried either way).
+    /// handshakes) meet the new files; connected clients keep what they were granted. A
+    /// file that cannot be read or parsed leaves the one in use in place, and its error is
+    /// logged and returned (every file is tried either way).
     pub fn reload(&self) -> Result<(), String> {
         let shared = &self.shared.0;
         let mut errors = Vec::new();
@@ -343,15 +328,13 @@ impl ServerHandle {
             }
         }
         for (l, current) in &shared.tls_listeners {
-            let (Some(cert), Some(key)) = (&l.tls_certificate, &l.tls_key) else {
-                continue;
-            };
-            match tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate) {
-                Ok(config) => {
+            match listener_tls(l) {
+                Ok(Some(config)) => {
                     *current.write() = config;
                     tracing::info!(address = %l.address, "TLS certificate reloaded");
                 }
-                Err(e) => errors.push(format!("tls listener {}: {e}", l.address)),
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
             }
         }
         if let Some(path) = &shared.config.acl_file {
@@ -375,7 +358,8 @@ impl ServerHandle {
         }
     }
 
-    /// Stops every worker (connections are closed, Wills are not published) and waits.
+    /// Stops every worker (see `Worker::stop`: the Wills still to come are published and
+    /// what is queued is delivered for up to 2 s before the connections close) and waits.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -443,6 +427,21 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// The rustls configuration of a TLS listener, from its files; `None` for a plain one.
+fn listener_tls(
+    l: &crate::ListenerConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    let (Some(cert), Some(key)) = (&l.tls_certificate, &l.tls_key) else {
+        return Ok(None);
+    };
+    tls::server_config(cert, key, l.tls_client_ca.as_deref(), l.require_certificate)
+        .map(Some)
+        .map_err(|reason| StartError::Tls {
+            address: l.address,
+            reason,
+        })
 }
 
 /// Reads and parses the ACL file.

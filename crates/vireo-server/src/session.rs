@@ -432,22 +432,15 @@ impl Worker {
         let Some(slot) = self.sessions.get_mut(session) else {
             return;
         };
-        // And one per close of a connected client, with why.
-        match reason.code() {
-            Some(code) => tracing::info!(
-                client = %slot.session.client_id,
-                peer = %conn.peer,
-                reason = reason.why(),
-                code = format_args!("{:#04x}", code.0),
-                "client disconnected"
-            ),
-            None => tracing::info!(
-                client = %slot.session.client_id,
-                peer = %conn.peer,
-                reason = reason.why(),
-                "client disconnected"
-            ),
-        }
+        // And one per close of a connected client, with why (and the reason code of a
+        // protocol error or a limit; a field left unset is not written).
+        tracing::info!(
+            client = %slot.session.client_id,
+            peer = %conn.peer,
+            reason = reason.why(),
+            code = reason.code().map(|c| tracing::field::display(format!("{:#04x}", c.0))),
+            "client disconnected"
+        );
         if slot.conn() != Some(key) {
             return;
         }
@@ -456,7 +449,7 @@ impl Worker {
         // belong to the session: the QoS 1/2 ones wait in its queue for the next connection
         // (QoS 0 is not kept for offline sessions), instead of going with this one.
         while let Some((msg, qos, sub_id)) = conn.next_owed() {
-            if qos != QoS::AtMostOnce {
+            if qos != QoS::AtMostOnce && !slot.session.clean {
                 slot.session.enqueue_with(msg, qos, true, sub_id);
             }
         }

@@ -502,9 +502,9 @@ impl Worker {
         self.count_unfinished(key);
     }
 
-    /// Writes what a TLS connection's read produced (its CONNACK, above all) now rather than
-    /// with the iteration's flush, which comes after every other handshake the worker signs
-    /// in this iteration: a client waiting for its CONNACK waits that much less. Plain
+    /// Writes what a TLS connection's read produced (a handshake flight, its CONNACK) now
+    /// rather than with the iteration's flush, which comes after every other handshake the
+    /// worker signs in this iteration: the client waiting on it waits that much less. Plain
     /// connections keep one write per iteration.
     pub(crate) fn flush_tls_now(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
@@ -592,14 +592,9 @@ impl Worker {
                 None => read_into_spare(&conn.stream, &mut conn.rbuf),
                 Some(tls) => {
                     let read = tls::read(&mut tls.session, &mut conn.stream, &mut conn.rbuf);
-                    // A handshake flight goes out now, not with the iteration's flush: the
-                    // client waits on it, and behind it on every other handshake this
-                    // iteration signs.
-                    let sent = tls.session.is_handshaking()
-                        && tls::flush(&mut tls.session, &mut conn.stream).is_ok();
-                    if !sent && tls.session.wants_write() {
-                        // Records or alerts left to send (socket full, or past the
-                        // handshake): the flush at the end of the iteration writes them.
+                    if tls.session.wants_write() {
+                        // Handshake records or alerts to send: `flush_tls_now` writes them
+                        // once this read is done.
                         self.mark_dirty(key);
                     }
                     read

@@ -70,6 +70,8 @@ fn binary_rejects_bad_config() {
     for (text, key) in [
         ("max_qos = 3\n", "max_qos"),
         ("no_such_setting = 1\n", "no_such_setting"),
+        // A worker would add it to an Instant and overflow.
+        ("sys_interval = 18446744073709551615\n", "sys_interval"),
     ] {
         std::fs::write(&config, text).unwrap();
         let out = Command::new(BIN)
