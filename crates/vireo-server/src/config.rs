@@ -28,6 +28,22 @@ pub enum ListenerProtocol {
     Tcp,
     /// MQTT over TLS 1.2 / 1.3.
     Tls,
+    /// MQTT over WebSocket (binary frames, subprotocol `mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerProtocol {
+    /// Whether it runs over TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Tls | ListenerProtocol::Wss)
+    }
+
+    /// Whether it runs over WebSocket.
+    pub fn is_ws(self) -> bool {
+        matches!(self, ListenerProtocol::Ws | ListenerProtocol::Wss)
+    }
 }
 
 /// How log lines are written (to standard error).
@@ -47,9 +63,11 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     /// Address to bind (every worker binds it with SO_REUSEPORT).
     pub address: SocketAddr,
-    /// `tcp` (the default) or `tls`.
+    /// `tcp` (the default), `tls`, `ws` or `wss`.
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// The HTTP path a WebSocket listener upgrades (`ws`, `wss`); `/mqtt` when unset.
+    pub path: Option<String>,
     /// PEM certificate chain (TLS), the server's certificate first.
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key (TLS).
@@ -68,11 +86,25 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// The path a WebSocket listener serves.
+    pub fn ws_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/mqtt")
+    }
+
+    /// A plain WebSocket listener on `address`, serving `/mqtt`.
+    pub fn ws(address: SocketAddr) -> Self {
+        Self {
+            protocol: ListenerProtocol::Ws,
+            ..Self::tcp(address)
+        }
+    }
+
     /// A plain TCP listener on `address`.
     pub fn tcp(address: SocketAddr) -> Self {
         Self {
             address,
             protocol: ListenerProtocol::Tcp,
+            path: None,
             tls_certificate: None,
             tls_key: None,
             tls_client_ca: None,
@@ -311,33 +343,43 @@ impl Config {
         }
         for l in &self.listeners {
             let tls_files = l.tls_certificate.is_some() || l.tls_key.is_some();
-            match l.protocol {
-                ListenerProtocol::Tls if l.tls_certificate.is_none() || l.tls_key.is_none() => {
+            let tls = l.protocol.is_tls();
+            if tls && (l.tls_certificate.is_none() || l.tls_key.is_none()) {
+                return Err(ConfigError::Invalid(
+                    "a tls or wss listener needs tls_certificate and tls_key",
+                ));
+            }
+            if tls && l.require_certificate && l.tls_client_ca.is_none() {
+                return Err(ConfigError::Invalid(
+                    "require_certificate needs tls_client_ca",
+                ));
+            }
+            if tls && l.use_identity_as_username && !l.require_certificate {
+                return Err(ConfigError::Invalid(
+                    "use_identity_as_username needs require_certificate = true",
+                ));
+            }
+            if !tls
+                && (tls_files
+                    || l.tls_client_ca.is_some()
+                    || l.require_certificate
+                    || l.use_identity_as_username)
+            {
+                return Err(ConfigError::Invalid(
+                    "tls_certificate / tls_key on a listener without TLS (set protocol = \"tls\" or \"wss\")",
+                ));
+            }
+            if let Some(path) = &l.path {
+                if !l.protocol.is_ws() {
                     return Err(ConfigError::Invalid(
-                        "a tls listener needs tls_certificate and tls_key",
+                        "path is for ws and wss listeners only",
                     ));
                 }
-                ListenerProtocol::Tls if l.require_certificate && l.tls_client_ca.is_none() => {
+                if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?') {
                     return Err(ConfigError::Invalid(
-                        "require_certificate needs tls_client_ca",
+                        "a listener path starts with / and has no spaces or query",
                     ));
                 }
-                ListenerProtocol::Tls if l.use_identity_as_username && !l.require_certificate => {
-                    return Err(ConfigError::Invalid(
-                        "use_identity_as_username needs require_certificate = true",
-                    ));
-                }
-                ListenerProtocol::Tcp
-                    if tls_files
-                        || l.tls_client_ca.is_some()
-                        || l.require_certificate
-                        || l.use_identity_as_username =>
-                {
-                    return Err(ConfigError::Invalid(
-                        "tls_certificate / tls_key on a tcp listener (set protocol = \"tls\")",
-                    ));
-                }
-                _ => {}
             }
         }
         if self.max_qos > 2 {

@@ -179,9 +179,9 @@ pub(crate) struct Conn {
     /// The Will and the 5.0 state: boxed, since most connections have neither, and every
     /// byte of `Conn` counts per idle client.
     extra: Option<Box<Extra>>,
-    /// The TLS session of a connection to a TLS listener (see `tls`); boxed for the same
-    /// reason.
-    pub tls: Option<Box<crate::tls::TlsSession>>,
+    /// The TLS and WebSocket state of a connection to such a listener (see `transport`);
+    /// boxed for the same reason.
+    pub layers: Option<Box<crate::transport::Layers>>,
     /// Which listener accepted it (index into the configuration's listeners).
     pub listener: u8,
     /// On the worker's flush list this iteration.
@@ -221,7 +221,7 @@ impl Conn {
             keep_alive: 0,
             liveness,
             extra: None,
-            tls: None,
+            layers: None,
             listener: 0,
             dirty: false,
             read_again: false,
@@ -522,9 +522,9 @@ impl Conn {
                     .take(MAX_IOVECS)
                     .map(|b| IoSlice::new(b.bytes())),
             );
-            let written = match self.tls.as_deref_mut() {
+            let written = match self.layers.as_deref_mut() {
                 None => self.stream.write_vectored(&iov),
-                Some(tls) => crate::tls::write_vectored(&mut tls.session, &mut self.stream, &iov),
+                Some(layers) => layers.write_vectored(&mut self.stream, &iov),
             };
             drop(iov);
             match written {
@@ -542,10 +542,10 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(tls) = self.tls.as_deref_mut() {
+        if let Some(layers) = self.layers.as_deref_mut() {
             // The queue is in rustls; its ciphertext (and any handshake record) must reach the
-            // socket too.
-            match crate::tls::flush(&mut tls.session, &mut self.stream) {
+            // socket too, and WebSocket control frames.
+            match layers.flush(&mut self.stream) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;

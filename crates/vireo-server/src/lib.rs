@@ -22,8 +22,10 @@ mod session;
 mod shared;
 mod sys;
 mod tls;
+mod transport;
 mod unfinished;
 mod worker;
+mod ws;
 
 pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 pub use server::{Server, ServerHandle, StartError};

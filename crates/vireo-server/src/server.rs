@@ -81,6 +81,8 @@ pub enum StartError {
 pub(crate) struct WorkerListener {
     pub socket: TcpListener,
     pub tls: Option<tls::TlsListener>,
+    /// The WebSocket settings of a `ws` or `wss` listener.
+    pub ws: Option<crate::ws::WsListener>,
 }
 
 impl Server {
@@ -133,6 +135,12 @@ impl Server {
                 }
                 None => None,
             };
+            let ws = l.protocol.is_ws().then(|| crate::ws::WsListener {
+                path: Arc::from(l.ws_path()),
+                // A frame may carry several packets [MQTT-6.0.0-2]: room for a largest one,
+                // or 64 KiB of small ones.
+                max_message: config.max_packet_size.max(64 * 1024),
+            });
             let mut addr = l.address;
             ensure_not_listening(addr)?;
             for listeners in &mut per_worker {
@@ -141,6 +149,7 @@ impl Server {
                 listeners.push(WorkerListener {
                     socket,
                     tls: tls.clone(),
+                    ws: ws.clone(),
                 });
             }
             tracing::info!(%addr, protocol = ?l.protocol, "listener");

@@ -50,7 +50,7 @@ impl Worker {
         detach(&mut connect);
         // `use_identity_as_username`: the verified certificate names the user, as with
         // Mosquitto; no password is asked (the handshake was the credential check).
-        let identity = match conn.tls.as_deref() {
+        let identity = match conn.layers.as_deref().and_then(|l| l.tls.as_ref()) {
             Some(tls) if tls.identity_as_username => match tls::peer_common_name(&tls.session) {
                 Some(cn) => Some(cn),
                 None => {
@@ -97,7 +97,7 @@ impl Worker {
                 stream: conn.stream,
                 peer: conn.peer,
                 listener: conn.listener,
-                tls: conn.tls,
+                layers: conn.layers,
                 connect,
                 rest,
                 assigned,
@@ -119,7 +119,7 @@ impl Worker {
             stream: conn.stream,
             peer: conn.peer,
             listener: conn.listener,
-            tls: conn.tls,
+            layers: conn.layers,
             connect,
             rest,
             assigned,
@@ -142,7 +142,7 @@ impl Worker {
             stream,
             peer,
             listener,
-            tls,
+            layers,
             connect,
             rest,
             assigned,
@@ -154,15 +154,15 @@ impl Worker {
         let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;
         conn.rbuf = rest;
-        // rustls may hold plaintext already taken off the socket, which no readiness event
-        // will announce: read it on the next iteration.
-        let tls_pending = tls.is_some();
-        conn.tls = tls;
+        // rustls or tungstenite may hold bytes already taken off the socket, which no
+        // readiness event will announce: read them on the next iteration.
+        let layers_pending = layers.is_some();
+        conn.layers = layers;
         conn.listener = listener;
         let Some(key) = self.register(conn) else {
             return;
         };
-        if tls_pending {
+        if layers_pending {
             self.read_later(key);
         }
         if let Some(code) = refused {
@@ -181,7 +181,7 @@ impl Worker {
         // bytes that decoding left for back-pressure put the connection on the `again` list
         // (`decode_all`).
         match result {
-            Ok(()) => self.flush_tls_now(key),
+            Ok(()) => self.flush_layers_now(key),
             Err(reason) => self.close(key, reason),
         }
     }
@@ -405,15 +405,15 @@ impl Worker {
             self.shared.per_ip.release(conn.peer.ip());
         }
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
-        if reason.flushes_first() {
-            // Best effort: a refusing CONNACK or a DISCONNECT should reach the client before
-            // the close, and unread input would turn the close into a reset that can discard
-            // it. A TLS peer is then told the stream ends (close_notify): after what is queued,
-            // since rustls sends no data after it.
+        if reason.flushes_first() || conn.layers.as_deref().is_some_and(|l| l.ended()) {
+            // Best effort: a refusing CONNACK or a DISCONNECT (or a refused WebSocket
+            // upgrade's response, a close frame's reply) should reach the client before the
+            // close, and unread input would turn the close into a reset that can discard it.
+            // A TLS or WebSocket peer is then told the stream ends (close_notify, a close
+            // frame): after what is queued, since nothing may follow them.
             let _ = conn.flush(&mut self.frames);
-            if let Some(tls) = conn.tls.as_deref_mut() {
-                tls.session.send_close_notify();
-                let _ = crate::tls::flush(&mut tls.session, &mut conn.stream);
+            if let Some(layers) = conn.layers.as_deref_mut() {
+                layers.close(&mut conn.stream);
             }
             conn.drain_input();
         }

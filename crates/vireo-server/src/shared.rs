@@ -45,8 +45,8 @@ pub(crate) struct Adoption {
     pub peer: std::net::SocketAddr,
     /// The listener that accepted it.
     pub listener: u8,
-    /// Its TLS session, for a connection to a TLS listener.
-    pub tls: Option<Box<crate::tls::TlsSession>>,
+    /// Its TLS and WebSocket state, for a connection to such a listener.
+    pub layers: Option<Box<crate::transport::Layers>>,
     pub connect: Box<Connect>,
     /// Bytes that arrived after the CONNECT (pipelined packets).
     pub rest: BytesMut,

@@ -5,7 +5,7 @@
 //! ciphertext out to the socket. Everything above (decoding, routing, back-pressure, the
 //! frame log) sees plaintext and does not know TLS is there.
 //!
-//! rustls with the `ring` provider: TLS 1.3 and 1.2, the certificate chain and key from PEM
+//! rustls with the `aws-lc-rs` provider: TLS 1.3 and 1.2, the certificate chain and key from PEM
 //! files.
 
 use std::io::{self, Read, Write};
@@ -38,12 +38,12 @@ pub(crate) struct TlsListener {
 
 impl TlsListener {
     /// A session for a connection just accepted.
-    pub(crate) fn accept(&self) -> Result<Box<TlsSession>, rustls::Error> {
+    pub(crate) fn accept(&self) -> Result<TlsSession, rustls::Error> {
         let config = Arc::clone(&self.config.read());
-        Ok(Box::new(TlsSession {
+        Ok(TlsSession {
             session: ServerConnection::new(config)?,
             identity_as_username: self.identity_as_username,
-        }))
+        })
     }
 }
 
@@ -123,6 +123,32 @@ pub(crate) fn read(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
+    let pending = plaintext_ready(tls, stream)?.min(PLAINTEXT_CHUNK);
+    if pending == 0 {
+        return Ok(0);
+    }
+    let start = buf.len();
+    buf.resize(start + pending, 0);
+    let n = tls.reader().read(&mut buf[start..]);
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    n
+}
+
+/// As [`read`], into a slice (for a layer above TLS: WebSocket).
+pub(crate) fn read_slice(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    out: &mut [u8],
+) -> io::Result<usize> {
+    if out.is_empty() || plaintext_ready(tls, stream)? == 0 {
+        return Ok(0);
+    }
+    tls.reader().read(out)
+}
+
+/// Feeds rustls ciphertext from the socket until it has plaintext: how much (0 at the end
+/// of the stream).
+fn plaintext_ready(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<usize> {
     loop {
         let state = match tls.process_new_packets() {
             Ok(state) => state,
@@ -132,13 +158,9 @@ pub(crate) fn read(
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         };
-        let pending = state.plaintext_bytes_to_read().min(PLAINTEXT_CHUNK);
+        let pending = state.plaintext_bytes_to_read();
         if pending > 0 {
-            let start = buf.len();
-            buf.resize(start + pending, 0);
-            let n = tls.reader().read(&mut buf[start..]);
-            buf.truncate(start + *n.as_ref().unwrap_or(&0));
-            return n;
+            return Ok(pending);
         }
         if state.peer_has_closed() {
             return Ok(0);

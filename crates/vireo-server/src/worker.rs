@@ -27,7 +27,7 @@ use crate::frames::FrameLog;
 use crate::routing::MessageCopies;
 use crate::server::WorkerListener;
 use crate::shared::{Delivery, Shared, WorkerMsg};
-use crate::tls;
+use crate::transport::Layers;
 use crate::unfinished::Unfinished;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -346,7 +346,7 @@ impl Worker {
             let Some(listener) = self.listeners.get(i) else {
                 return;
             };
-            let tls = listener.tls.clone();
+            let (tls, ws) = (listener.tls.clone(), listener.ws.clone());
             match listener.socket.accept() {
                 Ok((stream, peer)) => {
                     let stats = &self.shared.stats;
@@ -376,17 +376,20 @@ impl Worker {
                         Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
                     let mut conn = Conn::new(stream, peer, liveness);
                     conn.listener = i as u8; // at most MAX_LISTENERS
-                    if let Some(listener) = tls {
-                        match listener.accept() {
-                            Ok(session) => conn.tls = Some(session),
-                            Err(e) => {
-                                tracing::warn!(%peer, error = %e, "TLS session not created");
-                                if self.shared.per_ip.is_on() {
-                                    self.shared.per_ip.release(peer.ip());
-                                }
-                                continue;
+                    let tls = match tls.map(|l| l.accept()) {
+                        None => None,
+                        Some(Ok(session)) => Some(session),
+                        Some(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "TLS session not created");
+                            if self.shared.per_ip.is_on() {
+                                self.shared.per_ip.release(peer.ip());
                             }
+                            continue;
                         }
+                    };
+                    let ws = ws.map(|l| l.accept());
+                    if tls.is_some() || ws.is_some() {
+                        conn.layers = Some(Box::new(Layers { tls, ws }));
                     }
                     self.register(conn);
                 }
@@ -493,7 +496,7 @@ impl Worker {
         if let Some(reason) = self.read_loop(key) {
             return self.close(key, reason);
         }
-        self.flush_tls_now(key);
+        self.flush_layers_now(key);
         if lent {
             self.return_read_buffer(key);
         } else if let Some(conn) = self.conns.get_mut(key) {
@@ -502,15 +505,15 @@ impl Worker {
         self.count_unfinished(key);
     }
 
-    /// Writes what a TLS connection's read produced (a handshake flight, its CONNACK) now
-    /// rather than with the iteration's flush, which comes after every other handshake the
-    /// worker signs in this iteration: the client waiting on it waits that much less. Plain
-    /// connections keep one write per iteration.
-    pub(crate) fn flush_tls_now(&mut self, key: usize) {
+    /// Writes what a TLS or WebSocket connection's read produced (a handshake flight, its
+    /// CONNACK) now rather than with the iteration's flush, which comes after every other
+    /// handshake the worker signs in this iteration: the client waiting on it waits that
+    /// much less. Plain connections keep one write per iteration.
+    pub(crate) fn flush_layers_now(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.tls.is_none() || !conn.dirty || conn.write_blocked {
+        if conn.layers.is_none() || !conn.dirty || conn.write_blocked {
             return;
         }
         // It stays on the dirty list: the iteration's flush finds nothing left, or what the
@@ -527,11 +530,14 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let held = if conn.rbuf.is_empty() {
+        let mut held = if conn.rbuf.is_empty() {
             0
         } else {
             conn.rbuf.capacity()
         };
+        if let Some(layers) = conn.layers.as_deref() {
+            held += layers.partial();
+        }
         let delta = self.unfinished.update(key, held);
         self.shared.stats.add_unfinished(delta);
         while let Some(victim) = self.unfinished.victim() {
@@ -588,13 +594,13 @@ impl Worker {
                 conn.rbuf.reserve(READ_CHUNK);
             }
             let spare = conn.rbuf.capacity() - conn.rbuf.len();
-            let read = match conn.tls.as_deref_mut() {
+            let read = match conn.layers.as_deref_mut() {
                 None => read_into_spare(&conn.stream, &mut conn.rbuf),
-                Some(tls) => {
-                    let read = tls::read(&mut tls.session, &mut conn.stream, &mut conn.rbuf);
-                    if tls.session.wants_write() {
-                        // Handshake records or alerts to send: `flush_tls_now` writes them
-                        // once this read is done.
+                Some(layers) => {
+                    let read = layers.read(&mut conn.stream, &mut conn.rbuf);
+                    if layers.wants_write() {
+                        // Handshake records, alerts, pongs to send: `flush_layers_now` writes
+                        // them once this read is done.
                         self.mark_dirty(key);
                     }
                     read
@@ -604,9 +610,12 @@ impl Worker {
             match read {
                 Ok(0) => return Some(Close::Eof),
                 Ok(n) => {
-                    // A short TLS read says nothing of the socket: read to `WouldBlock`.
-                    drained =
-                        n < spare && conn.tls.is_none() && self.short_read_ends && !self.final_read;
+                    // A short read through a layer says nothing of the socket: read to
+                    // `WouldBlock`.
+                    drained = n < spare
+                        && conn.layers.is_none()
+                        && self.short_read_ends
+                        && !self.final_read;
                     budget = budget.saturating_sub(n);
                     self.read_bytes += n as u64;
                 }

@@ -9,10 +9,13 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+mod certs;
 mod raw;
 mod v5;
 
 // Not every test file uses either, and an unused glob re-export warns like an unused import.
+#[allow(unused_imports)]
+pub use certs::*;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]
