@@ -517,3 +517,39 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_listener(toml: &str) -> Result<(), ConfigError> {
+        let config: Config = toml::from_str(toml).expect("parses");
+        config.validate()
+    }
+
+    #[test]
+    fn websocket_listeners_validate() {
+        let ws = "[[listener]]\naddress = \"127.0.0.1:8080\"\nprotocol = \"ws\"\n";
+        assert!(with_listener(ws).is_ok());
+        assert!(with_listener(&format!("{ws}path = \"/broker\"\n")).is_ok());
+        // A path is a path, and only WebSocket listeners have one.
+        assert!(with_listener(&format!("{ws}path = \"mqtt\"\n")).is_err());
+        assert!(with_listener(&format!("{ws}path = \"/a b\"\n")).is_err());
+        assert!(
+            with_listener("[[listener]]\naddress = \"127.0.0.1:1883\"\npath = \"/mqtt\"\n")
+                .is_err()
+        );
+        // wss needs what tls needs; ws takes no TLS keys.
+        let wss = "[[listener]]\naddress = \"127.0.0.1:8081\"\nprotocol = \"wss\"\n";
+        assert!(with_listener(wss).is_err());
+        assert!(
+            with_listener(&format!(
+                "{wss}tls_certificate = \"c.pem\"\ntls_key = \"k.pem\"\n"
+            ))
+            .is_ok()
+        );
+        assert!(with_listener(&format!("{ws}tls_certificate = \"c.pem\"\n")).is_err());
+        let config: Config = toml::from_str(ws).expect("parses");
+        assert_eq!(config.listeners[0].ws_path(), "/mqtt");
+    }
+}

@@ -732,7 +732,9 @@ impl Worker {
                     }
                 }
                 Ok(None) => {
-                    let partial = self.conns.get(key).is_some_and(|c| !c.rbuf.is_empty());
+                    let partial = self.conns.get(key).is_some_and(|c| {
+                        !c.rbuf.is_empty() || c.layers.as_deref().is_some_and(|l| l.partial() > 0)
+                    });
                     self.note_progress(key, progressed, partial);
                     return Ok(());
                 }

@@ -258,6 +258,9 @@ impl WsSession {
             return Ok(0);
         };
         let (mut frames, mut controls) = (0, 0);
+        // What `io` had read when the last message was complete: bytes past it belong to an
+        // unfinished frame.
+        let mut at_message = 0;
         loop {
             let mut tap = Tap {
                 io,
@@ -266,7 +269,7 @@ impl WsSession {
             match ctx.read(&mut tap) {
                 Ok(Message::Binary(payload)) => {
                     buf.extend_from_slice(&payload);
-                    self.partial = 0;
+                    (self.partial, at_message) = (0, io.read);
                     frames += 1;
                     if frames == FRAMES_PER_READ {
                         // At least 1: bytes were taken even if all came from tungstenite's
@@ -275,7 +278,7 @@ impl WsSession {
                     }
                 }
                 Ok(Message::Ping(_) | Message::Pong(_)) => {
-                    self.partial = 0;
+                    (self.partial, at_message) = (0, io.read);
                     controls += 1;
                     if controls == CONTROL_PER_READ {
                         return Ok(io.read.max(1));
@@ -295,8 +298,8 @@ impl WsSession {
                 }
                 Ok(Message::Frame(_)) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if frames > 0 || io.read > 0 {
-                        self.partial += io.read;
+                    self.partial += io.read - at_message;
+                    if frames > 0 || controls > 0 || io.read > 0 {
                         return Ok(io.read.max(1));
                     }
                     return Err(e);

@@ -330,6 +330,38 @@ fn pings_and_the_close_handshake() {
     assert_eq!(&watcher.recv_publish().payload[..], b"gone");
 }
 
+/// Slowloris over WebSocket: a client that sends part of a frame (its header declares
+/// 60,000 bytes, 1,000 follow) and no more is closed once that is older than
+/// `packet_timeout_secs`, though the MQTT read buffer holds nothing of it; a client that
+/// finishes its frames is not.
+#[test]
+fn unfinished_frame_is_closed_after_packet_timeout() {
+    let broker = start_with(|c| {
+        c.packet_timeout_secs = 1;
+        c.connect_timeout_secs = 60;
+        c.listeners = vec![ListenerConfig::ws("127.0.0.1:0".parse().unwrap())];
+    });
+    let ws = broker.listener_addrs()[0];
+    let mut hoarder = WsClient::open(ws);
+    hoarder.connect("hoarder");
+    let mut steady = WsClient::open(ws);
+    steady.connect("steady");
+    // A masked binary frame header with a 16-bit length, then a fraction of the payload.
+    let mut partial = vec![0x82, 0x80 | 126, 0xEA, 0x60, 1, 2, 3, 4];
+    partial.extend(vec![0u8; 1000]);
+    hoarder.ws.get_mut().write_all(&partial).unwrap();
+    let started = Instant::now();
+    assert!(hoarder.closed_without_mqtt(), "the unfinished frame stays");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too soon: {took:?}"
+    );
+    // The steady client pinged all along through MQTT and is still served.
+    steady.send_bytes(vec![0xC0, 0x00]);
+    assert!(matches!(steady.recv(), Packet::PingResp));
+}
+
 /// `wss`: the same over TLS (rustls client, test CA), MQTT 5.0.
 #[test]
 fn v5_wss_listener() {
