@@ -27,6 +27,9 @@ pub struct Message {
     pub expires: Option<Instant>,
     /// The session that published it, for No Local [MQTT-3.8.3-3]; `SessionId(0)` for none.
     pub origin: SessionId,
+    /// When the broker read it (its worker's loop time): where the latency it reports
+    /// (PUBLISH read to frame written) starts.
+    pub received: Instant,
 }
 
 impl fmt::Debug for Message {
@@ -41,7 +44,9 @@ impl fmt::Debug for Message {
 }
 
 impl Message {
-    /// A message with no v5 extras: no properties, no expiry, no origin.
+    /// A message with no v5 extras: no properties, no expiry, no origin, received now (for
+    /// tests and tools: the broker builds its messages with `protocol::publish::message`,
+    /// which takes the loop's time instead of reading the clock).
     pub fn new(topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Self {
         Self {
             topic,
@@ -51,6 +56,7 @@ impl Message {
             properties: Properties::new(),
             expires: None,
             origin: SessionId(0),
+            received: Instant::now(),
         }
     }
 

@@ -13,6 +13,7 @@ mod clients;
 mod config;
 mod conn;
 mod frames;
+mod latency;
 mod metrics;
 pub mod passwd;
 mod per_ip;

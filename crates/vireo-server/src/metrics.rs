@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
@@ -52,6 +54,60 @@ pub(crate) fn serve(server: tiny_http::Server, shared: Arc<Shared>) {
         if let Err(e) = request.respond(response) {
             tracing::debug!(error = %e, "metrics response not sent");
         }
+    }
+}
+
+fn worker_label(i: usize) -> Vec<(String, String)> {
+    vec![("worker".to_owned(), i.to_string())]
+}
+
+/// Each worker's latency histogram as a Prometheus histogram (buckets, sum, count), taken at
+/// the scrape.
+#[derive(Debug)]
+struct Latency(Vec<WorkerLatency>);
+
+/// One worker's: its label, bucket counts, sum (seconds) and count.
+#[derive(Debug)]
+struct WorkerLatency {
+    labels: Vec<(String, String)>,
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Latency {
+    fn of(shared: &Shared) -> Self {
+        Self(
+            shared
+                .mailboxes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let (buckets, sum, count) = crate::latency::buckets(&m.latency.lock());
+                    WorkerLatency {
+                        labels: worker_label(i),
+                        buckets,
+                        sum,
+                        count,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for w in &self.0 {
+            encoder
+                .encode_family(&w.labels)?
+                .encode_histogram::<NoLabelSet>(w.sum, w.count, &w.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -160,12 +216,48 @@ pub(crate) fn render(shared: &Shared) -> String {
     let per_worker = |read: fn(&crate::shared::Mailbox) -> usize| {
         let family = Family::<Vec<(String, String)>, Gauge>::default();
         for (i, m) in shared.mailboxes.iter().enumerate() {
-            family
-                .get_or_create(&vec![("worker".to_owned(), i.to_string())])
-                .set(read(m) as i64);
+            family.get_or_create(&worker_label(i)).set(read(m) as i64);
         }
         family
     };
+    let per_worker_counter = |read: fn(&crate::shared::Mailbox) -> u64| {
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        for (i, m) in shared.mailboxes.iter().enumerate() {
+            family.get_or_create(&worker_label(i)).inc_by(read(m));
+        }
+        family
+    };
+    r.register(
+        "worker_publishes_sent",
+        "PUBLISHes a worker delivered to its sessions (as of its last sweep)",
+        per_worker_counter(|m| m.delivered.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "worker_received_bytes",
+        "Bytes a worker read from its clients (as of its last sweep)",
+        per_worker_counter(|m| m.read_bytes.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "worker_sent_bytes",
+        "Bytes a worker wrote to its clients (as of its last sweep)",
+        per_worker_counter(|m| m.written_bytes.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "worker_connections",
+        "Connections a worker holds (as of its last sweep)",
+        per_worker(|m| m.connections.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "worker_sessions",
+        "Sessions a worker holds, online and offline (as of its last sweep)",
+        per_worker(|m| m.sessions.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "publish_latency_seconds",
+        "From a PUBLISH read to its frame written to a subscriber, sampled once per loop \
+         iteration of each worker (see docs/architecture.md)",
+        Latency::of(shared),
+    );
     r.register(
         "queued_messages",
         "QoS 1/2 messages waiting in session queues",

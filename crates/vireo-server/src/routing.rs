@@ -327,6 +327,7 @@ impl Worker {
                 throttle |= mailbox.holds_back(self.shared.in_transit_limit, unsent);
             }
             if home == self.id {
+                self.latency.offer(msg.received);
                 self.deliver_local(r, &msg, &mut copies);
             } else {
                 self.outbox_pending += 1;
@@ -869,6 +870,7 @@ pub(crate) fn compact(msg: &Arc<Message>) -> Arc<Message> {
         properties: msg.properties.clone(),
         expires: msg.expires,
         origin: msg.origin,
+        received: msg.received,
     })
 }
 

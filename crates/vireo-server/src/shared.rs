@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use crossbeam_channel::Sender;
+use hdrhistogram::Histogram;
 use mio::Waker;
 use mio::net::TcpStream;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use vireo_broker::protocol::Limits;
 use vireo_broker::protocol::acl::AclFile;
@@ -85,6 +86,16 @@ pub(crate) struct Mailbox {
     pub queued_messages: AtomicUsize,
     /// See `queued_messages`.
     pub inflight_messages: AtomicUsize,
+    /// This worker's share of the totals in `Stats`, as of its last sweep: deliveries, bytes
+    /// read and written, connections and sessions it holds (for the metrics endpoint).
+    pub delivered: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub written_bytes: AtomicU64,
+    pub connections: AtomicUsize,
+    pub sessions: AtomicUsize,
+    /// PUBLISH-read-to-frame-written latencies this worker sampled (see `latency`), added at
+    /// each sweep.
+    pub latency: Mutex<Histogram<u64>>,
 }
 
 impl Mailbox {
@@ -98,6 +109,12 @@ impl Mailbox {
             reliable: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
             inflight_messages: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            latency: Mutex::new(crate::latency::histogram()),
         }
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct Worker {
     /// PUBLISHes delivered and bytes read since the last sweep (added to `Stats` there).
     pub delivered: u64,
     read_bytes: u64,
+    /// Samples the PUBLISH-read-to-frame-written latency (see `latency`).
+    pub latency: crate::latency::Sampler,
     /// Worker 0 publishes the `$SYS` topics (when `sys_interval` is not 0).
     sys: Option<crate::sys::SysTopics>,
     /// Deliveries received from other workers, not yet handled: the current batch, consumed
@@ -220,6 +222,7 @@ impl Worker {
             rate_limits_on,
             delivered: 0,
             read_bytes: 0,
+            latency: crate::latency::Sampler::default(),
             sys,
             inbox: Vec::new().into_iter(),
             congested: false,
@@ -838,6 +841,7 @@ impl Worker {
                 }
                 continue;
             };
+            self.latency.offer(d.msg.received);
             let mut copies = MessageCopies::default();
             for r in &d.recipients {
                 self.deliver_local(*r, &d.msg, &mut copies);
@@ -924,6 +928,7 @@ impl Worker {
         }
         self.dirty.clear();
         self.frames.release(&self.conns);
+        self.latency.flushed();
     }
 
     /// Checks connection deadlines and offline session expiry.
@@ -931,15 +936,21 @@ impl Worker {
         let now = self.now;
         self.sweeps += 1;
         let stats = &self.shared.stats;
-        stats
-            .publishes_out
-            .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
-        stats
-            .bytes_in
-            .fetch_add(std::mem::take(&mut self.read_bytes), Ordering::Relaxed);
-        stats
-            .bytes_out
-            .fetch_add(crate::conn::WRITTEN.take(), Ordering::Relaxed);
+        let mine = &self.shared.mailboxes[self.id];
+        let (delivered, read, written) = (
+            std::mem::take(&mut self.delivered),
+            std::mem::take(&mut self.read_bytes),
+            crate::conn::WRITTEN.take(),
+        );
+        stats.publishes_out.fetch_add(delivered, Ordering::Relaxed);
+        stats.bytes_in.fetch_add(read, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(written, Ordering::Relaxed);
+        mine.delivered.fetch_add(delivered, Ordering::Relaxed);
+        mine.read_bytes.fetch_add(read, Ordering::Relaxed);
+        mine.written_bytes.fetch_add(written, Ordering::Relaxed);
+        mine.connections.store(self.conns.len(), Ordering::Relaxed);
+        mine.sessions.store(self.sessions.len(), Ordering::Relaxed);
+        self.latency.drain_into(&mut mine.latency.lock());
         if let Some(sys) = self.sys.as_mut() {
             for msg in sys.due(now, &self.shared) {
                 self.publish(msg);

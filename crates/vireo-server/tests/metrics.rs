@@ -69,6 +69,70 @@ fn metrics_endpoint_counts_the_traffic() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
+/// Per worker: deliveries, bytes, connections and sessions, summing to the totals; and the
+/// PUBLISH-read-to-frame-written latency as a histogram per worker, with one sample per loop
+/// iteration that delivered something (each round trip below is at least one).
+#[test]
+fn metrics_per_worker_counters_and_latency_histogram() {
+    let broker = start_with(|c| c.metrics_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let metrics = broker.metrics_addr().unwrap();
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr, "lat-sub");
+    sub.subscribe(&[("lat", QoS::AtLeastOnce)]);
+    let mut p = Client::connect(addr, "lat-pub");
+    for id in 1..=5 {
+        p.publish("lat", b"x", QoS::AtLeastOnce, false, id);
+        sub.recv_publish_ack();
+    }
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (_, body) = get(metrics, "/metrics");
+        // A sweep adds to the total, then to its worker's share: a scrape between the two
+        // sees them apart, the next one together.
+        if sum_of(&body, "vireo_publish_latency_seconds_count") >= 5.0
+            && sum_of(&body, "vireo_worker_publishes_sent_total") >= 5.0
+            && sum_of(&body, "vireo_worker_received_bytes_total")
+                == sample(&body, "vireo_received_bytes_total").unwrap_or(-1.0)
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never counted:\n{body}");
+    };
+    assert!(
+        body.contains("# TYPE vireo_publish_latency_seconds histogram"),
+        "{body}"
+    );
+    // Buckets are cumulative and end at +Inf with the count; on loopback every sample is
+    // well under a second.
+    for worker in ["0", "1"] {
+        let bucket = |le: &str| {
+            sample(
+                &body,
+                &format!("vireo_publish_latency_seconds_bucket{{le=\"{le}\",worker=\"{worker}\"}}"),
+            )
+            .or_else(|| {
+                sample(
+                    &body,
+                    &format!(
+                        "vireo_publish_latency_seconds_bucket{{worker=\"{worker}\",le=\"{le}\"}}"
+                    ),
+                )
+            })
+        };
+        let (one, inf) = (bucket("1.0"), bucket("+Inf"));
+        assert!(
+            one.is_some() && inf.is_some(),
+            "worker {worker} buckets:\n{body}"
+        );
+        assert_eq!(one, inf, "a sample over a second on loopback:\n{body}");
+    }
+    assert_eq!(
+        sum_of(&body, "vireo_worker_connections"),
+        sample(&body, "vireo_connections").unwrap()
+    );
+    assert_eq!(sum_of(&body, "vireo_worker_sessions"), 2.0);
+}
+
 /// The sum over workers of a labelled gauge.
 fn sum_of(body: &str, name: &str) -> f64 {
     body.lines()

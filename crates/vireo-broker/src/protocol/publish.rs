@@ -196,6 +196,7 @@ pub fn message(
         properties,
         expires: None,
         origin,
+        received: now,
     };
     if !msg.properties.is_empty() {
         consume_per_hop(&mut msg, now);
