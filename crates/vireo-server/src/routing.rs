@@ -383,7 +383,7 @@ impl Worker {
             let Some(key) = slot.conn() else {
                 return; // QoS 0 is not kept for offline sessions
             };
-            let limit = self.shared.config.max_output_bytes;
+            let limit = self.shared.live.max_output_bytes();
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -479,7 +479,7 @@ impl Worker {
     /// Moves what the session may send now (window and output limit permitting) onto the
     /// connection, then owed retained messages.
     pub(crate) fn refill(&mut self, key: usize) {
-        let limit = self.shared.config.max_output_bytes;
+        let limit = self.shared.live.max_output_bytes();
         let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;

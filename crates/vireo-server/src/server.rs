@@ -197,6 +197,7 @@ impl Server {
                 .map(|i| config.listener_policy(i))
                 .collect(),
             checkers,
+            live: crate::shared::LiveLimits::new(&config),
             per_ip: PerIp::new(
                 config.max_connections_per_ip,
                 config.max_connection_rate_per_ip,
@@ -294,11 +295,15 @@ impl ServerHandle {
         Arc::clone(&self.shared.0.stats)
     }
 
-    /// Takes the connection limits of `config` (as SIGHUP re-reads the file): the
-    /// per-address limits and the per-client publish rate and bandwidth, for the connections
-    /// that come from now on. Every other setting takes effect at the next start.
+    /// Takes the limits of `config` (as SIGHUP re-reads the file): the per-address limits
+    /// and the per-client publish rate and bandwidth, for the connections that come from now
+    /// on; `max_connections`, `max_sessions`, `connect_timeout_secs` (for new connections),
+    /// `packet_timeout_secs` and `max_output_bytes` (for every connection). Every other
+    /// setting takes effect at the next start. Call it with a configuration that passed
+    /// `Config::validate`.
     pub fn reload_limits(&self, config: &Config) {
         let shared = &self.shared.0;
+        shared.live.set(config);
         shared.per_ip.set_limits(
             config.max_connections_per_ip,
             config.max_connection_rate_per_ip,
@@ -313,7 +318,12 @@ impl ServerHandle {
             max_connection_rate_per_ip = config.max_connection_rate_per_ip,
             max_publish_rate = config.max_publish_rate,
             max_inbound_bytes_rate = config.max_inbound_bytes_rate,
-            "limits reloaded, for new connections (other settings take effect at the next start)"
+            max_connections = config.max_connections,
+            max_sessions = config.max_sessions,
+            connect_timeout_secs = config.connect_timeout_secs,
+            packet_timeout_secs = config.packet_timeout_secs,
+            max_output_bytes = config.max_output_bytes,
+            "limits reloaded (other settings take effect at the next start)"
         );
     }
 

@@ -150,7 +150,7 @@ impl Worker {
         } = adoption;
         // A socket the client closed meanwhile is registered all the same: its event closes
         // it the ordinary way, which also gives back its per-address count.
-        let liveness = Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
+        let liveness = Liveness::awaiting_connect(self.now, self.shared.live.connect_timeout());
         let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;
         conn.rbuf = rest;
@@ -249,7 +249,9 @@ impl Worker {
                     self.discard_session(skey);
                 }
                 let stored = &self.shared.stats.sessions;
-                if stored.fetch_add(1, Ordering::Relaxed) >= self.shared.config.max_sessions {
+                if stored.fetch_add(1, Ordering::Relaxed)
+                    >= self.shared.live.max_sessions.load(Ordering::Relaxed)
+                {
                     stored.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(client = %connect.client_id, "max_sessions reached; CONNECT refused");
                     let Some(conn) = self.conns.get_mut(key) else {

@@ -227,8 +227,62 @@ impl Stats {
 }
 
 /// Everything the workers share.
+/// Limits SIGHUP may change while the broker runs (`ServerHandle::reload_limits`), read
+/// where the configuration's value was read before: relaxed atomic loads, as cheap as the
+/// plain field. `config` keeps the values the broker started with.
+#[derive(Debug)]
+pub(crate) struct LiveLimits {
+    pub max_connections: AtomicUsize,
+    pub max_sessions: AtomicUsize,
+    pub max_output_bytes: AtomicUsize,
+    pub connect_timeout_secs: AtomicU64,
+    pub packet_timeout_secs: AtomicU64,
+}
+
+impl LiveLimits {
+    pub(crate) fn new(config: &Config) -> Self {
+        let limits = Self {
+            max_connections: AtomicUsize::new(0),
+            max_sessions: AtomicUsize::new(0),
+            max_output_bytes: AtomicUsize::new(0),
+            connect_timeout_secs: AtomicU64::new(0),
+            packet_timeout_secs: AtomicU64::new(0),
+        };
+        limits.set(config);
+        limits
+    }
+
+    pub(crate) fn set(&self, config: &Config) {
+        let r = Ordering::Relaxed;
+        self.max_connections.store(config.max_connections, r);
+        self.max_sessions.store(config.max_sessions, r);
+        self.max_output_bytes.store(config.max_output_bytes, r);
+        self.connect_timeout_secs
+            .store(config.connect_timeout_secs, r);
+        self.packet_timeout_secs
+            .store(config.packet_timeout_secs, r);
+    }
+
+    #[inline]
+    pub(crate) fn max_output_bytes(&self) -> usize {
+        self.max_output_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Seconds a new connection has to send CONNECT (at least 1).
+    pub(crate) fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.connect_timeout_secs.load(Ordering::Relaxed).max(1))
+    }
+
+    #[inline]
+    pub(crate) fn packet_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.packet_timeout_secs.load(Ordering::Relaxed))
+    }
+}
+
 pub(crate) struct Shared {
     pub config: Config,
+    /// The limits SIGHUP changes.
+    pub live: LiveLimits,
     pub index: SubscriptionIndex,
     /// v5 `$share/` groups.
     pub shared_subs: SharedSubscriptions,

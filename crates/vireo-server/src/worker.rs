@@ -354,7 +354,7 @@ impl Worker {
                 Ok((stream, peer)) => {
                     let stats = &self.shared.stats;
                     if stats.connections.load(Ordering::Relaxed)
-                        >= self.shared.config.max_connections
+                        >= self.shared.live.max_connections.load(Ordering::Relaxed)
                     {
                         tracing::warn!(%peer, "max_connections reached; connection refused");
                         continue;
@@ -376,7 +376,7 @@ impl Worker {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let liveness =
-                        Liveness::awaiting_connect(self.now, self.shared.config.connect_timeout());
+                        Liveness::awaiting_connect(self.now, self.shared.live.connect_timeout());
                     let mut conn = Conn::new(stream, peer, liveness);
                     conn.listener = i as u8; // at most MAX_LISTENERS
                     let tls = match tls.map(|l| l.accept()) {
@@ -473,7 +473,7 @@ impl Worker {
         if conn.throttled && !holds_back_anywhere(&self.shared) {
             conn.throttled = false;
         }
-        if conn.queued_cost() > 2 * self.shared.config.max_output_bytes {
+        if conn.queued_cost() > 2 * self.shared.live.max_output_bytes() {
             // Resumed by `flush_dirty` once the queue drains.
             conn.output_paused = true;
             return;
@@ -817,7 +817,7 @@ impl Worker {
     /// `Liveness::on_decoded`).
     #[inline]
     fn note_progress(&mut self, key: usize, progressed: bool, partial: bool) {
-        let timeout = self.shared.config.packet_timeout();
+        let timeout = self.shared.live.packet_timeout();
         if let Some(conn) = self.conns.get_mut(key) {
             if progressed {
                 self.unfinished.restart(key);
@@ -884,7 +884,7 @@ impl Worker {
     }
 
     fn flush_dirty(&mut self) {
-        let limit = self.shared.config.max_output_bytes;
+        let limit = self.shared.live.max_output_bytes();
         let mut i = 0;
         // Refilling from a session queue can dirty more connections; index, don't iterate.
         while i < self.dirty.len() {

@@ -842,3 +842,52 @@ fn inbound_bandwidth_limit_throttles_without_loss() {
         "not throttled: {elapsed:?}"
     );
 }
+
+/// A reload (what SIGHUP does) changes `max_connections` and `max_sessions` for what comes
+/// next, and keeps the connections already open: lowered to what is open, the next
+/// connection is closed at accept and, once one leaves, a CONNECT that needs a new session
+/// is refused with CONNACK 0x03.
+#[test]
+fn reloaded_connection_and_session_limits_apply_to_what_comes_next() {
+    let mut config = vireo_server::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        pin_workers: false,
+        ..Default::default()
+    };
+    let broker = vireo_server::Server::start(config.clone()).unwrap();
+    let addr = broker.local_addr();
+    let mut a = Client::connect(addr, "a");
+    let mut b = Client::connect(addr, "b");
+    config.max_connections = 2;
+    config.max_sessions = 2;
+    broker.reload_limits(&config);
+    let mut third = Client::open(addr);
+    third.send(&Packet::Connect(Box::new(Connect::new("c"))));
+    assert!(third.closed_silently(), "past max_connections");
+    // The two open ones are untouched.
+    a.subscribe(&[("x", QoS::AtMostOnce)]);
+    b.publish("x", b"still", QoS::AtMostOnce, false, 1);
+    assert_eq!(&a.recv_publish().payload[..], b"still");
+    // A connection slot frees, but the two sessions still fill max_sessions ("b" is clean
+    // and ends with its connection, so keep a persistent one instead).
+    let stats = broker.stats();
+    let down_to_one = || {
+        let deadline = Instant::now() + WAIT;
+        while stats.connections.load(std::sync::atomic::Ordering::Relaxed) > 1 {
+            assert!(Instant::now() < deadline, "a connection never closed");
+            std::thread::yield_now();
+        }
+    };
+    b.disconnect();
+    down_to_one();
+    let (persistent, _) = Client::connect_session(addr, "p", false);
+    persistent.drop_connection();
+    down_to_one();
+    let (mut refused, ack) = Client::connect_with(addr, Connect::new("d"));
+    assert!(
+        matches!(ack, Packet::ConnAck(ref c) if c.code.0 == 0x03),
+        "past max_sessions: {ack:?}"
+    );
+    assert!(refused.closed_silently());
+}
