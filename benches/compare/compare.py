@@ -4,7 +4,8 @@
 Every scenario run starts a fresh broker on a free loopback port, drives it with
 `vireo-loadtest`, reads the broker's CPU time and peak RSS from /proc, and stops it.
 Brokers are interleaved (A B A B ...) and the median of the repeats is reported. With --tls
-every run is over TLS instead (a certificate for 127.0.0.1 made with openssl).
+every run is over TLS instead (a certificate for 127.0.0.1 made with openssl); with --ws, MQTT
+over WebSocket (both: WebSocket over TLS).
 
 Standard library only. See benches/compare/README.md for the details.
 """
@@ -39,6 +40,8 @@ BUILD_HINT = "cargo build --release -p vireo-server -p vireo-loadtest"
 PLOT_SCENARIOS = {"fanin-q0", "p2p-q1-10k", "fanout-500"}
 # What --tls appends to scenario names (files, table, --scenarios) and titles.
 TLS_SUFFIX, TLS_TITLE = "-tls", ", TLS"
+# What --ws appends (before --tls's: "fanout-q0-ws-tls").
+WS_SUFFIX, WS_TITLE = "-ws", ", WebSocket"
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,19 +95,38 @@ def build_scenarios(conn_counts: list[int]) -> list[Scenario]:
 
 def over_tls(scenarios: list[Scenario]) -> list[Scenario]:
     """The same scenarios run over TLS: `-tls` names and ', TLS' titles, same numbers."""
-    return [dataclasses.replace(s, name=s.name + TLS_SUFFIX, title=s.title + TLS_TITLE)
+    return over(scenarios, TLS_SUFFIX, TLS_TITLE)
+
+
+def over_ws(scenarios: list[Scenario]) -> list[Scenario]:
+    """The same scenarios run over WebSocket: `-ws` names and ', WebSocket' titles."""
+    return over(scenarios, WS_SUFFIX, WS_TITLE)
+
+
+def over(scenarios: list[Scenario], suffix: str, title: str) -> list[Scenario]:
+    return [dataclasses.replace(s, name=s.name + suffix, title=s.title + title)
             for s in scenarios]
 
 
-def select_scenarios(all_scenarios: list[Scenario], selection: str | None) -> list[Scenario]:
+def transport_suffix(args: argparse.Namespace) -> str:
+    """What --ws and --tls append to scenario names: '', '-ws', '-tls' or '-ws-tls'."""
+    return (WS_SUFFIX if args.ws else "") + (TLS_SUFFIX if args.tls else "")
+
+
+def base_name(name: str) -> str:
+    """A scenario's name without the --ws/--tls suffixes."""
+    return name.removesuffix(TLS_SUFFIX).removesuffix(WS_SUFFIX)
+
+
+def select_scenarios(all_scenarios: list[Scenario], selection: str | None,
+                     suffix: str = "") -> list[Scenario]:
     """Filter by a comma list of numbers ("1,5") or names ("fanin-q0,conn-10000"; under
-    --tls "fanin-q0-tls" too)."""
+    --tls "fanin-q0-tls" too, under --ws "fanin-q0-ws")."""
     if not selection:
         return all_scenarios
     wanted = {s.strip() for s in selection.split(",") if s.strip()}
-    if all_scenarios and all_scenarios[0].name.endswith(TLS_SUFFIX):
-        wanted = {w if w.endswith(TLS_SUFFIX) or w.isdigit() else w + TLS_SUFFIX
-                  for w in wanted}
+    if suffix:
+        wanted = {w if w.isdigit() else base_name(w) + suffix for w in wanted}
     chosen = [s for s in all_scenarios if s.number in wanted or s.name in wanted]
     known = {s.number for s in all_scenarios} | {s.name for s in all_scenarios}
     unknown = wanted - known
@@ -127,13 +149,14 @@ class Broker:
     label: str  # for the table
     binary: str
 
-    def write_config(self, port: int, directory: Path, tls: TlsFiles | None = None) -> Path:
-        """Write this broker's configuration for `port` (a TLS listener with `tls`); return
-        the file."""
+    def write_config(self, port: int, directory: Path, tls: TlsFiles | None = None,
+                     ws: bool = False) -> Path:
+        """Write this broker's configuration for `port` (a TLS listener with `tls`, a
+        WebSocket one with `ws`, wss with both); return the file."""
         # rumqttd's config loader picks the format from the extension: it must be `.toml`.
         suffix = "conf" if self.key == "mosquitto" else "toml"
         path = directory / f"{self.key}-{port}.{suffix}"
-        path.write_text(CONFIG_WRITERS[self.key](port, tls))
+        path.write_text(CONFIG_WRITERS[self.key](port, tls, ws))
         return path
 
     def command(self, config: Path) -> list[str]:
@@ -184,7 +207,7 @@ def make_certificates(directory: Path, key_type: str) -> TlsFiles:
     return files
 
 
-def vireo_config(port: int, tls: TlsFiles | None = None) -> str:
+def vireo_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -> str:
     """Vireo: defaults, except the queue bounds, raised so nothing is dropped by configuration,
     and the QoS 1/2 window at its largest (65535, what 16-bit packet ids allow), the closest
     Vireo has to Mosquitto's `max_inflight_messages 0` (no maximum).
@@ -198,18 +221,25 @@ def vireo_config(port: int, tls: TlsFiles | None = None) -> str:
         "max_queued_messages = 10000000",
         "max_queued_bytes = 4294967296",
     ]
-    if tls is None:
+    if tls is None and not ws:
         lines.insert(0, f'bind = "127.0.0.1:{port}"')
     else:  # a [[listener]] replaces `bind`; tables come after the top-level keys
-        lines += ["[[listener]]", f'address = "127.0.0.1:{port}"', 'protocol = "tls"',
-                  f'tls_certificate = "{tls.cert}"', f'tls_key = "{tls.key}"']
+        protocol = {(False, True): "tls", (True, False): "ws", (True, True): "wss"}[
+            (ws, tls is not None)]
+        lines += ["[[listener]]", f'address = "127.0.0.1:{port}"', f'protocol = "{protocol}"']
+        if tls is not None:
+            lines += [f'tls_certificate = "{tls.cert}"', f'tls_key = "{tls.key}"']
     return "\n".join(lines + [""])
 
 
-def mosquitto_config(port: int, tls: TlsFiles | None = None) -> str:
+def mosquitto_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -> str:
     """Mosquitto 2.0: anonymous, in memory, unlimited queues (see mosquitto.conf(5)); with
-    `tls`, the listener's certificate and key (its TLS defaults otherwise: 1.3 and 1.2)."""
+    `tls`, the listener's certificate and key (its TLS defaults otherwise: 1.3 and 1.2); with
+    `ws`, a websockets listener (libwebsockets; it serves any path and the `mqtt`
+    subprotocol)."""
     listener = [f"listener {port} 127.0.0.1"]
+    if ws:
+        listener.append("protocol websockets")
     if tls is not None:
         listener += [f"certfile {tls.cert}", f"keyfile {tls.key}"]
     return "\n".join([
@@ -224,13 +254,27 @@ def mosquitto_config(port: int, tls: TlsFiles | None = None) -> str:
         "sys_interval 0",  # no $SYS publishing
         "log_dest stderr",
         "log_type error",
+        *unused_mqtt_listener(port, ws),
         "",
     ])
 
 
-def rumqttd_config(port: int, tls: TlsFiles | None = None) -> str:
+def unused_mqtt_listener(port: int, ws: bool) -> list[str]:
+    """Mosquitto 2.0.11 exits with "Unable to start any listening sockets" when its only
+    listener is a websockets one (it counts MQTT sockets alone): under --ws a plain MQTT
+    listener that nothing uses, on another free port, last (per-listener settings apply to
+    the listener above them)."""
+    if not ws:
+        return []
+    unused = free_port() if port else 0
+    while port and unused == port:
+        unused = free_port()
+    return [f"listener {unused} 127.0.0.1"]
+
+
+def rumqttd_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -> str:
     """rumqttd (0.19+ layout): one v4 listener, generous limits, no connection delay. Plain
-    TCP only: rumqttd is left out under --tls."""
+    TCP only: rumqttd is left out under --tls and --ws."""
     return "\n".join([
         "id = 0",
         "[router]",
@@ -444,6 +488,8 @@ def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pi
         cmd += ["--protocol", args.protocol]
     if args.tls_files is not None:
         cmd += ["--tls", "--cafile", str(args.tls_files.ca)]
+    if args.ws:
+        cmd += ["--ws"]
     if args.drain_timeout is not None:
         cmd += ["--drain-timeout", str(args.drain_timeout)]
     if plot_file is not None:
@@ -491,10 +537,10 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
     stem = f"{scenario.name}.{broker.key}.{repeat}"
     json_file = args.out / "raw" / f"{stem}.json"
     plot_file = None
-    base = scenario.name.removesuffix(TLS_SUFFIX)
+    base = base_name(scenario.name)
     if base in PLOT_SCENARIOS and broker.key in ("vireo", "mosquitto"):
         plot_file = args.out / "plots" / f"{stem}.svg"
-    config = broker.write_config(port, workdir, args.tls_files)
+    config = broker.write_config(port, workdir, args.tls_files, args.ws)
     proc = spawn(broker.command(config), args.out / "logs" / f"{stem}.broker.log",
                  new_session=True)
     try:
@@ -758,9 +804,9 @@ def find_tools(args: argparse.Namespace) -> list[Broker]:
     if rumqttd and args.protocol == "5":
         print("note: rumqttd is configured with a 3.1.1 listener only, so it is left out "
               "under --protocol 5", file=sys.stderr)
-    elif rumqttd and args.tls:
+    elif rumqttd and (args.tls or args.ws):
         print("note: rumqttd is configured with a plain TCP listener only, so it is left out "
-              "under --tls", file=sys.stderr)
+              "under --tls and --ws", file=sys.stderr)
     elif rumqttd:
         brokers.append(Broker("rumqttd", "rumqttd", rumqttd))
     elif not args.no_rumqttd:
@@ -808,6 +854,11 @@ def parse_args() -> argparse.Namespace:
                    help="run every scenario over TLS: a CA and a certificate for 127.0.0.1 made "
                         "with openssl, a TLS listener on each broker, vireo-loadtest --tls "
                         "--cafile; scenario names get '-tls' (rumqttd is left out)")
+    p.add_argument("--ws", action="store_true",
+                   help="run every scenario over WebSocket: a ws listener on each broker "
+                        "(Vireo's on /mqtt, Mosquitto's libwebsockets one), vireo-loadtest "
+                        "--ws; scenario names get '-ws'; with --tls, wss and '-ws-tls' "
+                        "(rumqttd is left out)")
     p.add_argument("--tls-key", choices=("rsa", "ec"), default="rsa",
                    help="--tls: the certificates' key, RSA-2048 or ECDSA P-256")
     p.add_argument("--threads", type=int, help="generator threads (default: loadtest's, cores)")
@@ -843,9 +894,11 @@ def main() -> int:
     args = parse_args()
     brokers = find_tools(args)
     all_scenarios = build_scenarios(args.conn_counts)
+    if args.ws:
+        all_scenarios = over_ws(all_scenarios)
     if args.tls:
         all_scenarios = over_tls(all_scenarios)
-    scenarios = select_scenarios(all_scenarios, args.scenarios)
+    scenarios = select_scenarios(all_scenarios, args.scenarios, transport_suffix(args))
     for sub in ("raw", "plots", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, on_signal)
@@ -915,8 +968,10 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
         "settings": {"duration": args.duration, "repeats": args.repeats,
                      "conn_counts": args.conn_counts, "conn_hold": args.conn_hold,
                      "payload": PAYLOAD, "protocol": args.protocol,
-                     "tls": f"{args.tls_key} certificate" if args.tls else None},
-        "broker_configs": {b.key: CONFIG_WRITERS[b.key](0, args.tls_files) for b in brokers},
+                     "tls": f"{args.tls_key} certificate" if args.tls else None,
+                     "ws": args.ws},
+        "broker_configs": {b.key: CONFIG_WRITERS[b.key](0, args.tls_files, args.ws)
+                           for b in brokers},
         "runs": [dataclasses.asdict(r) for r in results],
         "medians": {f"{k[0]}/{k[1]}": v for k, v in summaries.items()},
     }
@@ -925,6 +980,10 @@ def write_outputs(args, info, scenarios, brokers, results, summaries, rows) -> N
     key = "RSA-2048" if args.tls_key == "rsa" else "ECDSA P-256"
     tls_note = (f" Every connection over TLS ({key} certificate; vireo-loadtest speaks rustls "
                 "and makes a full handshake per connection, no resumption)." if args.tls else "")
+    if args.ws:
+        tls_note += (" Every connection speaks MQTT over WebSocket (an upgrade per connection, "
+                     "included in the connect latency; vireo-loadtest sends one masked binary "
+                     "frame per write).")
     md = [
         "# Vireo vs Mosquitto: comparison run",
         "",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vireo_codec::{ProtocolVersion, QoS};
-use vireo_loadtest::config::TlsConfig;
+use vireo_loadtest::config::{TlsConfig, WsConfig};
 use vireo_loadtest::{Config, Scenario};
 
 /// Load generator for MQTT 3.1.1 brokers: throughput, latency and message accounting.
@@ -104,6 +104,14 @@ pub struct Common {
     /// checked). For measuring a broker whose CA is not at hand; never for trust.
     #[arg(long, requires = "tls")]
     pub insecure: bool,
+    /// Speak MQTT over WebSocket: an upgrade request offering the `mqtt` subprotocol, then one
+    /// masked binary frame per write. With --tls: WebSocket over TLS (wss). The connect latency
+    /// includes the upgrade.
+    #[arg(long)]
+    pub ws: bool,
+    /// --ws: the HTTP path to upgrade [default: /mqtt].
+    #[arg(long, requires = "ws", value_name = "PATH")]
+    pub ws_path: Option<String>,
     /// QoS of the publishes (0, 1, 2).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
@@ -208,6 +216,12 @@ impl Common {
             // clap makes --tls come with --cafile or --insecure.
             (None, true) => Some(TlsConfig::Insecure),
         };
+        c.ws = self.ws.then(|| WsConfig {
+            path: self
+                .ws_path
+                .clone()
+                .unwrap_or_else(|| WsConfig::default().path),
+        });
         c.qos = qos(self.qos);
         c.sub_qos = qos(self.sub_qos.unwrap_or(self.qos));
         c.payload = self.payload;

@@ -5,7 +5,8 @@
 //! everything queued in one `write` per loop iteration, waiting for a WRITABLE event after
 //! `WouldBlock`. Nothing here allocates per message: the read and write buffers are reused and
 //! PUBLISH frames are encoded straight into the write buffer. Over TLS a rustls session sits
-//! beside the socket (see [`crate::tls`]); the plain path only tests that it is absent.
+//! beside the socket (see [`crate::tls`]), over WebSocket a framing session (see [`crate::ws`]),
+//! both over wss; the plain path only tests that they are absent.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +28,7 @@ use crate::payload::{STAMP_LEN, Stamp};
 use crate::shared::{Clock, LatencyHistogram};
 use crate::tls::{self, Connector};
 use crate::tracker::{Arrival, Tracker};
+use crate::ws::{Upgrader, WsSession};
 
 /// Reads per readiness event before yielding to other clients (64 KiB each): bounds the time
 /// one busy subscriber can hold its thread; the worker comes back to it next iteration.
@@ -208,6 +210,9 @@ pub struct Client {
     sock: Option<TcpStream>,
     /// The TLS session over `sock`, when the run speaks TLS (boxed: most of a kilobyte).
     tls: Option<Box<ClientConnection>>,
+    /// The WebSocket framing over `sock` (or over `tls`), when the run speaks it (boxed, like
+    /// `tls`, so that the plain client stays small).
+    ws: Option<Box<WsSession>>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// The socket returned `WouldBlock` on write: wait for a WRITABLE event.
@@ -230,6 +235,7 @@ impl Client {
             queued_for_flush: false,
             sock: None,
             tls: None,
+            ws: None,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             write_blocked: false,
@@ -257,11 +263,13 @@ impl Client {
     }
 
     /// Checks a connect in progress after a readiness event; on success starts the TLS session
-    /// (with `tls`) and queues CONNECT.
+    /// (with `tls`) and the WebSocket upgrade (with `ws`), and queues CONNECT, which waits for
+    /// both.
     pub fn finish_connect(
         &mut self,
         connect: &mut Connect,
         tls: Option<&Connector>,
+        ws: Option<&Upgrader>,
         meter: &mut Meter,
     ) -> Result<(), ClientError> {
         let Some(sock) = &self.sock else {
@@ -279,6 +287,9 @@ impl Client {
         sock.set_nodelay(true).map_err(ClientError::Io)?;
         if let Some(tls) = tls {
             self.tls = Some(tls.connect()?);
+        }
+        if let Some(ws) = ws {
+            self.ws = Some(ws.connect()?);
         }
         connect.client_id = ByteString::from(self.name.as_str());
         Packet::Connect(Box::new(connect.clone()))
@@ -315,12 +326,15 @@ impl Client {
                 Err(e) => return Err(ClientError::Io(e)),
             };
             let now_ns = meter.clock.now_ns();
-            if self.tls.is_none() {
+            if self.tls.is_none() && self.ws.is_none() {
                 self.ingest(&scratch[..n], now_ns, meter)?;
+            } else if self.tls.is_none() {
+                self.ingest_ws(&scratch[..n], now_ns, meter)?;
             } else {
                 self.ingest_tls(&scratch[..n], now_ns, meter)?;
             }
-            // The same holds over TLS: rustls keeps a partial record, not unread socket bytes.
+            // The same holds over TLS and WebSocket: rustls keeps a partial record and the
+            // WebSocket session a partial frame header, not unread socket bytes.
             if n < scratch.len() && !to_would_block {
                 return Ok(false);
             }
@@ -340,7 +354,11 @@ impl Client {
             return Ok(());
         };
         let result = tls::decrypt(&mut session, ciphertext, |plaintext| {
-            self.ingest(plaintext, now_ns, meter)
+            if self.ws.is_none() {
+                self.ingest(plaintext, now_ns, meter)
+            } else {
+                self.ingest_ws(plaintext, now_ns, meter)
+            }
         });
         if let (Err(ClientError::Tls(_)), Some(sock)) = (&result, &mut self.sock) {
             let _ = tls::write_out(&mut session, sock);
@@ -349,6 +367,22 @@ impl Client {
             meter.tls_session = tls::describe(&session);
         }
         self.tls = Some(session);
+        result
+    }
+
+    /// Unframes `stream`, just read (from the socket, or plaintext from rustls), and handles
+    /// the packets its frames' payloads complete.
+    fn ingest_ws(
+        &mut self,
+        stream: &[u8],
+        now_ns: u64,
+        meter: &mut Meter,
+    ) -> Result<(), ClientError> {
+        let Some(mut session) = self.ws.take() else {
+            return Ok(());
+        };
+        let result = session.read(stream, |mqtt| self.ingest(mqtt, now_ns, meter));
+        self.ws = Some(session);
         result
     }
 
@@ -448,27 +482,12 @@ impl Client {
 
     /// Writes everything queued, in as few writes as the socket allows.
     pub fn flush(&mut self, now_ns: u64) -> Result<(), ClientError> {
+        if self.tls.is_some() || self.ws.is_some() {
+            return self.flush_layered(now_ns);
+        }
         let Some(sock) = &mut self.sock else {
             return Ok(());
         };
-        if let Some(session) = &mut self.tls {
-            if self.write_blocked {
-                return Ok(());
-            }
-            let queued = self.wbuf.len();
-            let result = tls::flush(session, sock, &mut self.wbuf);
-            if self.wbuf.len() < queued {
-                self.last_sent_ns = now_ns;
-            }
-            return match result {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.write_blocked = true;
-                    Ok(())
-                }
-                Err(e) => Err(ClientError::Io(e)),
-            };
-        }
         while !self.wbuf.is_empty() && !self.write_blocked {
             match sock.write(&self.wbuf) {
                 Ok(0) => return Err(ClientError::Closed),
@@ -484,10 +503,52 @@ impl Client {
         Ok(())
     }
 
+    /// [`Client::flush`] over TLS, WebSocket or both: over WebSocket everything queued becomes
+    /// one frame (once the upgrade is done), and the frames go to the socket or to rustls.
+    fn flush_layered(&mut self, now_ns: u64) -> Result<(), ClientError> {
+        let Some(sock) = &mut self.sock else {
+            return Ok(());
+        };
+        if self.write_blocked {
+            return Ok(());
+        }
+        let out = match &mut self.ws {
+            Some(ws) => {
+                ws.frame(&mut self.wbuf);
+                ws.out()
+            }
+            None => &mut self.wbuf,
+        };
+        let queued = out.len();
+        let result = match &mut self.tls {
+            Some(session) => tls::flush(session, sock, out),
+            None => write_all(sock, out),
+        };
+        if out.len() < queued {
+            self.last_sent_ns = now_ns;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.write_blocked = true;
+                Ok(())
+            }
+            Err(e) => Err(ClientError::Io(e)),
+        }
+    }
+
     /// Whether output is queued (over TLS: or rustls has records to send, e.g. the
-    /// handshake's next flight).
+    /// handshake's next flight; over WebSocket: the upgrade request or frames, while MQTT
+    /// bytes wait for the upgrade).
     pub fn has_output(&self) -> bool {
-        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        let mqtt = !self.wbuf.is_empty() && self.ws.as_ref().is_none_or(|ws| ws.is_open());
+        mqtt || self.tls.as_ref().is_some_and(|t| t.wants_write())
+            || self.ws.as_ref().is_some_and(|ws| ws.has_output())
+    }
+
+    /// Whether everything queued has gone to the socket (or to rustls).
+    fn all_written(&self) -> bool {
+        self.wbuf.is_empty() && self.ws.as_ref().is_none_or(|ws| !ws.has_output())
     }
 
     /// Closes the socket (deregistering it); the client is done.
@@ -497,6 +558,7 @@ impl Client {
             let _ = registry.deregister(&mut sock);
         }
         self.tls = None;
+        self.ws = None;
         self.state = State::Closed;
     }
 
@@ -505,9 +567,16 @@ impl Client {
         if self.state == State::Ready {
             let _ = Packet::Disconnect(Default::default()).encode(meter.version, &mut self.wbuf);
             let _ = self.flush(now_ns);
-            // close_notify after the DISCONNECT, if that went out whole.
-            if let Some(session) = &mut self.tls
-                && self.wbuf.is_empty()
+            // A close frame after the DISCONNECT, if that went out whole.
+            if self.all_written()
+                && let Some(ws) = &mut self.ws
+            {
+                ws.close();
+                let _ = self.flush(now_ns);
+            }
+            // close_notify after them, if they went out whole.
+            if self.all_written()
+                && let Some(session) = &mut self.tls
             {
                 session.send_close_notify();
                 let _ = self.flush(now_ns);
@@ -714,6 +783,20 @@ enum AckKind {
     Ack,
     Rec,
     Comp,
+}
+
+/// Writes `buf` to `sock` until it is empty or the socket is full (`WouldBlock`), advancing
+/// it by what was written.
+fn write_all(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sock.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `EINPROGRESS` on Linux: a non-blocking connect has started (std has no stable kind for it).

@@ -148,6 +148,25 @@ pub struct Config {
     pub topic_alias_maximum: u16,
     /// TLS to the broker (`None`: plain TCP).
     pub tls: Option<TlsConfig>,
+    /// MQTT over WebSocket (`None`: MQTT straight on TCP or TLS); with [`Config::tls`], wss.
+    pub ws: Option<WsConfig>,
+}
+
+/// How clients speak MQTT over WebSocket (RFC 6455): an upgrade request for `path` offering
+/// the `mqtt` subprotocol, then one masked binary frame per write; the connect latency
+/// includes the upgrade.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WsConfig {
+    /// The HTTP path upgraded (`/mqtt` for Vireo and most brokers).
+    pub path: String,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            path: "/mqtt".into(),
+        }
+    }
 }
 
 /// How clients speak TLS, and how they check the broker's certificate. Either way: rustls
@@ -222,6 +241,9 @@ pub enum ConfigError {
     /// rustls refused the configuration.
     #[error("TLS set-up: {0}")]
     Tls(String),
+    /// The WebSocket path cannot go into an upgrade request.
+    #[error("--ws-path {0:?} must be an absolute path (e.g. /mqtt)")]
+    WsPath(String),
     /// The host is neither an IP address nor a DNS name a certificate can name.
     #[error("--host {0:?} cannot be checked against a certificate")]
     TlsServerName(String),
@@ -268,6 +290,7 @@ impl Config {
             topic_prefix: "bench".into(),
             topic_alias_maximum: 0,
             tls: None,
+            ws: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::shared::{
 use crate::sys::{self, CpuTimes};
 use crate::tls::Connector;
 use crate::worker::{WAKER, Worker, WorkerSetup};
+use crate::ws::Upgrader;
 
 /// How often the controller re-checks phase conditions between notices.
 const STEP: Duration = Duration::from_millis(5);
@@ -116,11 +117,13 @@ fn run_magic() -> u32 {
 }
 
 impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
-    /// Builds the clients and starts one thread per worker; with `tls`, every client speaks TLS.
+    /// Builds the clients and starts one thread per worker; with `tls`, every client speaks TLS,
+    /// with `ws`, MQTT over WebSocket (over TLS with both).
     pub fn spawn(
         config: &'a Config,
         addr: SocketAddr,
         tls: Option<Connector>,
+        ws: Option<Upgrader>,
         observe: F,
     ) -> Result<Self, Error> {
         let total_clients = match config.scenario {
@@ -155,6 +158,7 @@ impl<'a, F: FnMut(&Snapshot)> Controller<'a, F> {
                     addr,
                     connect: connect.clone(),
                     tls: tls.clone(),
+                    ws: ws.clone(),
                     keepalive_ns: u64::from(config.keepalive) * 1_000_000_000,
                     connect_timeout_ns: config.connect_timeout.as_nanos() as u64,
                     max_handshakes,

@@ -38,6 +38,9 @@ pub enum ClientError {
     /// The TLS handshake failed (a certificate that does not verify…) or a record was bad.
     #[error("TLS: {0}")]
     Tls(#[source] rustls::Error),
+    /// The WebSocket upgrade was refused or its response did not verify, or a frame was bad.
+    #[error("WebSocket: {0}")]
+    WebSocket(#[source] tungstenite::Error),
     /// The broker sent bytes that are not valid MQTT.
     #[error("malformed packet from the broker: {0}")]
     Decode(#[from] DecodeError),

@@ -15,7 +15,8 @@
 //! schedule, which corrects for coordinated omission.
 //!
 //! Layout: [`config`] (what to run), `plan` (clients per thread), `client` (one connection),
-//! `tls` (its rustls session, when the run speaks TLS), `worker` (one event loop), `controller` (phases: setup, run, drain, stop), `summary` (the
+//! `tls` (its rustls session, when the run speaks TLS), `ws` (its WebSocket framing, when the
+//! run speaks MQTT over WebSocket), `worker` (one event loop), `controller` (phases: setup, run, drain, stop), `summary` (the
 //! verdict), [`report`] and [`output`] (table, JSON, `.hgrm`, SVG), [`sink`] (a minimal relay
 //! broker to measure the generator's own ceiling).
 
@@ -38,6 +39,7 @@ mod summary;
 mod timer;
 mod tls;
 mod worker;
+mod ws;
 
 pub use config::{Config, ConfigError, Scenario};
 pub use controller::Snapshot;
@@ -62,11 +64,16 @@ pub fn run_with(config: &Config, observe: impl FnMut(&Snapshot)) -> Result<Repor
         .as_ref()
         .map(|t| tls::Connector::new(t, &config.host))
         .transpose()?;
+    let ws = config
+        .ws
+        .as_ref()
+        .map(|w| ws::Upgrader::new(w, &config.host, config.port))
+        .transpose()?;
     let extra = summary::Extra {
         open_files_limit: sys::raise_open_files_limit(),
         rss_before_kib: config.broker_pid.and_then(sys::rss_kib),
     };
-    let mut ctl = Controller::spawn(config, addr, tls, observe)?;
+    let mut ctl = Controller::spawn(config, addr, tls, ws, observe)?;
     let measured = ctl.drive();
     let stopped = ctl.stop();
     let measured = measured?;

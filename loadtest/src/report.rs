@@ -314,7 +314,12 @@ impl fmt::Display for Report {
             "{} against {}{}: {} publishers, {} subscribers, QoS {}/{}, {} B payload, rate {}",
             self.scenario,
             self.broker,
-            if c.tls.is_some() { " over TLS" } else { "" },
+            match (c.ws.is_some(), c.tls.is_some()) {
+                (false, false) => "",
+                (false, true) => " over TLS",
+                (true, false) => " over WebSocket",
+                (true, true) => " over WebSocket over TLS",
+            },
             c.scenario.publishers(),
             c.scenario.subscribers(),
             c.qos as u8,

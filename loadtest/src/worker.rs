@@ -21,6 +21,7 @@ use crate::shared::{Notice, Phase, Shared, WorkerReport, new_histogram};
 use crate::timer::Timer;
 use crate::tls::Connector;
 use crate::tracker::TrackerTotals;
+use crate::ws::Upgrader;
 
 /// Token of the waker the controller uses on phase changes and ticks.
 pub const WAKER: Token = Token(usize::MAX);
@@ -58,6 +59,8 @@ pub struct WorkerSetup {
     pub connect: Connect,
     /// TLS for every client, when the run speaks it.
     pub tls: Option<Connector>,
+    /// WebSocket for every client, when the run speaks it.
+    pub ws: Option<Upgrader>,
     /// Keepalive in nanoseconds (0: off).
     pub keepalive_ns: u64,
     /// Handshake timeout in nanoseconds.
@@ -253,8 +256,9 @@ impl Worker {
         };
         match client.state {
             State::Connecting => {
-                let tls = self.s.tls.as_ref();
-                if let Err(e) = client.finish_connect(&mut self.s.connect, tls, &mut self.s.meter) {
+                let (tls, ws) = (self.s.tls.as_ref(), self.s.ws.as_ref());
+                let meter = &mut self.s.meter;
+                if let Err(e) = client.finish_connect(&mut self.s.connect, tls, ws, meter) {
                     return self.fail(i, e);
                 }
                 self.mark_dirty(i);

@@ -6,57 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{TempDir, assert_lossless, quick};
+use common::certs::Certs;
+use common::{assert_lossless, quick};
 use vireo_loadtest::config::TlsConfig;
 use vireo_loadtest::{ClientError, ConfigError, Error, Scenario, run};
 use vireo_server::{ListenerConfig, ListenerProtocol, Server, ServerHandle};
-
-/// A CA (`ca.pem`), a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`), and a
-/// second CA that signed nothing (`other-ca.pem`), in a directory removed on drop.
-struct Certs(TempDir);
-
-impl Certs {
-    fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-        let dir = TempDir::new("tls");
-        let ca = |name: &str| {
-            let mut params = CertificateParams::new(Vec::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name.push(DnType::CommonName, name);
-            let key = KeyPair::generate().unwrap();
-            (params.self_signed(&key).unwrap(), key)
-        };
-        let (ca_cert, ca_key) = ca("loadtest CA");
-        let (other, _) = ca("another CA");
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "127.0.0.1");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        std::fs::write(dir.0.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.0.join("other-ca.pem"), other.pem()).unwrap();
-        std::fs::write(dir.0.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.0.join("key.pem"), key.serialize_pem()).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.0.join(name)
-    }
-
-    fn verify_with(&self, name: &str) -> Option<TlsConfig> {
-        Some(TlsConfig::CaFile {
-            cafile: self.path(name),
-        })
-    }
-}
 
 /// Vireo with one TLS listener on a free loopback port.
 fn vireo(certs: &Certs) -> (ServerHandle, SocketAddr) {

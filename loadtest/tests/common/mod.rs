@@ -2,6 +2,7 @@
 //! process guard, and a tiny blocking fake broker that misbehaves on purpose.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod certs;
 pub mod fake;
 
 use std::io::{BufRead, BufReader};
