@@ -950,7 +950,9 @@ impl Worker {
         mine.written_bytes.fetch_add(written, Ordering::Relaxed);
         mine.connections.store(self.conns.len(), Ordering::Relaxed);
         mine.sessions.store(self.sessions.len(), Ordering::Relaxed);
-        self.latency.drain_into(&mut mine.latency.lock());
+        if self.latency.has_pending() {
+            self.latency.drain_into(&mut mine.latency.lock());
+        }
         if let Some(sys) = self.sys.as_mut() {
             for msg in sys.due(now, &self.shared) {
                 self.publish(msg);
