@@ -211,67 +211,73 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Retained messages stored",
         ConstGauge::new(shared.retained.read().len() as i64),
     );
-    // Per worker: its sessions' QoS 1/2 messages queued and in flight (as of its last sweep),
-    // and the deliveries other workers sent it that wait in its mailbox.
-    let per_worker = |read: fn(&crate::shared::Mailbox) -> usize| {
+    // Per worker: its sessions' QoS 1/2 messages queued and in flight, its connections and
+    // sessions, what it delivered, read and wrote (as of its last sweep), and the deliveries
+    // other workers sent it that wait in its mailbox.
+    type Read<T> = fn(&crate::shared::Mailbox) -> T;
+    let gauges: [(&str, &str, Read<usize>); 5] = [
+        (
+            "queued_messages",
+            "QoS 1/2 messages waiting in session queues",
+            |m| m.queued_messages.load(Ordering::Relaxed),
+        ),
+        (
+            "inflight_messages",
+            "QoS 1/2 messages sent and not yet acknowledged",
+            |m| m.inflight_messages.load(Ordering::Relaxed),
+        ),
+        (
+            "mailbox_deliveries",
+            "Deliveries waiting in a worker's mailbox",
+            |m| m.queued.load(Ordering::Relaxed),
+        ),
+        (
+            "worker_connections",
+            "Connections a worker holds (as of its last sweep)",
+            |m| m.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "worker_sessions",
+            "Sessions a worker holds, online and offline (as of its last sweep)",
+            |m| m.sessions.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in gauges {
         let family = Family::<Vec<(String, String)>, Gauge>::default();
         for (i, m) in shared.mailboxes.iter().enumerate() {
             family.get_or_create(&worker_label(i)).set(read(m) as i64);
         }
-        family
-    };
-    let per_worker_counter = |read: fn(&crate::shared::Mailbox) -> u64| {
+        r.register(name, help, family);
+    }
+    let counters: [(&str, &str, Read<u64>); 3] = [
+        (
+            "worker_publishes_sent",
+            "PUBLISHes a worker delivered to its sessions (as of its last sweep)",
+            |m| m.delivered.load(Ordering::Relaxed),
+        ),
+        (
+            "worker_received_bytes",
+            "Bytes a worker read from its clients (as of its last sweep)",
+            |m| m.read_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "worker_sent_bytes",
+            "Bytes a worker wrote to its clients (as of its last sweep)",
+            |m| m.written_bytes.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
         let family = Family::<Vec<(String, String)>, Counter>::default();
         for (i, m) in shared.mailboxes.iter().enumerate() {
             family.get_or_create(&worker_label(i)).inc_by(read(m));
         }
-        family
-    };
-    r.register(
-        "worker_publishes_sent",
-        "PUBLISHes a worker delivered to its sessions (as of its last sweep)",
-        per_worker_counter(|m| m.delivered.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "worker_received_bytes",
-        "Bytes a worker read from its clients (as of its last sweep)",
-        per_worker_counter(|m| m.read_bytes.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "worker_sent_bytes",
-        "Bytes a worker wrote to its clients (as of its last sweep)",
-        per_worker_counter(|m| m.written_bytes.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "worker_connections",
-        "Connections a worker holds (as of its last sweep)",
-        per_worker(|m| m.connections.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "worker_sessions",
-        "Sessions a worker holds, online and offline (as of its last sweep)",
-        per_worker(|m| m.sessions.load(Ordering::Relaxed)),
-    );
+        r.register(name, help, family);
+    }
     r.register(
         "publish_latency_seconds",
         "From a PUBLISH read to its frame written to a subscriber, sampled once per loop \
          iteration of each worker (see docs/architecture.md)",
         Latency::of(shared),
-    );
-    r.register(
-        "queued_messages",
-        "QoS 1/2 messages waiting in session queues",
-        per_worker(|m| m.queued_messages.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "inflight_messages",
-        "QoS 1/2 messages sent and not yet acknowledged",
-        per_worker(|m| m.inflight_messages.load(Ordering::Relaxed)),
-    );
-    r.register(
-        "mailbox_deliveries",
-        "Deliveries waiting in a worker's mailbox",
-        per_worker(|m| m.queued.load(Ordering::Relaxed)),
     );
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
