@@ -1,5 +1,6 @@
 //! Files a run can write: the report as JSON, the latency distribution in HdrHistogram's
-//! classic `.hgrm` percentile format, and an SVG with the percentile curve and throughput.
+//! classic `.hgrm` percentile format, and an SVG (or PNG) with the percentile curve and
+//! throughput.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -83,19 +84,69 @@ pub fn write_hgrm(report: &Report, path: &Path) -> Result<(), Error> {
     write(path, hgrm(&report.histogram).as_bytes())
 }
 
-/// Writes an SVG: the latency percentile curve (log scale of 1/(1-p)) above the published
-/// and delivered rates per second.
+/// Writes the plot: the latency percentile curve (log scale of 1/(1-p)) above the published
+/// and delivered rates per second. An SVG, or a PNG when `path` ends in `.png`, for pasting
+/// where SVG is not taken: the same SVG, rasterised by resvg (text in the system's fonts;
+/// without any, the curves come out unlabelled).
 pub fn write_plot(report: &Report, path: &Path) -> Result<(), Error> {
     let fail = |e: &dyn std::fmt::Display| Error::Output {
         path: path.to_owned(),
         source: std::io::Error::other(e.to_string()),
     };
-    let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let (top, bottom) = root.split_vertically(400);
-    plot_percentiles(report, &top).map_err(|e| fail(&e))?;
-    plot_throughput(report, &bottom).map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let (top, bottom) = root.split_vertically(PLOT_SIZE.1 / 2);
+        plot_percentiles(report, &top).map_err(|e| fail(&e))?;
+        plot_throughput(report, &bottom).map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    let is_png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return write(path, svg.as_bytes());
+    }
+    let png = rasterise(&svg).map_err(|e| fail(&e))?;
+    write(path, &png)
+}
+
+/// Width and height of the plot, in pixels.
+const PLOT_SIZE: (u32, u32) = (1000, 800);
+
+/// An SVG as PNG bytes.
+fn rasterise(svg: &str) -> Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // plotters asks for "sans-serif", which fontdb maps to Arial: take a sans-serif face
+    // that is installed instead (Debian's usual ones first), else any.
+    let installed: Vec<String> = fonts
+        .faces()
+        .filter_map(|f| f.families.first().map(|(name, _)| name.clone()))
+        .collect();
+    let sans = [
+        "DejaVu Sans",
+        "Liberation Sans",
+        "Noto Sans",
+        "FreeSans",
+        "Arial",
+    ]
+    .into_iter()
+    .find(|want| installed.iter().any(|f| f == want))
+    .map(str::to_owned)
+    .or_else(|| installed.first().cloned());
+    if let Some(family) = sans {
+        fonts.set_sans_serif_family(family);
+    }
+    let tree = usvg::Tree::from_str(svg, &options).map_err(|e| e.to_string())?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| "empty plot".to_owned())?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| e.to_string())
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;

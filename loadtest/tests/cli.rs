@@ -111,3 +111,37 @@ fn loss_exits_1_and_unreachable_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broker unreachable"));
 }
+
+/// `--plot F.png` writes the same plot as a PNG (rasterised SVG), for where SVG is not taken.
+#[test]
+fn plot_as_png() {
+    let sink = Sink::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TempDir::new("cli-png");
+    let png = dir.0.join("r.png");
+    let out = bin()
+        .args(["fan-in", "--publishers", "1", "--subscribers", "1"])
+        .args([
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+        ])
+        .args(["--port", &sink.local_addr().port().to_string()])
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // 1000 x 800, from the IHDR chunk.
+    assert_eq!(&bytes[16..24], &[0, 0, 0x03, 0xE8, 0, 0, 0x03, 0x20]);
+}
