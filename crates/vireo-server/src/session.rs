@@ -307,6 +307,7 @@ impl Worker {
             client = %connect.client_id,
             peer = %conn.peer,
             protocol = version.name(),
+            transport = crate::transport::Layers::name(conn.layers.as_deref()),
             clean = connect.clean_start,
             keep_alive = negotiated.keep_alive,
             session_present,

@@ -81,6 +81,16 @@ impl Layers {
         }
     }
 
+    /// What the connection speaks under MQTT, for its log lines.
+    pub(crate) fn name(layers: Option<&Self>) -> &'static str {
+        match layers.map(|l| (l.tls.is_some(), l.ws.is_some())) {
+            None | Some((false, false)) => "tcp",
+            Some((true, false)) => "tls",
+            Some((false, true)) => "ws",
+            Some((true, true)) => "wss",
+        }
+    }
+
     /// Bytes a layer holds of an unfinished frame.
     pub(crate) fn partial(&self) -> usize {
         self.ws.as_ref().map_or(0, WsSession::partial)

@@ -163,6 +163,7 @@ fn connects_and_closes_are_logged_with_their_reason() {
         "client=log-me",
         "peer=127.0.0.1:",
         "protocol=",
+        "transport=\"tcp\"",
         "clean=true",
         "keep_alive=",
     ] {
