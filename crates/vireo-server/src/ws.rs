@@ -42,6 +42,10 @@ const READ_CHUNK: usize = 4 * 1024;
 const FRAMES_PER_READ: usize = 16;
 /// Control frames (pings, pongs) handled per read call: a ping flood cannot hold the worker.
 const CONTROL_PER_READ: usize = 64;
+/// Pongs (and other control bytes) waiting for a socket the client does not read, at most:
+/// past it the connection is closed, so a client that pings without reading cannot make the
+/// broker hold its replies without bound.
+const MAX_CONTROL: usize = 64 * 1024;
 
 /// A WebSocket listener's settings, as each accepted connection needs them.
 #[derive(Debug, Clone)]
@@ -278,6 +282,9 @@ impl WsSession {
                     }
                 }
                 Ok(Message::Ping(_) | Message::Pong(_)) => {
+                    if self.control.len() > MAX_CONTROL {
+                        return Err(invalid("WebSocket pings while not reading the pongs"));
+                    }
                     (self.partial, at_message) = (0, io.read);
                     controls += 1;
                     if controls == CONTROL_PER_READ {

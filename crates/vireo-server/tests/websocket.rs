@@ -362,6 +362,40 @@ fn unfinished_frame_is_closed_after_packet_timeout() {
     assert!(matches!(steady.recv(), Packet::PingResp));
 }
 
+/// A client that floods pings and never reads the pongs is closed once the unread replies
+/// pass a bound, instead of the broker holding them without end; another client is served.
+#[test]
+fn ping_flood_without_reading_is_closed() {
+    let (_broker, _tcp, ws) = broker();
+    let mut flooder = WsClient::open(ws);
+    flooder.connect("pinger");
+    let mut steady = WsClient::open(ws);
+    steady.connect("steady");
+    // Masked ping frames with 125-byte payloads, written raw (tungstenite's client would
+    // read pongs as it goes).
+    let mut ping = vec![0x89, 0x80 | 125, 9, 8, 7, 6];
+    ping.extend(vec![0u8; 125]);
+    let burst: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect();
+    let started = Instant::now();
+    let closed = loop {
+        // The kernel's buffers take several megabytes before the pongs back up in the broker.
+        if flooder.ws.get_mut().write_all(&burst).is_err() {
+            break true;
+        }
+        if started.elapsed() > WAIT * 4 {
+            break false;
+        }
+    };
+    assert!(closed, "still open after {:?} of pings", started.elapsed());
+    steady.send_bytes(vec![0xC0, 0x00]);
+    assert!(matches!(steady.recv(), Packet::PingResp));
+}
+
 /// `wss`: the same over TLS (rustls client, test CA), MQTT 5.0.
 #[test]
 fn v5_wss_listener() {
