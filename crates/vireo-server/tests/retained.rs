@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use vireo_codec::QoS;
+use vireo_codec::{Packet, QoS};
 
 /// [MQTT-3.3.1-5] stored with its QoS; [MQTT-3.3.1-8] sent with RETAIN=1 on subscribe;
 /// [MQTT-3.1.2-7] it outlives the publisher's session.
@@ -100,6 +100,10 @@ fn v311_mqtt_3_8_4_3_resubscribe_resends_retained() {
     let broker = start();
     let mut p = Client::connect(broker.local_addr(), "rr-pub");
     p.publish("rr", b"again", QoS::AtMostOnce, true, 0);
+    // A QoS 0 PUBLISH gets no ack: the PINGRESP after it says the broker has stored it, so
+    // the SUBSCRIBE below cannot overtake it (it did on a loaded machine).
+    p.send_raw(&[0xC0, 0x00]);
+    assert!(matches!(p.recv(), Some(Packet::PingResp)));
     let mut s = Client::connect(broker.local_addr(), "rr-sub");
     s.subscribe(&[("rr", QoS::AtMostOnce)]);
     assert!(s.recv_publish().retain);
