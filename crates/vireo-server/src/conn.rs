@@ -33,7 +33,7 @@ use crate::shared::Shared;
 /// Most slices handed to one `writev`. Linux allows 1024 (IOV_MAX); at 64 a stream of small
 /// QoS 0 frames needed a syscall per ~5 KB (fan-in delivered 0.6M msg/s); 512 frames amortise
 /// the syscall over tens of kilobytes.
-const MAX_IOVECS: usize = 512;
+pub(crate) const MAX_IOVECS: usize = 512;
 /// What one queued frame costs besides its bytes: its `Bytes` handle in the queue. Counted so
 /// that a flood of 2-byte acks is bounded like a flood of large frames.
 const FRAME_OVERHEAD: usize = 32;

@@ -140,8 +140,12 @@ impl PerIp {
         Ok(())
     }
 
-    /// A connection [`PerIp::admit`] let in has closed.
+    /// A connection [`PerIp::admit`] let in has closed (nothing to do while the limits are
+    /// off: nothing was counted).
     pub(crate) fn release(&self, ip: IpAddr) {
+        if !self.is_on() {
+            return;
+        }
         let mut shard = self.shard(&ip).lock();
         if let Some(e) = shard.map.get_mut(&ip) {
             e.open = e.open.saturating_sub(1);

@@ -404,9 +404,7 @@ impl Worker {
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
-        if self.shared.per_ip.is_on() {
-            self.shared.per_ip.release(conn.peer.ip());
-        }
+        self.shared.per_ip.release(conn.peer.ip());
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         if reason.flushes_first() || conn.layers.as_deref().is_some_and(|l| l.ended()) {
             // Best effort: a refusing CONNACK or a DISCONNECT (or a refused WebSocket

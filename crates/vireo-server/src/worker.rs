@@ -384,9 +384,7 @@ impl Worker {
                         Some(Ok(session)) => Some(session),
                         Some(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "TLS session not created");
-                            if self.shared.per_ip.is_on() {
-                                self.shared.per_ip.release(peer.ip());
-                            }
+                            self.shared.per_ip.release(peer.ip());
                             continue;
                         }
                     };
@@ -422,9 +420,7 @@ impl Worker {
         {
             tracing::warn!(peer = %conn.peer, error = %e, "register failed");
             let conn = self.conns.remove(key);
-            if self.shared.per_ip.is_on() {
-                self.shared.per_ip.release(conn.peer.ip());
-            }
+            self.shared.per_ip.release(conn.peer.ip());
             return None;
         }
         self.shared
@@ -1009,9 +1005,9 @@ impl Worker {
                 backlogged.push(key);
             }
         }
-        let mailbox = &self.shared.mailboxes[self.id];
-        mailbox.queued_messages.store(queued, Ordering::Relaxed);
-        mailbox.inflight_messages.store(inflight, Ordering::Relaxed);
+        let mine = &self.shared.mailboxes[self.id];
+        mine.queued_messages.store(queued, Ordering::Relaxed);
+        mine.inflight_messages.store(inflight, Ordering::Relaxed);
         for key in stale {
             self.discard_session(key);
         }

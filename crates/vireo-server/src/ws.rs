@@ -184,6 +184,10 @@ impl WsSession {
         request.resize(start + READ_CHUNK, 0);
         let n = io.read(&mut request[start..]);
         request.truncate(start + *n.as_ref().unwrap_or(&0));
+        if request.is_empty() {
+            // Nothing came (a readiness event without data): hold no buffer for it.
+            *request = Vec::new();
+        }
         if n? == 0 {
             return Ok(0);
         }
@@ -328,9 +332,13 @@ impl WsSession {
         }
     }
 
-    /// Bytes an unfinished frame holds (for the unfinished-packet budget and clock).
+    /// Bytes an unfinished frame, or the upgrade request so far, holds (for the
+    /// unfinished-packet budget and clock, as a partial CONNECT would count).
     pub(crate) fn partial(&self) -> usize {
-        self.partial
+        match &self.state {
+            State::Handshake(request) => request.len(),
+            _ => self.partial,
+        }
     }
 
     /// Whether control bytes wait to be written.
@@ -362,7 +370,9 @@ impl WsSession {
                 self.header_at = 0;
                 self.payload_left = total;
             }
-            let mut slices: smallvec::SmallVec<[IoSlice<'_>; 64]> = smallvec::SmallVec::new();
+            // The header and up to a whole flush's slices, on the stack: no allocation per write.
+            let mut slices: smallvec::SmallVec<[IoSlice<'_>; crate::conn::MAX_IOVECS + 1]> =
+                smallvec::SmallVec::new();
             let header = &self.header[usize::from(self.header_at)..usize::from(self.header_len)];
             if !header.is_empty() {
                 slices.push(IoSlice::new(header));

@@ -331,9 +331,10 @@ fn pings_and_the_close_handshake() {
 }
 
 /// Slowloris over WebSocket: a client that sends part of a frame (its header declares
-/// 60,000 bytes, 1,000 follow) and no more is closed once that is older than
-/// `packet_timeout_secs`, though the MQTT read buffer holds nothing of it; a client that
-/// finishes its frames is not.
+/// 60,000 bytes, 1,000 follow) and no more, and one that sends half an upgrade request, are
+/// closed once that is older than `packet_timeout_secs` (the CONNECT timeout is far off),
+/// though the MQTT read buffer holds nothing of either; a client that finishes its frames
+/// is not.
 #[test]
 fn unfinished_frame_is_closed_after_packet_timeout() {
     let broker = start_with(|c| {
@@ -350,12 +351,22 @@ fn unfinished_frame_is_closed_after_packet_timeout() {
     let mut partial = vec![0x82, 0x80 | 126, 0xEA, 0x60, 1, 2, 3, 4];
     partial.extend(vec![0u8; 1000]);
     hoarder.ws.get_mut().write_all(&partial).unwrap();
+    let mut half_upgrade = TcpStream::connect(ws).unwrap();
+    half_upgrade.set_read_timeout(Some(WAIT)).unwrap();
+    half_upgrade
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
     let started = Instant::now();
     assert!(hoarder.closed_without_mqtt(), "the unfinished frame stays");
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900),
         "closed too soon: {took:?}"
+    );
+    let mut rest = Vec::new();
+    assert!(
+        half_upgrade.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+        "the half upgrade stays, or got an answer: {rest:?}"
     );
     // The steady client pinged all along through MQTT and is still served.
     steady.send_bytes(vec![0xC0, 0x00]);
