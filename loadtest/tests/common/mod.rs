@@ -86,9 +86,12 @@ impl Mosquitto {
                 .port();
             let dir = TempDir::new("mosquitto");
             let conf = dir.0.join("mosquitto.conf");
+            // `max_inflight_messages` also caps a 3.1.1 client's incoming QoS 1/2 in flight
+            // (default 20); the generator's window is 64, and Mosquitto drops a publisher that
+            // goes past it whenever it falls behind. 0 is no maximum, as compare.py runs it.
             let text = format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-                 set_tcp_nodelay true\nlog_dest stderr\n"
+                 max_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n"
             );
             std::fs::write(&conf, text).unwrap();
             let mut child = Command::new(&bin)
@@ -105,8 +108,13 @@ impl Mosquitto {
                 .map_while(Result::ok)
                 .any(|l| l.ends_with("running"));
             if running {
-                // Keep draining its log so it never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
+                // Keep draining its log so it never blocks on a full pipe; a failing test's
+                // output then shows what Mosquitto said (the harness captures stderr).
+                std::thread::spawn(move || {
+                    lines
+                        .map_while(Result::ok)
+                        .for_each(|l| eprintln!("mosquitto: {l}"))
+                });
                 return Some(Self {
                     child,
                     addr: SocketAddr::from(([127, 0, 0, 1], port)),
