@@ -7,6 +7,7 @@
 //! returned; `mio` is not a dependency. Shared structures (the subscription index, the retained
 //! store) are `Sync` and guarded by `parking_lot` locks so that the server's workers can share them.
 
+pub mod bridge;
 mod ids;
 mod index;
 mod message;
