@@ -226,6 +226,9 @@ pub struct Config {
     pub sys_interval: u64,
     /// Where the Prometheus endpoint (`/metrics`) listens; unset: no endpoint.
     pub metrics_bind: Option<SocketAddr>,
+    /// Bridges to other brokers (`[[bridge]]` tables).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 impl Default for Config {
@@ -273,6 +276,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             sys_interval: 10,
             metrics_bind: None,
+            bridges: Vec::new(),
         }
     }
 }
@@ -299,6 +303,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
+    /// A `[[bridge]]` table is wrong (the message names the bridge and the key).
+    #[error("invalid configuration: {0}")]
+    Bridge(String),
 }
 
 impl Config {
@@ -425,6 +432,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_session_expiry_secs must be at most 4294967295",
             ));
+        }
+        if self.bridges.len() > crate::bridge::config::MAX_BRIDGES {
+            return Err(ConfigError::Invalid("at most 64 [[bridge]] tables"));
+        }
+        for (i, b) in self.bridges.iter().enumerate() {
+            b.validate().map_err(ConfigError::Bridge)?;
+            if self.bridges[..i].iter().any(|o| o.name == b.name) {
+                return Err(ConfigError::Bridge(format!(
+                    "bridge {:?}: two bridges have this name",
+                    b.name
+                )));
+            }
         }
         Ok(())
     }

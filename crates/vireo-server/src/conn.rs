@@ -30,6 +30,10 @@ use vireo_codec::{LastWill, Packet, ProtocolVersion, QoS};
 use crate::frames::{FrameLog, Span};
 use crate::shared::Shared;
 
+/// `Conn::listener` of a connection the broker made to itself (a bridge's local side): no
+/// listener accepted it, no password was asked, no ACL applies, no per-address count holds it.
+pub(crate) const INTERNAL: u8 = u8::MAX;
+
 /// Most slices handed to one `writev`. Linux allows 1024 (IOV_MAX); at 64 a stream of small
 /// QoS 0 frames needed a syscall per ~5 KB (fan-in delivered 0.6M msg/s); 512 frames amortise
 /// the syscall over tens of kilobytes.
@@ -182,7 +186,8 @@ pub(crate) struct Conn {
     /// The TLS and WebSocket state of a connection to such a listener (see `transport`);
     /// boxed for the same reason.
     pub layers: Option<Box<crate::transport::Layers>>,
-    /// Which listener accepted it (index into the configuration's listeners).
+    /// Which listener accepted it (index into the configuration's listeners), or
+    /// [`INTERNAL`] for a bridge's own connection.
     pub listener: u8,
     /// On the worker's flush list this iteration.
     pub dirty: bool,

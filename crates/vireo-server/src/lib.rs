@@ -9,6 +9,7 @@
 //! `conn` (one connection's buffers), `shared` (cross-worker state), `config`.
 
 mod auth;
+mod bridge;
 mod clients;
 mod config;
 mod conn;
@@ -28,6 +29,7 @@ mod unfinished;
 mod worker;
 mod ws;
 
+pub use bridge::{BridgeConfig, BridgeTopic, BridgeTransport, DirectionName};
 pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 pub use server::{Server, ServerHandle, StartError};
 pub use shared::Stats;

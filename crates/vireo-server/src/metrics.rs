@@ -273,6 +273,9 @@ pub(crate) fn render(shared: &Shared) -> String {
         }
         r.register(name, help, family);
     }
+    if !shared.bridges.is_empty() {
+        bridge_metrics(&mut r, shared);
+    }
     r.register(
         "publish_latency_seconds",
         "From a PUBLISH read to its frame written to a subscriber, sampled once per loop \
@@ -284,4 +287,50 @@ pub(crate) fn render(shared: &Shared) -> String {
         out.clear();
     }
     out
+}
+
+/// Per bridge (label `bridge`): whether its remote is connected, and what it forwarded.
+fn bridge_metrics(r: &mut Registry, shared: &Shared) {
+    type Read = fn(&crate::bridge::BridgeStatus) -> u64;
+    let label = |b: &crate::bridge::BridgeStatus| vec![("bridge".to_owned(), b.name.clone())];
+    let connected = Family::<Vec<(String, String)>, Gauge>::default();
+    for b in &shared.bridges {
+        connected
+            .get_or_create(&label(b))
+            .set(i64::from(b.connected.load(Ordering::Relaxed)));
+    }
+    r.register(
+        "bridge_connected",
+        "1 while the bridge's remote broker has accepted its connection",
+        connected,
+    );
+    let counters: [(&str, &str, Read); 4] = [
+        (
+            "bridge_forwarded_out",
+            "Messages the bridge published to its remote (acknowledged there, at QoS 1/2)",
+            |b| b.forwarded_out.load(Ordering::Relaxed),
+        ),
+        (
+            "bridge_forwarded_in",
+            "Messages the bridge published here from its remote",
+            |b| b.forwarded_in.load(Ordering::Relaxed),
+        ),
+        (
+            "bridge_dropped",
+            "Messages the bridge did not forward (QoS 0 while the remote was away, refused, too large)",
+            |b| b.dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "bridge_connects",
+            "Connection attempts to the bridge's remote",
+            |b| b.connects.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        for b in &shared.bridges {
+            family.get_or_create(&label(b)).inc_by(read(b));
+        }
+        r.register(name, help, family);
+    }
 }

@@ -72,6 +72,9 @@ pub enum StartError {
         /// What is wrong (the file and the error).
         reason: String,
     },
+    /// A bridge's configuration or TLS files cannot be used.
+    #[error("{0}")]
+    Bridge(String),
     /// Binding, polling or spawning failed.
     #[error("cannot start: {0}")]
     Io(#[from] io::Error),
@@ -104,6 +107,15 @@ impl Server {
             let acl = load_acl(path)?;
             found.push(format!("{}: {} rules", path.display(), acl.len()));
         }
+        for b in &config.bridges {
+            crate::bridge::prepare(b, config.max_packet_size).map_err(StartError::Bridge)?;
+            found.push(format!(
+                "bridge {} to {} ({} topics)",
+                b.name,
+                b.address,
+                b.topics.len()
+            ));
+        }
         Ok(found)
     }
 
@@ -111,6 +123,17 @@ impl Server {
     /// 0 picks a free port shared by all workers), spawns the workers and returns at once.
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
+        let bridges = config
+            .bridges
+            .iter()
+            .map(|b| crate::bridge::prepare(b, config.max_packet_size))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Bridge)?;
+        let bridge_status: Vec<_> = config
+            .bridges
+            .iter()
+            .map(|b| Arc::new(crate::bridge::BridgeStatus::new(&b.name)))
+            .collect();
         let acl = match &config.acl_file {
             Some(path) => {
                 let acl = load_acl(path)?;
@@ -207,6 +230,7 @@ impl Server {
             tls_listeners,
             acl: RwLock::new(acl),
             acl_generation: AtomicU64::new(0),
+            bridges: bridge_status.clone(),
             config,
         });
         let mut threads = Vec::with_capacity(workers + checker_threads);
@@ -231,6 +255,10 @@ impl Server {
                     worker.run();
                 })?;
             threads.push(thread);
+        }
+        // After the workers: a bridge hands its local connection to one of them.
+        for (prepared, status) in bridges.into_iter().zip(bridge_status) {
+            threads.push(crate::bridge::spawn(prepared, status, Arc::clone(&shared))?);
         }
         let metrics_addr = match shared.config.metrics_bind {
             Some(bind) => {

@@ -12,7 +12,7 @@ use vireo_broker::{Message, Session, SessionId};
 use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, QoS, ReasonCode, parse_shared};
 
 use crate::auth::Check;
-use crate::conn::{Close, Conn, ConnState, V5State};
+use crate::conn::{Close, Conn, ConnState, INTERNAL, V5State};
 use crate::shared::{Adoption, WorkerMsg};
 use crate::tls;
 use crate::worker::{SessionSlot, Worker, generated_client_id, home_of_client};
@@ -34,6 +34,10 @@ impl Worker {
         if let Err(code) = connect::check(&connect, &self.shared.limits, persistent) {
             tracing::info!(peer = %conn.peer, client = %connect.client_id, code = code.0, "CONNECT refused");
             return refuse(conn, code);
+        }
+        if connect::reserved_client_id(&connect.client_id) {
+            tracing::info!(peer = %conn.peer, client = %connect.client_id, "CONNECT refused: client ids starting with $bridge/ are the broker's own");
+            return refuse(conn, connect::identifier_rejected(connect.protocol));
         }
         let workers = self.shared.mailboxes.len();
         let assigned = connect.client_id.is_empty();
@@ -211,12 +215,19 @@ impl Worker {
         // Authorization, before anything changes for a session of that id: the client's ACL,
         // and its Will's topic, which it must be allowed to publish to (as Mosquitto checks).
         let generation = self.shared.acl_generation.load(Ordering::Acquire);
-        let acl = self.shared.acl.read().as_ref().map(|a| {
-            (
-                a.for_client(connect.username.as_deref(), &connect.client_id),
-                generation,
-            )
-        });
+        let internal = self.conns.get(key).is_some_and(|c| c.listener == INTERNAL);
+        let acl = self
+            .shared
+            .acl
+            .read()
+            .as_ref()
+            .filter(|_| !internal)
+            .map(|a| {
+                (
+                    a.for_client(connect.username.as_deref(), &connect.client_id),
+                    generation,
+                )
+            });
         if let (Some((acl, _)), Some(will)) = (&acl, &connect.will)
             && !acl.check_publish(&will.topic)
         {
@@ -307,7 +318,11 @@ impl Worker {
             client = %connect.client_id,
             peer = %conn.peer,
             protocol = version.name(),
-            transport = crate::transport::Layers::name(conn.layers.as_deref()),
+            transport = if conn.listener == INTERNAL {
+                "internal"
+            } else {
+                crate::transport::Layers::name(conn.layers.as_deref())
+            },
             clean = connect.clean_start,
             keep_alive = negotiated.keep_alive,
             session_present,
@@ -404,7 +419,9 @@ impl Worker {
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
-        self.shared.per_ip.release(conn.peer.ip());
+        if conn.listener != INTERNAL {
+            self.shared.per_ip.release(conn.peer.ip());
+        }
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
         if reason.flushes_first() || conn.layers.as_deref().is_some_and(|l| l.ended()) {
             // Best effort: a refusing CONNACK or a DISCONNECT (or a refused WebSocket

@@ -320,4 +320,6 @@ pub(crate) struct Shared {
     /// Bumped by every ACL reload: a connection whose `ClientAcl` is older takes the new
     /// file at its next check (a relaxed load per PUBLISH, never the lock).
     pub acl_generation: AtomicU64,
+    /// Each `[[bridge]]`'s state, for the metrics and `$SYS`.
+    pub bridges: Vec<Arc<crate::bridge::BridgeStatus>>,
 }

@@ -117,6 +117,14 @@ impl SysTopics {
                 shared.retained.read().len().to_string(),
             ),
         ];
+        // Mosquitto's bridge state topic: 1 connected, 0 not.
+        for b in &shared.bridges {
+            let up = b.connected.load(Ordering::Relaxed);
+            values.push((
+                format!("connection/{}/state", b.name),
+                u8::from(up).to_string(),
+            ));
+        }
         for (i, name) in LOADS.iter().enumerate() {
             for (w, (_, window)) in WINDOWS.iter().enumerate() {
                 values.push((

@@ -71,6 +71,9 @@ pub struct BridgeSpec {
     pub reconnect_min: Duration,
     /// See `reconnect_min`.
     pub reconnect_max: Duration,
+    /// The largest packet the local broker takes: asked of a 5.0 remote as its Maximum
+    /// Packet Size, so nothing comes in that could not be published here.
+    pub maximum_packet_size: u32,
 }
 
 impl fmt::Debug for BridgeSpec {
@@ -219,6 +222,9 @@ pub struct Bridge {
     remote_next_id: u16,
     remote_suback: Option<PacketId>,
     local_up: bool,
+    /// The local subscriptions are in place (SUBACK): only then is the remote connected, so
+    /// nothing that arrives there could have been missed here.
+    local_ready: bool,
     local_window: usize,
     local_next_id: u16,
     next_seq: u64,
@@ -254,6 +260,7 @@ impl Bridge {
             remote_next_id: 0,
             remote_suback: None,
             local_up: false,
+            local_ready: false,
             local_window: 0,
             local_next_id: 0,
             next_seq: 0,
@@ -305,7 +312,9 @@ impl Bridge {
     /// When [`Bridge::tick`] next has something to do.
     pub fn next_deadline(&self) -> Instant {
         match &self.remote {
-            Remote::Down { retry_at } => *retry_at,
+            // Nothing to time until the local side is ready: its SUBACK is an event.
+            Remote::Down { retry_at } if self.local_ready => *retry_at,
+            Remote::Down { retry_at } => *retry_at + Duration::from_secs(3600),
             Remote::Connecting { deadline } => *deadline,
             Remote::Up(up) => {
                 let far = up.last_received + Duration::from_secs(3600);
@@ -324,7 +333,7 @@ impl Bridge {
     /// to send.
     pub fn tick(&mut self, now: Instant) -> Option<Action> {
         match &mut self.remote {
-            Remote::Down { retry_at } if now >= *retry_at => {
+            Remote::Down { retry_at } if self.local_ready && now >= *retry_at => {
                 self.remote = Remote::Connecting {
                     deadline: now + self.spec.connect_timeout,
                 };
@@ -397,6 +406,7 @@ impl Bridge {
                 Ok(())
             }
             Packet::SubAck(ack) => {
+                self.local_ready = true;
                 let filters = self.spec.rules.iter().filter(|r| r.direction().out());
                 for (rule, code) in filters.zip(&ack.codes) {
                     if code.is_error() {
@@ -487,6 +497,8 @@ impl Bridge {
         if spec.remote_version.is_v5() {
             c.properties
                 .push(Property::ReceiveMaximum(spec.max_inflight.max(1)));
+            c.properties
+                .push(Property::MaximumPacketSize(spec.maximum_packet_size));
             if !spec.clean_session {
                 // A persistent session, as Clean Session 0 is in 3.1.1.
                 c.properties.push(Property::SessionExpiryInterval(u32::MAX));
@@ -532,7 +544,9 @@ impl Bridge {
             .filter(|r| r.direction().out())
             .map(|r| (r.local_filter().into(), bridge_options(r.qos())))
             .collect();
-        if !filters.is_empty() {
+        if filters.is_empty() {
+            self.local_ready = true;
+        } else {
             self.send_local(&Packet::Subscribe(Subscribe {
                 packet_id: PacketId::MIN,
                 properties: Properties::new(),

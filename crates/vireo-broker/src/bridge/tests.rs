@@ -38,6 +38,7 @@ fn spec(version: ProtocolVersion) -> BridgeSpec {
         connect_timeout: SECS(5),
         reconnect_min: SECS(1),
         reconnect_max: SECS(8),
+        maximum_packet_size: 1 << 20,
     }
 }
 
@@ -85,14 +86,22 @@ impl H {
     /// Both connections up, their subscriptions drained.
     fn up(v: ProtocolVersion) -> Self {
         let mut h = Self::new(v);
-        h.b.on_local(Packet::ConnAck(ConnAck::default()), h.t0)
-            .unwrap();
+        h.local_ready();
         assert_eq!(h.b.tick(h.t0), Some(Action::Connect));
         h.b.remote_out.clear(); // the CONNECT (a 3.1.1 one has the bridge bit: not decodable)
         h.connack(false, h.t0);
         h.local();
         h.remote();
         h
+    }
+
+    /// The local CONNACK and SUBACK: the bridge may now connect to the remote.
+    fn local_ready(&mut self) {
+        self.b
+            .on_local(Packet::ConnAck(ConnAck::default()), self.t0)
+            .unwrap();
+        let ack = vireo_codec::SubAck::new(PacketId::MIN, vec![ReasonCode::GRANTED_QOS_2; 2]);
+        self.b.on_local(Packet::SubAck(ack), self.t0).unwrap();
     }
 
     fn connack(&mut self, session_present: bool, now: Instant) {
@@ -145,6 +154,13 @@ fn connects_with_its_credentials_and_subscribes_on_both_sides() {
         ]
     );
 
+    assert_eq!(
+        h.b.tick(h.t0),
+        None,
+        "the remote waits for the local SUBACK"
+    );
+    h.local_ready();
+    h.local();
     assert_eq!(h.b.tick(h.t0), Some(Action::Connect));
     let Packet::Connect(c) = &h.remote()[0] else {
         panic!()
@@ -176,7 +192,10 @@ fn a_311_bridge_sets_the_protocol_level_top_bit_unless_told_not_to() {
         s.try_private = try_private;
         let t0 = Instant::now();
         let mut b = Bridge::new(s, t0);
-        b.tick(t0);
+        b.on_local(Packet::ConnAck(ConnAck::default()), t0).unwrap();
+        let ack = vireo_codec::SubAck::new(PacketId::MIN, vec![ReasonCode::GRANTED_QOS_2; 2]);
+        b.on_local(Packet::SubAck(ack), t0).unwrap();
+        assert_eq!(b.tick(t0), Some(Action::Connect));
         // 0x10, remaining length, 0x00 0x04 "MQTT", level.
         assert_eq!(&b.remote_out[2..8], b"\x00\x04MQTT");
         assert_eq!(b.remote_out[8], level);
@@ -298,8 +317,7 @@ fn qos2_out_completes_on_both_sides() {
 #[test]
 fn the_remotes_receive_maximum_bounds_what_is_in_flight() {
     let mut h = H::new(ProtocolVersion::V5);
-    h.b.on_local(Packet::ConnAck(ConnAck::default()), h.t0)
-        .unwrap();
+    h.local_ready();
     h.b.tick(h.t0);
     let mut ack = ConnAck::new(false, ReasonCode::SUCCESS);
     ack.properties.push(Property::ReceiveMaximum(2));
@@ -323,8 +341,7 @@ fn the_remotes_receive_maximum_bounds_what_is_in_flight() {
 #[test]
 fn what_the_remotes_connack_forbids_is_not_sent() {
     let mut h = H::new(ProtocolVersion::V5);
-    h.b.on_local(Packet::ConnAck(ConnAck::default()), h.t0)
-        .unwrap();
+    h.local_ready();
     h.b.tick(h.t0);
     let mut ack = ConnAck::new(false, ReasonCode::SUCCESS);
     ack.properties.push(Property::MaximumQoS(0));
@@ -432,6 +449,7 @@ fn keep_alive_pings_and_gives_up_on_a_silent_remote() {
 #[test]
 fn a_late_or_refused_connack_backs_off_exponentially() {
     let mut h = H::new(ProtocolVersion::V5);
+    h.local_ready();
     assert_eq!(h.b.tick(h.t0), Some(Action::Connect));
     assert_eq!(h.b.tick(h.at(4)), None);
     assert_eq!(h.b.tick(h.at(5)), Some(Action::Close(Lost::ConnackTimeout)));
@@ -458,6 +476,7 @@ fn a_remote_breaking_the_protocol_is_dropped() {
         Err(Lost::Protocol(_))
     ));
     let mut fresh = H::new(ProtocolVersion::V5);
+    fresh.local_ready();
     fresh.b.tick(fresh.t0);
     assert!(fresh.b.on_remote(Packet::PingResp, fresh.t0).is_err());
 }
@@ -468,8 +487,7 @@ fn both_ways_rules_do_not_echo() {
     // subscription has No Local, so the broker does not hand it back. That half is the
     // broker's (tested from sockets); here: the bridge asks for No Local on both sides.
     let mut h = H::new(ProtocolVersion::V5);
-    h.b.on_local(Packet::ConnAck(ConnAck::default()), h.t0)
-        .unwrap();
+    h.local_ready();
     h.b.tick(h.t0);
     h.connack(false, h.t0);
     let subs = [h.local(), h.remote()[1..].to_vec()];

@@ -213,6 +213,21 @@ pub fn accepted(
     ack
 }
 
+/// The reason code that refuses a client id, in the client's version.
+pub fn identifier_rejected(version: ProtocolVersion) -> ReasonCode {
+    if version.is_v5() {
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+    } else {
+        ReasonCode::V3_IDENTIFIER_REJECTED
+    }
+}
+
+/// Whether a client id is kept for the broker's own bridges (see `bridge`): a client may
+/// not take one, or it could take a bridge's session over.
+pub fn reserved_client_id(id: &str) -> bool {
+    id.starts_with(crate::bridge::LOCAL_CLIENT_PREFIX)
+}
+
 /// The reason code that refuses a CONNECT because the broker is full, in the client's version.
 pub fn server_unavailable(version: ProtocolVersion) -> ReasonCode {
     if version.is_v5() {
