@@ -393,9 +393,10 @@ fn next_packet(conn: &mut std::net::TcpStream, buf: &mut BytesMut) -> Option<Pac
 }
 
 /// A remote that accepts the connection and then says nothing: the bridge pings within its
-/// keep alive, gives up one keep alive later, and connects again.
+/// keep alive ([MQTT-7.0.0-1]: a bridge keeps the client's rules, here [MQTT-3.1.2-23]),
+/// gives up one keep alive later, and connects again.
 #[test]
-fn keep_alive_gives_up_on_a_silent_remote_and_reconnects() {
+fn mqtt_7_0_0_1_keep_alive_gives_up_on_a_silent_remote_and_reconnects() {
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = fake.local_addr().unwrap();
     let (tx, accepted) = channel();

@@ -48,6 +48,8 @@ fn example_configuration_passes_the_check_and_names_every_key() {
     for field in fields {
         let named = if field == "listeners" {
             text.contains("[[listener]]")
+        } else if field == "bridges" {
+            text.contains("[[bridge]]")
         } else {
             text.lines().any(|l| {
                 let l = l.trim_start_matches('#').trim_start();

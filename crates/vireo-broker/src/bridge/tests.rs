@@ -253,6 +253,8 @@ fn qos1_published_while_the_remote_is_away_goes_when_it_returns() {
     );
 }
 
+/// [MQTT-7.0.0-1] the bridge meets the client's rules: [MQTT-4.4.0-1] unacknowledged PUBLISH
+/// and PUBREL re-sent with their ids, [MQTT-3.3.1-1] the PUBLISH with DUP.
 #[test]
 fn unacknowledged_messages_are_sent_again_with_dup_to_a_kept_session() {
     let mut h = H::up(ProtocolVersion::V5);
@@ -314,6 +316,8 @@ fn qos2_out_completes_on_both_sides() {
     assert!(h.b.out_inflight.is_empty());
 }
 
+/// [MQTT-2.3.1-2] ids not in use; 5.0 [MQTT-4.9.0-2] no more in flight than its Receive
+/// Maximum.
 #[test]
 fn the_remotes_receive_maximum_bounds_what_is_in_flight() {
     let mut h = H::new(ProtocolVersion::V5);
@@ -421,6 +425,7 @@ fn qos2_in_stored_while_the_remote_was_away_is_acknowledged_when_resent() {
     assert!(h.local().is_empty(), "delivered twice");
 }
 
+/// [MQTT-7.0.0-1] as a client: [MQTT-3.1.2-23] never silent longer than the keep alive.
 #[test]
 fn keep_alive_pings_and_gives_up_on_a_silent_remote() {
     let mut h = H::up(ProtocolVersion::V5);
