@@ -342,7 +342,13 @@ mod tests {
             ("max_inflight = 0", "max_inflight"),
         ];
         for (line, key) in cases {
-            let text = MINIMAL.replace("[[bridge.topic]]", &format!("{line}\n[[bridge.topic]]"));
+            let key_name = line.split(' ').next().unwrap_or_default();
+            let base: String = MINIMAL
+                .lines()
+                .filter(|l| !l.trim_start().starts_with(&format!("{key_name} ")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let text = base.replace("[[bridge.topic]]", &format!("{line}\n[[bridge.topic]]"));
             let err = parse(&text).validate().unwrap_err();
             assert!(
                 err.contains("\"cloud\"") && err.contains(key),
