@@ -73,15 +73,7 @@ impl Mosquitto {
 
     /// Waits for a log line containing `what`.
     fn wait_for(&mut self, what: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("mosquitto never logged {what:?}"),
-            }
-        }
+        line_within(&self.lines, what)
     }
 
     /// SIGTERM (Mosquitto saves its persistence file), and waits for it to exit.
@@ -123,12 +115,18 @@ fn vireo_with_bridge(toml_text: &str, remote: SocketAddr) -> ServerHandle {
 }
 
 fn metrics(handle: &ServerHandle) -> String {
-    let mut s = std::net::TcpStream::connect(handle.metrics_addr().unwrap()).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
+    http_get(handle.metrics_addr().unwrap(), "/metrics").1
+}
+
+/// Asserts the bridge `edge`'s counters on the metrics endpoint.
+fn assert_forwarded(handle: &ServerHandle, out: u64, inward: u64) {
+    let m = metrics(handle);
+    for line in [
+        format!("vireo_bridge_forwarded_out_total{{bridge=\"edge\"}} {out}"),
+        format!("vireo_bridge_forwarded_in_total{{bridge=\"edge\"}} {inward}"),
+    ] {
+        assert!(m.contains(&line), "no {line:?} in {m}");
+    }
 }
 
 const OUT_AND_IN: &str = r#"
@@ -194,14 +192,7 @@ fn v5_bridge_forwards_out_and_in_renaming_topics() {
         m.contains("vireo_bridge_connected{bridge=\"edge\"} 1"),
         "{m}"
     );
-    assert!(
-        m.contains("vireo_bridge_forwarded_out_total{bridge=\"edge\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("vireo_bridge_forwarded_in_total{bridge=\"edge\"} 1"),
-        "{m}"
-    );
+    assert_forwarded(&vireo, 1, 1);
     // Mosquitto's bridge state topic.
     let mut sys = Client::connect(vireo.local_addr(), "sys");
     sys.subscribe(&[("$SYS/broker/connection/edge/state", QoS::AtMostOnce)]);
@@ -242,15 +233,7 @@ fn both_ways(version: &str) {
     // Each message once on each side: nothing came back round.
     local_sub.expect_nothing();
     remote_sub.expect_nothing();
-    let m = metrics(&vireo);
-    assert!(
-        m.contains("vireo_bridge_forwarded_out_total{bridge=\"edge\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("vireo_bridge_forwarded_in_total{bridge=\"edge\"} 1"),
-        "{m}"
-    );
+    assert_forwarded(&vireo, 1, 1);
 }
 
 /// 5.0: No Local on both connections keeps a `both` rule from looping.

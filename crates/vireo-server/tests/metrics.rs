@@ -5,27 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use common::*;
 use vireo_codec::QoS;
-
-/// `GET path`: the status line, the headers and the body.
-fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: vireo\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
 
 /// The value of the sample `name` in an exposition.
 fn sample(body: &str, name: &str) -> Option<f64> {
@@ -48,7 +32,7 @@ fn metrics_endpoint_counts_the_traffic() {
     // Deliveries and bytes reach the counters at the workers' next sweep (100 ms).
     let deadline = Instant::now() + WAIT;
     let body = loop {
-        let (head, body) = get(metrics, "/metrics");
+        let (head, body) = http_get(metrics, "/metrics");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(head.contains("application/openmetrics-text"), "{head}");
         if sample(&body, "vireo_publishes_sent_total").is_some_and(|v| v >= 3.0) {
@@ -65,7 +49,7 @@ fn metrics_endpoint_counts_the_traffic() {
     assert_eq!(sample(&body, "vireo_clients_connected"), Some(2.0));
     assert_eq!(sample(&body, "vireo_subscriptions"), Some(1.0));
     assert!(body.contains("# TYPE vireo_dropped_qos0 counter"), "{body}");
-    let (head, _) = get(metrics, "/other");
+    let (head, _) = http_get(metrics, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
@@ -86,7 +70,7 @@ fn metrics_per_worker_counters_and_latency_histogram() {
     }
     let deadline = Instant::now() + WAIT;
     let body = loop {
-        let (_, body) = get(metrics, "/metrics");
+        let (_, body) = http_get(metrics, "/metrics");
         // A sweep adds to the total, then to its worker's share: a scrape between the two
         // sees them apart, the next one together.
         if sum_of(&body, "vireo_publish_latency_seconds_count") >= 5.0
@@ -156,7 +140,7 @@ fn metrics_count_queued_messages_per_worker() {
     }
     let deadline = Instant::now() + WAIT;
     loop {
-        let (_, body) = get(metrics, "/metrics");
+        let (_, body) = http_get(metrics, "/metrics");
         assert!(
             body.contains("vireo_queued_messages{worker=\"0\"}"),
             "{body}"

@@ -624,8 +624,9 @@ impl Bridge {
         if !up.retain_available {
             msg.publish.retain = false;
         }
-        let too_large = Packet::Publish(msg.publish.clone()).encoded_len(self.spec.remote_version)
-            > up.maximum_packet_size;
+        let version = self.spec.remote_version;
+        let too_large =
+            msg.publish.header_len(version) + msg.publish.payload.len() > up.maximum_packet_size;
         if too_large {
             tracing::warn!(bridge = %self.spec.name, topic = %msg.publish.topic, "message larger than the remote's Maximum Packet Size: dropped");
             self.stats.dropped += 1;
@@ -647,7 +648,7 @@ impl Bridge {
         };
         msg.publish.qos = QosPid::new(qos, id);
         msg.publish.dup = false;
-        self.send_remote(&Packet::Publish(msg.publish.clone()), now);
+        self.send_remote_publish(&msg.publish, now);
         self.out_inflight.insert(id.get(), msg);
     }
 
@@ -737,7 +738,7 @@ impl Bridge {
                     self.send_remote(&Packet::PubRel(Ack::new(id)), now);
                 } else {
                     msg.publish.dup = true;
-                    self.send_remote(&Packet::Publish(msg.publish.clone()), now);
+                    self.send_remote_publish(&msg.publish, now);
                 }
                 self.out_inflight.insert(id.get(), msg);
             }
@@ -847,7 +848,13 @@ impl Bridge {
                 return;
             };
             msg.publish.qos = QosPid::new(msg.publish.qos(), id);
-            self.send_local(&Packet::Publish(msg.publish.clone()));
+            if msg
+                .publish
+                .encode_header(ProtocolVersion::V5, &mut self.local_out)
+                .is_ok()
+            {
+                self.local_out.extend_from_slice(&msg.publish.payload);
+            }
             self.in_inflight.insert(id.get(), msg);
         }
     }
@@ -906,6 +913,18 @@ impl Bridge {
             && let Remote::Up(up) = &mut self.remote
         {
             up.last_sent = now;
+        }
+    }
+
+    /// A PUBLISH kept for a re-send: encoded from a reference, not cloned into a `Packet`.
+    fn send_remote_publish(&mut self, p: &Publish, now: Instant) {
+        if p.encode_header(self.spec.remote_version, &mut self.remote_out)
+            .is_ok()
+        {
+            self.remote_out.extend_from_slice(&p.payload);
+            if let Remote::Up(up) = &mut self.remote {
+                up.last_sent = now;
+            }
         }
     }
 

@@ -99,6 +99,35 @@ pub fn listening_port(log: impl std::io::Read + Send + 'static) -> u16 {
         .expect("broker never logged its address")
 }
 
+/// The next line from a process's log (read on a thread into `lines`) that contains `what`,
+/// within [`WAIT`]; fails the test otherwise.
+pub fn line_within(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no `{what}` in the log ({e})"),
+        }
+    }
+}
+
+/// `GET path` on an HTTP endpoint: the status line and headers, and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: vireo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
 /// The `vireo` binary run with `args`, its log (standard error) read line by line on a
 /// thread of its own so that waiting for a line has a deadline; killed when dropped.
 pub struct Broker {
@@ -130,15 +159,7 @@ impl Broker {
 
     /// The next log line that contains `what`, within [`WAIT`].
     pub fn line_with(&self, what: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no `{what}` in the log ({e})"),
-            }
-        }
+        line_within(&self.lines, what)
     }
 
     /// Where it listens, from its "listening" line.
