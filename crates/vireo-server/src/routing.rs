@@ -147,12 +147,7 @@ impl Worker {
                     Close::Protocol(v.0)
                 })?;
         }
-        // Levels can exceed the limit only if the topic is at least that long: skip the count
-        // on the hot path for ordinary topics.
-        if p.topic.len() > limits.max_topic_length
-            || (p.topic.len() >= limits.max_topic_levels
-                && p.topic.bytes().filter(|&b| b == b'/').count() >= limits.max_topic_levels)
-        {
+        if !inbound::topic_within_limits(&p.topic, limits) {
             tracing::info!(
                 topic_len = p.topic.len(),
                 "topic over the configured length/levels"

@@ -108,7 +108,7 @@ impl Server {
             found.push(format!("{}: {} rules", path.display(), acl.len()));
         }
         for b in &config.bridges {
-            crate::bridge::prepare(b, config.max_packet_size).map_err(StartError::Bridge)?;
+            crate::bridge::prepare(b, &config.protocol_limits()).map_err(StartError::Bridge)?;
             found.push(format!(
                 "bridge {} to {} ({} topics)",
                 b.name,
@@ -126,7 +126,7 @@ impl Server {
         let bridges = config
             .bridges
             .iter()
-            .map(|b| crate::bridge::prepare(b, config.max_packet_size))
+            .map(|b| crate::bridge::prepare(b, &config.protocol_limits()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Bridge)?;
         let bridge_status: Vec<_> = config

@@ -28,9 +28,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use vireo_codec::{
-    Ack, Bytes, BytesMut, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, Property,
-    ProtocolVersion, Publish, QoS, QosPid, ReasonCode, Subscribe, SubscriptionOptions, TopicName,
+    Ack, Bytes, BytesMut, ConnAck, Connect, Disconnect, FixedHeader, Packet, PacketId, Properties,
+    Property, ProtocolVersion, Publish, QoS, QosPid, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicName,
 };
+
+use crate::protocol::{Limits, publish as inbound};
 
 /// Client ids of the bridges' local connections start with this; other clients may not use
 /// them (the server refuses such a CONNECT), so nobody can take a bridge's session over.
@@ -40,6 +43,11 @@ pub const LOCAL_CLIENT_PREFIX: &str = "$bridge/";
 /// subscription identifiers.
 const TOPIC_ALIAS: u8 = 0x23;
 const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+
+/// Bytes waiting to be written to one side past which the bridge stops taking more from the
+/// other (the server stops reading it): QoS 0 has no window, so without this a slow side
+/// would make the bridge buffer without bound. The brokers' own queues hold what waits.
+pub const BUFFER_LIMIT: usize = 256 * 1024;
 
 /// What a bridge is, as configured.
 #[derive(Clone)]
@@ -74,6 +82,12 @@ pub struct BridgeSpec {
     /// The largest packet the local broker takes: asked of a 5.0 remote as its Maximum
     /// Packet Size, so nothing comes in that could not be published here.
     pub maximum_packet_size: u32,
+    /// The local broker's `max_topic_length` and `max_topic_levels` (its CONNACK does not say
+    /// them): a remote message whose topic is over either is dropped, not published into a
+    /// refusal.
+    pub max_topic_length: usize,
+    /// See `max_topic_length`.
+    pub max_topic_levels: usize,
 }
 
 impl fmt::Debug for BridgeSpec {
@@ -158,12 +172,27 @@ struct Up {
     last_sent: Instant,
     last_received: Instant,
     ping_sent: Option<Instant>,
+    /// Ours, or the Server Keep Alive of its CONNACK [MQTT-3.2.2-21].
+    keep_alive: Option<Duration>,
     /// QoS 1/2 PUBLISHes it may have in flight: our `max_inflight` or its Receive Maximum.
     window: usize,
     /// What its 5.0 CONNACK allows.
     maximum_qos: QoS,
     retain_available: bool,
     maximum_packet_size: usize,
+}
+
+/// The local connection once its CONNACK came: what the broker allows.
+#[derive(Debug)]
+struct LocalUp {
+    /// QoS 1/2 PUBLISHes it takes in flight (its Receive Maximum).
+    window: usize,
+    /// Its limits from the CONNACK, with `max_topic_*` from the spec: a remote message is
+    /// fitted to them (QoS lowered, retain cleared) or dropped before it is published.
+    limits: Limits,
+    /// Its Server Keep Alive (set when the broker has a `max_keepalive`): PINGREQ when quiet.
+    keep_alive: Option<Duration>,
+    last_sent: Instant,
 }
 
 /// How a message that came from one side is acknowledged there once the other side took it.
@@ -198,6 +227,8 @@ struct OutMsg {
     seq: u64,
     publish: Publish,
     local: SourceAck,
+    /// The local connection it came in: acknowledged only to that one.
+    local_session: u64,
     /// QoS 2 at the remote: PUBREC came, PUBREL sent, PUBCOMP awaited.
     released: bool,
 }
@@ -205,10 +236,13 @@ struct OutMsg {
 /// A remote message on its way in.
 #[derive(Debug)]
 struct InMsg {
+    seq: u64,
     publish: Publish,
     remote: SourceAck,
     /// The remote session it came in: acknowledged only to that one.
     session: u64,
+    /// Published locally at QoS 2 and PUBREC came: PUBREL sent, PUBCOMP awaited.
+    released: bool,
 }
 
 /// One bridge: both connections' protocol state.
@@ -221,17 +255,22 @@ pub struct Bridge {
     remote_session: u64,
     remote_next_id: u16,
     remote_suback: Option<PacketId>,
-    local_up: bool,
+    /// `Some` once the local CONNACK came.
+    local: Option<LocalUp>,
+    /// Bumped each time the local connection is made again.
+    local_session: u64,
     /// The local subscriptions are in place (SUBACK): only then is the remote connected, so
     /// nothing that arrives there could have been missed here.
     local_ready: bool,
-    local_window: usize,
     local_next_id: u16,
     next_seq: u64,
     /// Local messages not yet sent to the remote, oldest first.
     out_queue: VecDeque<OutMsg>,
     /// Sent to the remote and not yet acknowledged there, by remote packet id.
     out_inflight: HashMap<u16, OutMsg>,
+    /// Ids in `out_inflight` a kept remote session still has to be sent again, oldest first:
+    /// they go as its window allows, which may be smaller than before the reconnect.
+    out_resend: VecDeque<u16>,
     /// Remote messages not yet published locally, oldest first.
     in_queue: VecDeque<InMsg>,
     /// Published locally and not yet acknowledged, by local packet id.
@@ -242,6 +281,9 @@ pub struct Bridge {
     /// Remote QoS 2 ids taken and not yet acknowledged: a re-send is not delivered twice.
     in_taking: HashSet<u16>,
     stats: BridgeStats,
+    /// Whether a message dropped for the local broker's limits was logged at warn level
+    /// (the first is; the rest are counted).
+    warned_local_drop: bool,
     /// Bytes for the local connection.
     pub local_out: BytesMut,
     /// Bytes for the remote connection.
@@ -259,18 +301,20 @@ impl Bridge {
             remote_session: 0,
             remote_next_id: 0,
             remote_suback: None,
-            local_up: false,
+            local: None,
+            local_session: 0,
             local_ready: false,
-            local_window: 0,
             local_next_id: 0,
             next_seq: 0,
             out_queue: VecDeque::new(),
             out_inflight: HashMap::new(),
+            out_resend: VecDeque::new(),
             in_queue: VecDeque::new(),
             in_inflight: HashMap::new(),
             in_received: HashSet::new(),
             in_taking: HashSet::new(),
             stats: BridgeStats::default(),
+            warned_local_drop: false,
             local_out: BytesMut::new(),
             remote_out: BytesMut::new(),
         }
@@ -293,8 +337,17 @@ impl Bridge {
 
     /// Whether the server should read more from the remote: a 3.1.1 remote has no Receive
     /// Maximum to respect, so the bridge stops reading once a window's worth waits locally.
+    /// It also stops while [`BUFFER_LIMIT`] bytes wait for the local connection.
     pub fn wants_remote_input(&self) -> bool {
         self.in_queue.len() < usize::from(self.spec.max_inflight)
+            && self.local_out.len() < BUFFER_LIMIT
+    }
+
+    /// Whether the server should read more from the local connection: not while
+    /// [`BUFFER_LIMIT`] bytes wait for the remote (the broker's queue for the bridge holds
+    /// the rest, within its limits).
+    pub fn wants_local_input(&self) -> bool {
+        self.remote_out.len() < BUFFER_LIMIT
     }
 
     /// The CONNECT of the local connection (handed to the broker directly, not as bytes):
@@ -311,6 +364,18 @@ impl Bridge {
 
     /// When [`Bridge::tick`] next has something to do.
     pub fn next_deadline(&self) -> Instant {
+        let remote = self.remote_deadline();
+        match self
+            .local
+            .as_ref()
+            .and_then(|l| Some(l.last_sent + l.keep_alive?))
+        {
+            Some(ping) => ping.min(remote),
+            None => remote,
+        }
+    }
+
+    fn remote_deadline(&self) -> Instant {
         match &self.remote {
             // Nothing to time until the local side is ready: its SUBACK is an event.
             Remote::Down { retry_at } if self.local_ready => *retry_at,
@@ -318,7 +383,7 @@ impl Bridge {
             Remote::Connecting { deadline } => *deadline,
             Remote::Up(up) => {
                 let far = up.last_received + Duration::from_secs(3600);
-                match keep_alive(self.spec.keep_alive) {
+                match up.keep_alive {
                     None => far,
                     Some(ka) => match up.ping_sent {
                         Some(sent) => sent + ka,
@@ -332,6 +397,13 @@ impl Bridge {
     /// Runs the timers: a reconnect that is due, a CONNACK or PINGRESP that is late, a PINGREQ
     /// to send.
     pub fn tick(&mut self, now: Instant) -> Option<Action> {
+        if let Some(local) = &self.local
+            && let Some(ka) = local.keep_alive
+            && now >= local.last_sent + ka
+        {
+            // The broker holds the bridge to its `max_keepalive` like any client.
+            self.send_local(&Packet::PingReq, now);
+        }
         match &mut self.remote {
             Remote::Down { retry_at } if self.local_ready && now >= *retry_at => {
                 self.remote = Remote::Connecting {
@@ -345,7 +417,7 @@ impl Bridge {
                 Some(Action::Close(Lost::ConnackTimeout))
             }
             Remote::Up(up) => {
-                let ka = keep_alive(self.spec.keep_alive)?;
+                let ka = up.keep_alive?;
                 match up.ping_sent {
                     Some(sent) if now >= sent + ka => Some(Action::Close(Lost::KeepAliveTimeout)),
                     None if now >= up.last_sent.min(up.last_received) + ka => {
@@ -370,7 +442,30 @@ impl Bridge {
         };
         self.remote_out.clear();
         self.remote_suback = None;
+        self.out_resend.clear();
         delay
+    }
+
+    /// The local connection broke (the broker closed it): the server makes a new one and
+    /// sends [`Bridge::local_connect`] again. That is a new local session, so what the
+    /// broker had not yet acknowledged is published to it again, as new messages, and what
+    /// came from the old one is no longer acknowledged there (the broker forgot it).
+    pub fn local_lost(&mut self) {
+        self.local = None;
+        self.local_ready = false;
+        self.local_session += 1;
+        self.local_out.clear();
+        let mut inflight: Vec<InMsg> = self
+            .in_inflight
+            .drain()
+            .map(|(_, m)| m)
+            // A QoS 2 message the broker sent PUBREC for is routed there already.
+            .filter(|m| !m.released)
+            .collect();
+        inflight.sort_by_key(|m| m.seq);
+        for msg in inflight.into_iter().rev() {
+            self.in_queue.push_front(msg);
+        }
     }
 
     /// Says goodbye to the remote (DISCONNECT, normal) before the server closes both.
@@ -386,7 +481,7 @@ impl Bridge {
     /// A packet from the local broker.
     pub fn on_local(&mut self, packet: Packet, now: Instant) -> Result<(), LocalError> {
         match packet {
-            Packet::ConnAck(ack) => self.on_local_connack(&ack),
+            Packet::ConnAck(ack) => self.on_local_connack(&ack, now),
             Packet::Publish(p) => {
                 self.on_local_publish(p, now);
                 Ok(())
@@ -402,7 +497,7 @@ impl Bridge {
             Packet::PubRel(a) => {
                 // The local half of an outbound QoS 2 exchange: the message was forwarded
                 // before its PUBREC went back, so the release completes at once.
-                self.send_local(&Packet::PubComp(Ack::new(a.packet_id)));
+                self.send_local(&Packet::PubComp(Ack::new(a.packet_id)), now);
                 Ok(())
             }
             Packet::SubAck(ack) => {
@@ -444,14 +539,7 @@ impl Bridge {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                if self
-                    .out_inflight
-                    .get(&a.packet_id.get())
-                    .is_some_and(|m| m.released)
-                {
-                    self.out_inflight.remove(&a.packet_id.get());
-                    self.pump_out(now);
-                }
+                self.on_remote_pubcomp(&a, now);
                 Ok(())
             }
             Packet::PubRel(a) => {
@@ -524,19 +612,31 @@ impl Bridge {
         }
     }
 
-    fn on_local_connack(&mut self, ack: &ConnAck) -> Result<(), LocalError> {
+    fn on_local_connack(&mut self, ack: &ConnAck, now: Instant) -> Result<(), LocalError> {
         if ack.code.is_error() {
             return Err(LocalError("the broker refused the bridge's CONNECT"));
         }
-        self.local_up = true;
-        self.local_window = usize::from(
-            ack.properties
-                .find(|p| match p {
-                    Property::ReceiveMaximum(n) => Some(n),
-                    _ => None,
-                })
-                .unwrap_or(u16::MAX),
-        );
+        let props = &ack.properties;
+        let (receive_maximum, maximum_qos, retain_available, maximum_packet_size) =
+            connack_limits(props);
+        let keep_alive = props.find(|p| match p {
+            Property::ServerKeepAlive(n) => Some(n),
+            _ => None,
+        });
+        let limits = Limits {
+            maximum_qos,
+            retain_available,
+            maximum_packet_size: u32::try_from(maximum_packet_size).unwrap_or(u32::MAX),
+            max_topic_length: self.spec.max_topic_length,
+            max_topic_levels: self.spec.max_topic_levels,
+            ..Limits::default()
+        };
+        self.local = Some(LocalUp {
+            window: usize::from(receive_maximum.max(1)),
+            limits,
+            keep_alive: keep_alive.and_then(keep_alive_of),
+            last_sent: now,
+        });
         let filters: Vec<_> = self
             .spec
             .rules
@@ -547,26 +647,31 @@ impl Bridge {
         if filters.is_empty() {
             self.local_ready = true;
         } else {
-            self.send_local(&Packet::Subscribe(Subscribe {
-                packet_id: PacketId::MIN,
-                properties: Properties::new(),
-                filters,
-            }));
+            self.send_local(
+                &Packet::Subscribe(Subscribe {
+                    packet_id: PacketId::MIN,
+                    properties: Properties::new(),
+                    filters,
+                }),
+                now,
+            );
         }
+        self.pump_in(now);
         Ok(())
     }
 
     fn on_local_publish(&mut self, p: Publish, now: Instant) {
         let local = SourceAck::of(p.qos);
+        let local_session = self.local_session;
         let Some((_, topic)) = route_out(&self.spec.rules, &p.topic) else {
             // Subscribed through a rule, so this does not happen; acknowledged all the same.
             self.stats.dropped += 1;
-            self.ack_local(local);
+            self.ack_local(local, local_session, now);
             return;
         };
         let Ok(topic) = TopicName::new(topic) else {
             self.stats.dropped += 1;
-            self.ack_local(local);
+            self.ack_local(local, local_session, now);
             return;
         };
         let publish = Publish {
@@ -585,6 +690,7 @@ impl Bridge {
             seq,
             publish,
             local,
+            local_session,
             released: false,
         };
         if local == SourceAck::None {
@@ -599,26 +705,52 @@ impl Bridge {
         self.pump_out(now);
     }
 
-    /// Sends queued local messages while the remote's window has room.
+    /// Sends what a kept remote session is owed again, then queued local messages, while
+    /// the remote's window has room.
     fn pump_out(&mut self, now: Instant) {
         loop {
             let Remote::Up(up) = &self.remote else {
                 return;
             };
-            if self.out_inflight.len() >= up.window {
+            if self.out_inflight.len() - self.out_resend.len() >= up.window {
                 return;
+            }
+            if let Some(id) = self.out_resend.pop_front() {
+                self.resend(id, now);
+                continue;
             }
             let Some(msg) = self.out_queue.pop_front() else {
                 return;
             };
-            self.send_out(msg, now);
+            if !self.send_out(msg, now) {
+                return;
+            }
+        }
+    }
+
+    /// Sends an unacknowledged message again to the session that has it, with its id:
+    /// PUBLISH with DUP set, or PUBREL once PUBREC came [MQTT-4.4.0-1].
+    fn resend(&mut self, id: u16, now: Instant) {
+        let Some(msg) = self.out_inflight.get_mut(&id) else {
+            return;
+        };
+        if msg.released {
+            if let Some(pid) = PacketId::new(id) {
+                self.send_remote(&Packet::PubRel(Ack::new(pid)), now);
+            }
+        } else {
+            msg.publish.dup = true;
+            if encode_publish(&msg.publish, self.spec.remote_version, &mut self.remote_out) {
+                self.touch_remote(now);
+            }
         }
     }
 
     /// Sends one local message to the (connected) remote, within what its CONNACK allows.
-    fn send_out(&mut self, mut msg: OutMsg, now: Instant) {
+    /// `false`: no packet id is free; it waits at the front of the queue.
+    fn send_out(&mut self, mut msg: OutMsg, now: Instant) -> bool {
         let Remote::Up(up) = &self.remote else {
-            return;
+            return true;
         };
         let qos = msg.publish.qos().min(up.maximum_qos);
         if !up.retain_available {
@@ -630,26 +762,27 @@ impl Bridge {
         if too_large {
             tracing::warn!(bridge = %self.spec.name, topic = %msg.publish.topic, "message larger than the remote's Maximum Packet Size: dropped");
             self.stats.dropped += 1;
-            self.ack_local(msg.local);
-            return;
+            self.ack_local(msg.local, msg.local_session, now);
+            return true;
         }
         if qos == QoS::AtMostOnce {
             msg.publish.qos = QosPid::AtMostOnce;
-            self.send_remote(&Packet::Publish(msg.publish), now);
+            self.send_remote_publish(&msg.publish, now);
             self.stats.forwarded_out += 1;
-            self.ack_local(msg.local);
-            return;
+            self.ack_local(msg.local, msg.local_session, now);
+            return true;
         }
         let Some(id) = free_id(&mut self.remote_next_id, |id| {
             self.out_inflight.contains_key(&id) || self.remote_suback.is_some_and(|s| s.get() == id)
         }) else {
             self.out_queue.push_front(msg);
-            return;
+            return false;
         };
         msg.publish.qos = QosPid::new(qos, id);
         msg.publish.dup = false;
         self.send_remote_publish(&msg.publish, now);
         self.out_inflight.insert(id.get(), msg);
+        true
     }
 
     /// PUBACK (`rec` false) or PUBREC from the remote for a message sent out.
@@ -661,27 +794,45 @@ impl Bridge {
         if msg.released || rec != (msg.publish.qos() == QoS::ExactlyOnce) {
             return;
         }
-        let local = msg.local;
         if a.reason.is_error() {
             tracing::warn!(bridge = %self.spec.name, topic = %msg.publish.topic, reason = ?a.reason, "remote refused a forwarded message");
             self.stats.dropped += 1;
-            self.out_inflight.remove(&id);
+        } else if rec {
+            // Acknowledged locally only at PUBCOMP: if the remote's session is lost before
+            // that, the message is sent again as new instead of lost with it.
+            msg.released = true;
+            self.send_remote(&Packet::PubRel(Ack::new(a.packet_id)), now);
+            return;
         } else {
             self.stats.forwarded_out += 1;
-            if rec {
-                msg.released = true;
-                self.send_remote(&Packet::PubRel(Ack::new(a.packet_id)), now);
-            } else {
-                self.out_inflight.remove(&id);
-            }
         }
-        self.ack_local(local);
+        self.out_done(id, now);
+    }
+
+    /// PUBCOMP from the remote.
+    fn on_remote_pubcomp(&mut self, a: &Ack, now: Instant) {
+        let id = a.packet_id.get();
+        if self.out_inflight.get(&id).is_some_and(|m| m.released) {
+            self.stats.forwarded_out += 1;
+            self.out_done(id, now);
+        }
+    }
+
+    /// A message out is done at the remote: acknowledged locally, its id free.
+    fn out_done(&mut self, id: u16, now: Instant) {
+        if let Some(msg) = self.out_inflight.remove(&id) {
+            self.ack_local(msg.local, msg.local_session, now);
+        }
         self.pump_out(now);
     }
 
-    fn ack_local(&mut self, ack: SourceAck) {
+    /// Acknowledges a local message, if the local connection it came in is still the one.
+    fn ack_local(&mut self, ack: SourceAck, session: u64, now: Instant) {
+        if session != self.local_session || self.local.is_none() {
+            return; // a new local session has forgotten it
+        }
         if let Some(p) = ack.packet() {
-            self.send_local(&p);
+            self.send_local(&p, now);
         }
     }
 
@@ -690,34 +841,18 @@ impl Bridge {
             return Err(Lost::Refused(ack.code));
         }
         let props = &ack.properties;
-        let receive_maximum = props
-            .find(|p| match p {
-                Property::ReceiveMaximum(n) => Some(n),
-                _ => None,
-            })
-            .unwrap_or(u16::MAX);
-        let maximum_qos = props
-            .find(|p| match p {
-                Property::MaximumQoS(q) => QoS::try_from(q).ok(),
-                _ => None,
-            })
-            .unwrap_or(QoS::ExactlyOnce);
-        let retain_available = props
-            .find(|p| match p {
-                Property::RetainAvailable(r) => Some(r != 0),
-                _ => None,
-            })
-            .unwrap_or(true);
-        let maximum_packet_size = props
-            .find(|p| match p {
-                Property::MaximumPacketSize(n) => usize::try_from(n).ok(),
-                _ => None,
-            })
-            .unwrap_or(usize::MAX);
+        let (receive_maximum, maximum_qos, retain_available, maximum_packet_size) =
+            connack_limits(props);
+        let server_keep_alive = props.find(|p| match p {
+            Property::ServerKeepAlive(n) => Some(n),
+            _ => None,
+        });
         self.remote = Remote::Up(Up {
             last_sent: now,
             last_received: now,
             ping_sent: None,
+            // [MQTT-3.2.2-21] the Server Keep Alive replaces the one we asked for.
+            keep_alive: keep_alive_of(server_keep_alive.unwrap_or(self.spec.keep_alive)),
             window: usize::from(receive_maximum.min(self.spec.max_inflight).max(1)),
             maximum_qos,
             retain_available,
@@ -727,28 +862,25 @@ impl Bridge {
         tracing::info!(bridge = %self.spec.name, session_present = ack.session_present, "bridge connected");
         let mut inflight: Vec<OutMsg> = self.out_inflight.drain().map(|(_, m)| m).collect();
         inflight.sort_by_key(|m| m.seq);
+        self.out_resend.clear();
         if ack.session_present {
-            // The remote kept the session: re-send what it has not acknowledged, with the
-            // same ids, PUBLISH with DUP set [MQTT-4.4.0-1].
-            for mut msg in inflight {
+            // The remote kept the session: what it has not acknowledged goes again, with the
+            // same ids, as its (possibly smaller) window allows [MQTT-4.4.0-1].
+            for msg in inflight {
                 let Some(id) = msg.publish.qos.packet_id() else {
                     continue;
                 };
-                if msg.released {
-                    self.send_remote(&Packet::PubRel(Ack::new(id)), now);
-                } else {
-                    msg.publish.dup = true;
-                    self.send_remote_publish(&msg.publish, now);
-                }
+                self.out_resend.push_back(id.get());
                 self.out_inflight.insert(id.get(), msg);
             }
         } else {
-            // A new session: what it had acknowledged with PUBREC it delivers itself; the rest
-            // goes again, first, as new messages.
+            // A new session has none of it, not even what it sent PUBREC for (that is
+            // acknowledged locally only at PUBCOMP): all of it goes again, first, as new.
             self.remote_session += 1;
             self.in_received.clear();
             self.in_taking.clear();
-            for msg in inflight.into_iter().rev().filter(|m| !m.released) {
+            for mut msg in inflight.into_iter().rev() {
+                msg.released = false;
                 self.out_queue.push_front(msg);
             }
         }
@@ -792,15 +924,17 @@ impl Bridge {
             return Err(Lost::Protocol("a topic alias that was not offered"));
         }
         let remote = SourceAck::of(p.qos);
-        if let SourceAck::PubRec(id) = remote {
-            if self.in_received.contains(&id.get()) {
-                // Already taken: only the PUBREC went missing [MQTT-4.3.3-9].
-                self.send_remote(&Packet::PubRec(Ack::new(id)), now);
-                return Ok(());
-            }
-            if !self.in_taking.insert(id.get()) {
-                return Ok(()); // a re-send of one still on its way in: its PUBREC will follow
-            }
+        if let SourceAck::PubRec(id) = remote
+            && self.in_received.contains(&id.get())
+        {
+            // Already taken: only the PUBREC went missing [MQTT-4.3.3-9].
+            self.send_remote(&Packet::PubRec(Ack::new(id)), now);
+            return Ok(());
+        }
+        if let Some(id) = p.qos.packet_id()
+            && !self.in_taking.insert(id.get())
+        {
+            return Ok(()); // a re-send of one still on its way in: its ack will follow
         }
         let topic = route_in(&self.spec.rules, &p.topic).and_then(|(_, t)| TopicName::new(t).ok());
         let Some(topic) = topic else {
@@ -816,14 +950,18 @@ impl Bridge {
             properties: p.properties.without(|id| id == SUBSCRIPTION_IDENTIFIER),
             payload: p.payload,
         };
-        let msg = InMsg {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut msg = InMsg {
+            seq,
             publish,
             remote,
             session: self.remote_session,
+            released: false,
         };
         if remote == SourceAck::None {
-            if self.local_up {
-                self.send_local(&Packet::Publish(msg.publish));
+            if self.local.is_some() && self.fit_local(&mut msg.publish) {
+                self.send_local(&Packet::Publish(msg.publish), now);
                 self.stats.forwarded_in += 1;
             } else {
                 self.stats.dropped += 1;
@@ -831,16 +969,129 @@ impl Bridge {
             return Ok(());
         }
         self.in_queue.push_back(msg);
-        self.pump_in();
+        self.pump_in(now);
         Ok(())
     }
 
+    /// A packet from the remote too large for `max_packet_size`, whose start is in `buf`:
+    /// a 3.1.1 remote was never told the limit, so a PUBLISH is acknowledged and dropped
+    /// (closing would only bring it again, for ever); a 5.0 remote broke the Maximum Packet
+    /// Size we sent [MQTT-3.1.2-24]. `Ok(Some(n))`: skip the packet's `n` bytes (the server
+    /// does, as they come); `Ok(None)`: more of `buf` is needed first.
+    pub fn remote_oversized(&mut self, buf: &[u8], now: Instant) -> Result<Option<usize>, Lost> {
+        let too_large = Lost::Protocol("a packet over the Maximum Packet Size");
+        if self.spec.remote_version.is_v5() || !self.is_up() {
+            return Err(too_large);
+        }
+        let Ok(Some(header)) = FixedHeader::parse(buf) else {
+            return Err(too_large);
+        };
+        if header.first_byte >> 4 != 3 {
+            return Err(too_large);
+        }
+        let qos = (header.first_byte >> 1) & 3;
+        let body = &buf[header.header_len..];
+        let Some(topic_len) = body
+            .get(..2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Ok(None);
+        };
+        let id = if qos == 0 {
+            None
+        } else {
+            let Some(b) = body.get(2 + topic_len..4 + topic_len) else {
+                return Ok(None);
+            };
+            let Some(id) = PacketId::new(u16::from_be_bytes([b[0], b[1]])) else {
+                return Err(Lost::Protocol("PUBLISH with packet id 0"));
+            };
+            Some(id)
+        };
+        let remote = match (qos, id) {
+            (1, Some(id)) => SourceAck::PubAck(id),
+            (2, Some(id)) => SourceAck::PubRec(id),
+            _ => SourceAck::None,
+        };
+        if !self.warned_local_drop {
+            self.warned_local_drop = true;
+            tracing::warn!(bridge = %self.spec.name, size = header.packet_len(), "a remote message over max_packet_size: dropped and acknowledged (further drops are counted, not logged)");
+        }
+        self.stats.dropped += 1;
+        if let SourceAck::PubRec(id) = remote
+            && self.in_taking.contains(&id.get())
+        {
+            // A re-send of one on its way in after all: its PUBREC will follow.
+        } else {
+            self.ack_remote(remote, self.remote_session, now);
+        }
+        Ok(Some(header.packet_len()))
+    }
+
+    /// Fits a remote message to what the local broker takes: its QoS lowered to the
+    /// broker's Maximum QoS and its retain flag cleared where retain is not available, as a
+    /// broker does for its subscribers. `false`: the broker would refuse it (too large, its
+    /// topic too long or deep, a payload that is not the UTF-8 its format indicator says),
+    /// so it is dropped, not published into a refusal that would close the bridge.
+    fn fit_local(&mut self, p: &mut Publish) -> bool {
+        let Some(local) = &self.local else {
+            return false;
+        };
+        let limits = &local.limits;
+        if p.qos() > limits.maximum_qos {
+            p.qos = match limits.maximum_qos {
+                QoS::AtMostOnce => QosPid::AtMostOnce,
+                qos => QosPid::new(qos, p.qos.packet_id().unwrap_or(PacketId::MIN)),
+            };
+        }
+        if !limits.retain_available {
+            p.retain = false;
+        }
+        let why = if p.header_len(ProtocolVersion::V5) + p.payload.len()
+            > limits.maximum_packet_size as usize
+        {
+            "larger than the local max_packet_size"
+        } else if !inbound::topic_within_limits(&p.topic, limits) {
+            "topic over the local max_topic_length or max_topic_levels"
+        } else if !inbound::payload_format_valid(&p.properties, &p.payload) {
+            "payload format indicator says UTF-8 and the payload is not"
+        } else if inbound::check(p, ProtocolVersion::V5, limits).is_err() {
+            "properties the local broker refuses"
+        } else {
+            return true;
+        };
+        if self.warned_local_drop {
+            tracing::debug!(bridge = %self.spec.name, topic = %p.topic, why, "remote message dropped");
+        } else {
+            self.warned_local_drop = true;
+            tracing::warn!(bridge = %self.spec.name, topic = %p.topic, why, "remote message dropped (further drops are counted, not logged)");
+        }
+        false
+    }
+
     /// Publishes queued remote messages locally while the broker's window has room.
-    fn pump_in(&mut self) {
-        while self.local_up && self.in_inflight.len() < self.local_window {
+    fn pump_in(&mut self, now: Instant) {
+        loop {
+            let Some(window) = self.local.as_ref().map(|l| l.window) else {
+                return;
+            };
+            if self.in_inflight.len() >= window {
+                return;
+            }
             let Some(mut msg) = self.in_queue.pop_front() else {
                 return;
             };
+            if !self.fit_local(&mut msg.publish) {
+                self.stats.dropped += 1;
+                self.ack_remote(msg.remote, msg.session, now);
+                continue;
+            }
+            if msg.publish.qos() == QoS::AtMostOnce {
+                self.send_local(&Packet::Publish(msg.publish), now);
+                self.stats.forwarded_in += 1;
+                self.ack_remote(msg.remote, msg.session, now);
+                continue;
+            }
             let Some(id) = free_id(&mut self.local_next_id, |id| {
                 self.in_inflight.contains_key(&id) || id == PacketId::MIN.get()
             }) else {
@@ -848,12 +1099,10 @@ impl Bridge {
                 return;
             };
             msg.publish.qos = QosPid::new(msg.publish.qos(), id);
-            if msg
-                .publish
-                .encode_header(ProtocolVersion::V5, &mut self.local_out)
-                .is_ok()
+            if encode_publish(&msg.publish, ProtocolVersion::V5, &mut self.local_out)
+                && let Some(local) = &mut self.local
             {
-                self.local_out.extend_from_slice(&msg.publish.payload);
+                local.last_sent = now;
             }
             self.in_inflight.insert(id.get(), msg);
         }
@@ -864,26 +1113,31 @@ impl Bridge {
         let Some(msg) = self.in_inflight.remove(&id.get()) else {
             return;
         };
-        if let SourceAck::PubAck(_) = msg.remote {
+        if !msg.released {
+            // Published at QoS 1 (perhaps lowered from 2): this PUBACK is the broker's word.
             self.stats.forwarded_in += 1;
             self.ack_remote(msg.remote, msg.session, now);
         }
-        self.pump_in();
+        self.pump_in(now);
     }
 
     /// PUBREC from the broker: the message is stored there; release it, and tell the remote.
     fn on_local_pubrec(&mut self, a: &Ack, now: Instant) {
-        let Some(msg) = self.in_inflight.get(&a.packet_id.get()) else {
+        let Some(msg) = self.in_inflight.get_mut(&a.packet_id.get()) else {
             return;
         };
+        if msg.released || msg.publish.qos() != QoS::ExactlyOnce {
+            return;
+        }
         let (remote, session) = (msg.remote, msg.session);
         if a.reason.is_error() {
             self.in_inflight.remove(&a.packet_id.get());
             self.stats.dropped += 1;
-            self.pump_in();
+            self.pump_in(now);
         } else {
+            msg.released = true;
             self.stats.forwarded_in += 1;
-            self.send_local(&Packet::PubRel(Ack::new(a.packet_id)));
+            self.send_local(&Packet::PubRel(Ack::new(a.packet_id)), now);
         }
         self.ack_remote(remote, session, now);
     }
@@ -893,10 +1147,16 @@ impl Bridge {
         if session != self.remote_session {
             return; // a new remote session has forgotten it
         }
-        if let SourceAck::PubRec(id) = ack {
-            // Stored here now: a re-send of it gets a PUBREC and is not delivered again.
-            self.in_taking.remove(&id.get());
-            self.in_received.insert(id.get());
+        match ack {
+            SourceAck::None => {}
+            SourceAck::PubAck(id) => {
+                self.in_taking.remove(&id.get());
+            }
+            SourceAck::PubRec(id) => {
+                // Stored here now: a re-send of it gets a PUBREC and is not delivered again.
+                self.in_taking.remove(&id.get());
+                self.in_received.insert(id.get());
+            }
         }
         if !self.is_up() {
             return; // it is sent again once the remote is back, and acknowledged then
@@ -918,18 +1178,25 @@ impl Bridge {
 
     /// A PUBLISH kept for a re-send: encoded from a reference, not cloned into a `Packet`.
     fn send_remote_publish(&mut self, p: &Publish, now: Instant) {
-        if p.encode_header(self.spec.remote_version, &mut self.remote_out)
-            .is_ok()
-        {
-            self.remote_out.extend_from_slice(&p.payload);
-            if let Remote::Up(up) = &mut self.remote {
-                up.last_sent = now;
-            }
+        if encode_publish(p, self.spec.remote_version, &mut self.remote_out) {
+            self.touch_remote(now);
         }
     }
 
-    fn send_local(&mut self, packet: &Packet) {
-        let _ = packet.encode(ProtocolVersion::V5, &mut self.local_out);
+    fn touch_remote(&mut self, now: Instant) {
+        if let Remote::Up(up) = &mut self.remote {
+            up.last_sent = now;
+        }
+    }
+
+    fn send_local(&mut self, packet: &Packet, now: Instant) {
+        if packet
+            .encode(ProtocolVersion::V5, &mut self.local_out)
+            .is_ok()
+            && let Some(local) = &mut self.local
+        {
+            local.last_sent = now;
+        }
     }
 }
 
@@ -944,8 +1211,52 @@ fn bridge_options(qos: QoS) -> SubscriptionOptions {
     }
 }
 
-fn keep_alive(secs: u16) -> Option<Duration> {
+fn keep_alive_of(secs: u16) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+}
+
+/// Encodes a PUBLISH header and payload; `false` if it cannot be (nothing is written).
+fn encode_publish(p: &Publish, version: ProtocolVersion, out: &mut BytesMut) -> bool {
+    let ok = p.encode_header(version, out).is_ok();
+    if ok {
+        out.extend_from_slice(&p.payload);
+    }
+    ok
+}
+
+/// What a CONNACK's properties allow, with the protocol's defaults: Receive Maximum,
+/// Maximum QoS, Retain Available, Maximum Packet Size.
+fn connack_limits(props: &Properties) -> (u16, QoS, bool, usize) {
+    let receive_maximum = props
+        .find(|p| match p {
+            Property::ReceiveMaximum(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(u16::MAX);
+    let maximum_qos = props
+        .find(|p| match p {
+            Property::MaximumQoS(q) => QoS::try_from(q).ok(),
+            _ => None,
+        })
+        .unwrap_or(QoS::ExactlyOnce);
+    let retain_available = props
+        .find(|p| match p {
+            Property::RetainAvailable(r) => Some(r != 0),
+            _ => None,
+        })
+        .unwrap_or(true);
+    let maximum_packet_size = props
+        .find(|p| match p {
+            Property::MaximumPacketSize(n) => usize::try_from(n).ok(),
+            _ => None,
+        })
+        .unwrap_or(usize::MAX);
+    (
+        receive_maximum,
+        maximum_qos,
+        retain_available,
+        maximum_packet_size,
+    )
 }
 
 /// The next packet id after `*next` for which `in_use` is false.

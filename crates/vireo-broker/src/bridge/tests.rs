@@ -39,6 +39,8 @@ fn spec(version: ProtocolVersion) -> BridgeSpec {
         reconnect_min: SECS(1),
         reconnect_max: SECS(8),
         maximum_packet_size: 1 << 20,
+        max_topic_length: 65_535,
+        max_topic_levels: 128,
     }
 }
 
@@ -268,17 +270,81 @@ fn unacknowledged_messages_are_sent_again_with_dup_to_a_kept_session() {
     // QoS 2 reached PUBREC (PUBREL sent) before the connection broke.
     h.b.on_remote(Packet::PubRec(Ack::new(r2)), h.t0).unwrap();
     assert_eq!(h.remote(), [Packet::PubRel(Ack::new(r2))]);
-    assert_eq!(h.local(), [Packet::PubRec(Ack::new(id(2)))]);
+    assert_eq!(h.local(), [], "acknowledged locally only at PUBCOMP");
     h.b.remote_lost(h.t0, 1.0);
     h.b.tick(h.at(1));
     h.remote();
     h.connack(true, h.at(1));
     let again = h.remote();
-    let p = publish(&again[0]);
+    assert!(matches!(again[0], Packet::Subscribe(_)));
+    let p = publish(&again[1]);
     assert!(p.dup, "[MQTT-4.4.0-1] re-sent with DUP");
     assert_eq!(p.qos.packet_id(), Some(r1));
-    assert_eq!(again[1], Packet::PubRel(Ack::new(r2)));
-    assert!(matches!(again[2], Packet::Subscribe(_)));
+    assert_eq!(again[2], Packet::PubRel(Ack::new(r2)));
+    h.b.on_remote(Packet::PubComp(Ack::new(r2)), h.at(1))
+        .unwrap();
+    assert_eq!(h.local(), [Packet::PubRec(Ack::new(id(2)))]);
+}
+
+/// A kept session whose Receive Maximum shrank gets its re-sends as the new window allows
+/// [MQTT-4.9.0-2], still with their ids.
+#[test]
+fn resends_to_a_kept_session_respect_a_lowered_receive_maximum() {
+    let mut h = H::up(ProtocolVersion::V5);
+    for n in 1..=5 {
+        h.local_publish("chat/a", QosPid::AtLeastOnce(id(n)), h.t0);
+    }
+    let ids: Vec<_> = h
+        .remote()
+        .iter()
+        .map(|p| publish(p).qos.packet_id().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    h.b.remote_lost(h.t0, 1.0);
+    h.b.tick(h.at(1));
+    h.remote();
+    let mut ack = ConnAck::new(true, ReasonCode::SUCCESS);
+    ack.properties.push(Property::ReceiveMaximum(2));
+    h.b.on_remote(Packet::ConnAck(ack), h.at(1)).unwrap();
+    let again: Vec<_> = h.remote().into_iter().skip(1).collect(); // after the SUBSCRIBE
+    let resent: Vec<_> = again
+        .iter()
+        .map(|p| publish(p).qos.packet_id().unwrap())
+        .collect();
+    assert_eq!(resent, ids[..2], "only the window's worth, oldest first");
+    h.b.on_remote(Packet::PubAck(Ack::new(ids[0])), h.at(1))
+        .unwrap();
+    let next = h.remote();
+    assert_eq!(next.len(), 1);
+    assert!(publish(&next[0]).dup);
+    assert_eq!(publish(&next[0]).qos.packet_id(), Some(ids[2]));
+    assert_eq!(h.local(), [Packet::PubAck(Ack::new(id(1)))]);
+}
+
+/// A QoS 2 message the remote sent PUBREC for, then lost with its session (a restart without
+/// persistence), is sent again as new: it was not yet acknowledged locally.
+#[test]
+fn qos2_released_to_a_remote_that_loses_its_session_is_sent_again() {
+    let mut h = H::up(ProtocolVersion::V5);
+    h.local_publish("site/up/x", QosPid::ExactlyOnce(id(4)), h.t0);
+    let rid = publish(&h.remote()[0]).qos.packet_id().unwrap();
+    h.b.on_remote(Packet::PubRec(Ack::new(rid)), h.t0).unwrap();
+    h.remote();
+    h.b.remote_lost(h.t0, 1.0);
+    h.b.tick(h.at(1));
+    h.remote();
+    h.connack(false, h.at(1));
+    let again = h.remote();
+    let p = publish(&again[1]);
+    assert_eq!(&*p.topic, "fleet/s1/up/x");
+    assert!(!p.dup, "a new session: a new message");
+    let rid = p.qos.packet_id().unwrap();
+    assert_eq!(h.local(), []);
+    h.b.on_remote(Packet::PubRec(Ack::new(rid)), h.at(1))
+        .unwrap();
+    h.b.on_remote(Packet::PubComp(Ack::new(rid)), h.at(1))
+        .unwrap();
+    assert_eq!(h.local(), [Packet::PubRec(Ack::new(id(4)))]);
 }
 
 #[test]
@@ -309,11 +375,12 @@ fn qos2_out_completes_on_both_sides() {
     let rid = publish(&h.remote()[0]).qos.packet_id().unwrap();
     h.b.on_remote(Packet::PubRec(Ack::new(rid)), h.t0).unwrap();
     assert_eq!(h.remote(), [Packet::PubRel(Ack::new(rid))]);
+    assert_eq!(h.local(), []);
+    h.b.on_remote(Packet::PubComp(Ack::new(rid)), h.t0).unwrap();
+    assert!(h.b.out_inflight.is_empty());
     assert_eq!(h.local(), [Packet::PubRec(Ack::new(id(9)))]);
     h.b.on_local(Packet::PubRel(Ack::new(id(9))), h.t0).unwrap();
     assert_eq!(h.local(), [Packet::PubComp(Ack::new(id(9)))]);
-    h.b.on_remote(Packet::PubComp(Ack::new(rid)), h.t0).unwrap();
-    assert!(h.b.out_inflight.is_empty());
 }
 
 /// [MQTT-2.3.1-2] ids not in use; 5.0 [MQTT-4.9.0-2] no more in flight than its Receive
@@ -506,4 +573,234 @@ fn both_ways_rules_do_not_echo() {
                 .all(|(_, o)| o.no_local && o.retain_as_published)
         );
     }
+}
+
+/// A remote QoS 1 PUBLISH sent again (DUP) while the first copy is still on its way into
+/// the broker is not published twice, nor acknowledged twice.
+#[test]
+fn qos1_in_resent_while_the_first_is_on_its_way_is_taken_once() {
+    let mut h = H::up(ProtocolVersion::V311);
+    h.remote_publish("fleet/s1/down/c", QosPid::AtLeastOnce(id(3)), false, h.t0);
+    h.remote_publish("fleet/s1/down/c", QosPid::AtLeastOnce(id(3)), true, h.t0);
+    let local = h.local();
+    assert_eq!(local.len(), 1);
+    let lid = publish(&local[0]).qos.packet_id().unwrap();
+    h.b.on_local(Packet::PubAck(Ack::new(lid)), h.t0).unwrap();
+    assert_eq!(h.remote(), [Packet::PubAck(Ack::new(id(3)))]);
+    // Once acknowledged, the id is free for the remote to use again.
+    h.remote_publish("fleet/s1/down/d", QosPid::AtLeastOnce(id(3)), false, h.t0);
+    assert_eq!(h.local().len(), 1);
+}
+
+/// Both connections up, the local one with these CONNACK properties.
+fn up_with_local(props: Vec<Property>, s: BridgeSpec) -> H {
+    let t0 = Instant::now();
+    let v = s.remote_version;
+    let mut h = H {
+        b: Bridge::new(s, t0),
+        t0,
+        v,
+    };
+    let mut ack = ConnAck::default();
+    for p in props {
+        ack.properties.push(p);
+    }
+    h.b.on_local(Packet::ConnAck(ack), t0).unwrap();
+    let sub = vireo_codec::SubAck::new(PacketId::MIN, vec![ReasonCode::GRANTED_QOS_2; 2]);
+    h.b.on_local(Packet::SubAck(sub), t0).unwrap();
+    assert_eq!(h.b.tick(t0), Some(Action::Connect));
+    h.b.remote_out.clear();
+    h.connack(false, t0);
+    h.local();
+    h.remote();
+    h
+}
+
+/// What the local broker would refuse, and close the bridge for, is fitted or dropped:
+/// QoS lowered to its Maximum QoS [MQTT-3.2.2-11], retain cleared when it has none
+/// [MQTT-3.2.2-14], too large for its Maximum Packet Size, topics over its limits, and a
+/// payload that is not the UTF-8 its format indicator claims. Dropped ones are acknowledged
+/// to the remote, which would only send them again.
+#[test]
+fn remote_messages_are_fitted_to_the_local_brokers_limits() {
+    let mut s = spec(ProtocolVersion::V5);
+    s.max_topic_levels = 4;
+    let mut h = up_with_local(
+        vec![
+            Property::MaximumQoS(1),
+            Property::RetainAvailable(0),
+            Property::MaximumPacketSize(64),
+        ],
+        s,
+    );
+    let mut p = Publish::new(TopicName::new("fleet/s1/down/x").unwrap(), &b"m"[..]);
+    p.qos = QosPid::ExactlyOnce(id(1));
+    p.retain = true;
+    h.b.on_remote(Packet::Publish(p), h.t0).unwrap();
+    let local = h.local();
+    let got = publish(&local[0]);
+    assert_eq!((got.qos(), got.retain), (QoS::AtLeastOnce, false));
+    let lid = got.qos.packet_id().unwrap();
+    h.b.on_local(Packet::PubAck(Ack::new(lid)), h.t0).unwrap();
+    assert_eq!(h.remote(), [Packet::PubRec(Ack::new(id(1)))]);
+
+    let mut big = Publish::new(TopicName::new("fleet/s1/down/x").unwrap(), vec![b'x'; 100]);
+    big.qos = QosPid::AtLeastOnce(id(2));
+    h.b.on_remote(Packet::Publish(big), h.t0).unwrap();
+    let mut deep = Publish::new(TopicName::new("fleet/s1/down/a/b/c").unwrap(), &b"m"[..]);
+    deep.qos = QosPid::AtLeastOnce(id(3));
+    h.b.on_remote(Packet::Publish(deep), h.t0).unwrap();
+    let mut bad = Publish::new(
+        TopicName::new("fleet/s1/down/x").unwrap(),
+        &[0xC3, 0x28][..],
+    );
+    bad.qos = QosPid::AtLeastOnce(id(4));
+    bad.properties.push(Property::PayloadFormatIndicator(1));
+    h.b.on_remote(Packet::Publish(bad), h.t0).unwrap();
+    assert_eq!(h.local(), [], "none of them reaches the broker");
+    assert_eq!(
+        h.remote(),
+        [2, 3, 4].map(|n| Packet::PubAck(Ack::new(id(n))))
+    );
+    assert_eq!(h.b.stats().dropped, 3);
+}
+
+/// A broker with `max_keepalive` gives the bridge a Server Keep Alive: it pings when quiet.
+#[test]
+fn the_local_server_keep_alive_is_kept() {
+    let mut h = up_with_local(
+        vec![Property::ServerKeepAlive(5)],
+        spec(ProtocolVersion::V5),
+    );
+    assert!(h.b.next_deadline() <= h.at(5));
+    assert_eq!(h.b.tick(h.at(4)), None);
+    assert_eq!(h.local(), []);
+    h.b.tick(h.at(5));
+    assert_eq!(h.local(), [Packet::PingReq]);
+    h.b.on_local(Packet::PingResp, h.at(5)).unwrap();
+    assert!(h.b.next_deadline() <= h.at(10));
+}
+
+/// [MQTT-3.2.2-21] a 5.0 remote's Server Keep Alive replaces ours.
+#[test]
+fn v5_the_remotes_server_keep_alive_replaces_ours() {
+    let mut h = H::new(ProtocolVersion::V5);
+    h.local_ready();
+    h.b.tick(h.t0);
+    h.remote();
+    let mut ack = ConnAck::new(false, ReasonCode::SUCCESS);
+    ack.properties.push(Property::ServerKeepAlive(3));
+    h.b.on_remote(Packet::ConnAck(ack), h.t0).unwrap();
+    h.remote();
+    assert_eq!(h.b.next_deadline(), h.at(3));
+    h.b.tick(h.at(3));
+    assert_eq!(h.remote(), [Packet::PingReq]);
+    assert_eq!(
+        h.b.tick(h.at(6)),
+        Some(Action::Close(Lost::KeepAliveTimeout))
+    );
+}
+
+/// The local connection made again: what the broker had not acknowledged is published to
+/// the new session, and nothing is acknowledged to the old one.
+#[test]
+fn a_new_local_connection_gets_what_the_old_one_did_not_take() {
+    let mut h = H::up(ProtocolVersion::V5);
+    h.remote_publish("fleet/s1/down/x", QosPid::AtLeastOnce(id(5)), false, h.t0);
+    assert_eq!(h.local().len(), 1);
+    h.local_publish("chat/a", QosPid::AtLeastOnce(id(8)), h.t0);
+    let rid = publish(&h.remote()[0]).qos.packet_id().unwrap();
+    h.b.local_lost();
+    assert!(h.b.wants_remote_input());
+    h.b.on_remote(Packet::PubAck(Ack::new(rid)), h.t0).unwrap();
+    h.local_ready();
+    let local = h.local();
+    assert!(matches!(local[0], Packet::Subscribe(_)));
+    let again = publish(&local[1]);
+    assert_eq!(&*again.topic, "site/down/x");
+    assert_eq!(
+        local.len(),
+        2,
+        "no PUBACK for the old session's message: {local:?}"
+    );
+    h.b.on_local(
+        Packet::PubAck(Ack::new(again.qos.packet_id().unwrap())),
+        h.t0,
+    )
+    .unwrap();
+    assert_eq!(h.remote(), [Packet::PubAck(Ack::new(id(5)))]);
+}
+
+/// A 3.1.1 remote was never told our packet size limit: a larger PUBLISH is skipped and
+/// acknowledged instead of closing the connection (the remote would only send it again).
+/// A 5.0 remote broke the Maximum Packet Size it was sent [MQTT-3.1.2-24].
+#[test]
+fn an_oversized_remote_publish_is_skipped_and_acknowledged() {
+    let mut h = H::up(ProtocolVersion::V311);
+    let mut p = Publish::new(TopicName::new("fleet/s1/down/x").unwrap(), vec![0u8; 2000]);
+    p.qos = QosPid::AtLeastOnce(id(9));
+    let mut buf = BytesMut::new();
+    Packet::Publish(p)
+        .encode(ProtocolVersion::V311, &mut buf)
+        .unwrap();
+    assert!(matches!(
+        vireo_codec::decode(&mut buf.clone(), ProtocolVersion::V311, 1000),
+        Err(vireo_codec::DecodeError::PacketTooLarge { .. })
+    ));
+    assert_eq!(h.b.remote_oversized(&buf[..10], h.t0), Ok(None));
+    assert_eq!(h.b.remote_oversized(&buf[..40], h.t0), Ok(Some(buf.len())));
+    assert_eq!(h.remote(), [Packet::PubAck(Ack::new(id(9)))]);
+    assert_eq!(h.b.stats().dropped, 1);
+
+    let mut v5 = H::up(ProtocolVersion::V5);
+    assert!(v5.b.remote_oversized(&buf, v5.t0).is_err());
+}
+
+/// QoS 0 has no window: the bridge asks the server to stop reading a side once this much
+/// waits for the other.
+#[test]
+fn buffered_bytes_pause_the_other_side() {
+    let mut h = H::up(ProtocolVersion::V5);
+    assert!(h.b.wants_local_input());
+    while h.b.wants_local_input() {
+        let p = Publish::new(TopicName::new("chat/a").unwrap(), vec![0u8; 32 * 1024]);
+        h.b.on_local(Packet::Publish(p), h.t0).unwrap();
+    }
+    assert!(h.b.remote_out.len() >= BUFFER_LIMIT);
+    assert!(h.b.remote_out.len() < BUFFER_LIMIT + 40 * 1024);
+    h.remote();
+    assert!(h.b.wants_local_input());
+    while h.b.wants_remote_input() {
+        let p = Publish::new(TopicName::new("chat/a").unwrap(), vec![0u8; 32 * 1024]);
+        h.b.on_remote(Packet::Publish(p), h.t0).unwrap();
+    }
+    assert!(h.b.local_out.len() >= BUFFER_LIMIT);
+}
+
+/// [MQTT-2.3.1-2] with every packet id taken the message waits (no spin), and goes once one
+/// is free.
+#[test]
+fn a_message_waits_when_every_packet_id_is_in_use() {
+    let mut s = spec(ProtocolVersion::V5);
+    s.max_inflight = u16::MAX;
+    let t0 = Instant::now();
+    let mut h = H {
+        b: Bridge::new(s, t0),
+        t0,
+        v: ProtocolVersion::V5,
+    };
+    h.local_ready();
+    h.b.tick(t0);
+    h.connack(false, t0); // its SUBSCRIBE holds one id until the SUBACK
+    h.b.remote_out.clear();
+    for n in 1..=u16::MAX {
+        h.local_publish("chat/a", QosPid::AtLeastOnce(id(n)), t0);
+        h.b.remote_out.clear();
+    }
+    assert_eq!(h.b.out_inflight.len(), usize::from(u16::MAX) - 1);
+    assert_eq!(h.b.out_queue.len(), 1);
+    // Ids 2.. went to the messages (1 is the SUBSCRIBE's).
+    h.b.on_remote(Packet::PubAck(Ack::new(id(2))), t0).unwrap();
+    assert_eq!(h.b.out_queue.len(), 0);
+    assert_eq!(h.remote().len(), 1);
 }

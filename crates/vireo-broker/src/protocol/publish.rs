@@ -127,6 +127,16 @@ pub fn payload_format_valid(properties: &Properties, payload: &[u8]) -> bool {
     utf8.is_none() || std::str::from_utf8(payload).is_ok()
 }
 
+/// Whether a topic name is within the broker's `max_topic_length` and `max_topic_levels`.
+/// Levels can exceed the limit only if the topic is at least that long, so ordinary topics
+/// skip the count.
+#[inline]
+pub fn topic_within_limits(topic: &str, limits: &Limits) -> bool {
+    topic.len() <= limits.max_topic_length
+        && (topic.len() < limits.max_topic_levels
+            || topic.bytes().filter(|&b| b == b'/').count() < limits.max_topic_levels)
+}
+
 /// Checks an inbound PUBLISH (its alias already resolved) against what the broker allows.
 /// `Err(Violation)` closes the connection (5.0 with DISCONNECT of that reason).
 pub fn check(p: &Publish, version: ProtocolVersion, limits: &Limits) -> Result<(), Violation> {

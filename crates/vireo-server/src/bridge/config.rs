@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vireo_broker::bridge::{BridgeSpec, Direction, TopicRule};
+use vireo_broker::protocol::Limits;
 use vireo_codec::{Bytes, ProtocolVersion, QoS};
 
 /// Bridges one broker may have (each is a thread).
@@ -267,7 +268,8 @@ impl BridgeConfig {
 
     /// The protocol state machine's view of it. `max_packet_size`: the broker's, which the
     /// bridge also asks of the remote.
-    pub fn spec(&self, max_packet_size: usize) -> Result<BridgeSpec, String> {
+    /// Its state machine's configuration; `limits` are the local broker's.
+    pub fn spec(&self, limits: &Limits) -> Result<BridgeSpec, String> {
         self.validate()?;
         let client_id = self.client_id.clone().unwrap_or_else(|| {
             let host = rustix::system::uname();
@@ -293,7 +295,9 @@ impl BridgeConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
-            maximum_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
+            maximum_packet_size: limits.maximum_packet_size,
+            max_topic_length: limits.max_topic_length,
+            max_topic_levels: limits.max_topic_levels,
         })
     }
 }
@@ -322,7 +326,7 @@ mod tests {
     #[test]
     fn defaults_are_a_reliable_v5_bridge() {
         let b = parse(MINIMAL);
-        let spec = b.spec(1 << 20).unwrap();
+        let spec = b.spec(&Limits::default()).unwrap();
         assert_eq!(spec.remote_version, ProtocolVersion::V5);
         assert!(!spec.clean_session);
         assert_eq!(spec.keep_alive, 60);
@@ -365,7 +369,7 @@ mod tests {
             "[[bridge.topic]]",
             "username = \"u\"\npassword = \"hunter2\"\n[[bridge.topic]]",
         ));
-        let text = format!("{b:?} {:?}", b.spec(1 << 20).unwrap());
+        let text = format!("{b:?} {:?}", b.spec(&Limits::default()).unwrap());
         assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -28,6 +28,7 @@ use rustls::ClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use vireo_broker::bridge::{Action, Bridge, BridgeSpec, Lost};
+use vireo_broker::protocol::Limits;
 use vireo_codec::ProtocolVersion;
 
 pub use config::{BridgeConfig, BridgeTopic, BridgeTransport, DirectionName};
@@ -76,8 +77,8 @@ pub(crate) struct Prepared {
 }
 
 /// Checks a bridge's configuration and loads its TLS files.
-pub(crate) fn prepare(cfg: &BridgeConfig, max_packet_size: usize) -> Result<Prepared, String> {
-    let spec = cfg.spec(max_packet_size)?;
+pub(crate) fn prepare(cfg: &BridgeConfig, limits: &Limits) -> Result<Prepared, String> {
+    let spec = cfg.spec(limits)?;
     let (host, port) = cfg.host_port()?;
     let tls = match cfg.protocol {
         BridgeTransport::Tcp => None,
