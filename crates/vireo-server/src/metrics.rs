@@ -304,7 +304,7 @@ fn bridge_metrics(r: &mut Registry, shared: &Shared) {
         "1 while the bridge's remote broker has accepted its connection",
         connected,
     );
-    let counters: [(&str, &str, Read); 4] = [
+    let counters: [(&str, &str, Read); 5] = [
         (
             "bridge_forwarded_out",
             "Messages the bridge published to its remote (acknowledged there, at QoS 1/2)",
@@ -317,13 +317,18 @@ fn bridge_metrics(r: &mut Registry, shared: &Shared) {
         ),
         (
             "bridge_dropped",
-            "Messages the bridge did not forward (QoS 0 while the remote was away, refused, too large)",
+            "Messages the bridge did not forward (QoS 0 while the remote was away, refused, over a limit of the other side)",
             |b| b.dropped.load(Ordering::Relaxed),
         ),
         (
             "bridge_connects",
             "Connection attempts to the bridge's remote",
             |b| b.connects.load(Ordering::Relaxed),
+        ),
+        (
+            "bridge_local_connects",
+            "Times the bridge's connection into this broker was made (more than 1: it broke)",
+            |b| b.local_connects.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, read) in counters {

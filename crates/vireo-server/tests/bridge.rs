@@ -491,3 +491,69 @@ fn bad_bridge_configurations_refuse_to_start() {
             .contains("two bridges")
     );
 }
+
+/// What the local broker would refuse (a QoS above its `max_qos`, retain where it has none,
+/// a packet over its `max_packet_size`) is fitted or dropped by the bridge, and its
+/// `max_keepalive` is kept with PINGREQs: the bridge's local connection survives all of it
+/// (it used to be closed by the broker, and the bridge stopped for good). A 3.1.1 remote was
+/// never told the size limit: the large message is acknowledged and skipped, not a reason
+/// to reconnect (it would only come again, for ever).
+#[test]
+fn v311_what_the_local_broker_refuses_does_not_break_the_bridge() {
+    let mut remote = Mosquitto::start("local-limits", free_port(), "");
+    let cfg = r#"
+        [[bridge]]
+        name = "edge"
+        address = "{remote}"
+        client_id = "vireo-test-edge"
+        protocol_version = "3.1.1"
+        [[bridge.topic]]
+        pattern = "in/#"
+        direction = "in"
+        qos = 2
+    "#;
+    let text = cfg.replace("{remote}", &remote.addr().to_string());
+    let parsed: Config = toml::from_str(&text).unwrap();
+    let vireo = start_with(|c| {
+        c.bridges = parsed.bridges;
+        c.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+        c.max_packet_size = 1024;
+        c.max_qos = 1;
+        c.retain_available = false;
+        c.max_keepalive = 1;
+    });
+    remote.wait_for("Sending SUBACK to vireo-test-edge");
+    // The behaviour under test is time passing: a keep alive of 1 s is enforced after
+    // 1.5 s of silence, so the bridge must have pinged within this wait.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let mut local_sub = Client::connect(vireo.local_addr(), "local-sub");
+    local_sub.subscribe(&[("in/#", QoS::AtLeastOnce)]);
+    let mut remote_pub = Client::connect(remote.addr(), "remote-pub");
+    remote_pub.publish("in/a", b"a", QoS::ExactlyOnce, true, 1);
+    remote_pub.publish("in/big", &[b'x'; 4000], QoS::AtLeastOnce, false, 2);
+    remote_pub.publish("in/b", b"b", QoS::AtLeastOnce, false, 3);
+    let got: Vec<_> = (0..2)
+        .map(|_| {
+            let p = local_sub.recv_publish_ack();
+            (p.topic.to_string(), p.qos(), p.retain)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("in/a".to_owned(), QoS::AtLeastOnce, false),
+            ("in/b".to_owned(), QoS::AtLeastOnce, false)
+        ]
+    );
+    local_sub.expect_nothing();
+    let m = metrics(&vireo);
+    for line in [
+        "vireo_bridge_connects_total{bridge=\"edge\"} 1",
+        "vireo_bridge_local_connects_total{bridge=\"edge\"} 1",
+        "vireo_bridge_dropped_total{bridge=\"edge\"} 1",
+        "vireo_bridge_forwarded_in_total{bridge=\"edge\"} 2",
+    ] {
+        assert!(m.contains(line), "no {line:?} in {m}");
+    }
+}

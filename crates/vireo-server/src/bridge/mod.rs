@@ -16,20 +16,20 @@
 pub(crate) mod config;
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::ClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use vireo_broker::bridge::{Action, Bridge, BridgeSpec, Lost};
 use vireo_broker::protocol::Limits;
-use vireo_codec::ProtocolVersion;
+use vireo_codec::{DecodeError, ProtocolVersion};
 
 pub use config::{BridgeConfig, BridgeTopic, BridgeTransport, DirectionName};
 
@@ -38,6 +38,9 @@ use crate::shared::{Adoption, Shared, WorkerMsg};
 
 const LOCAL: Token = Token(0);
 const REMOTE: Token = Token(1);
+const WAKE: Token = Token(2);
+/// How long after the local connection broke it is made again.
+const LOCAL_RETRY: Duration = Duration::from_secs(1);
 /// Longest poll: how soon the thread notices a shutdown.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Bytes read per call.
@@ -52,6 +55,7 @@ pub(crate) struct BridgeStatus {
     pub forwarded_in: AtomicU64,
     pub dropped: AtomicU64,
     pub connects: AtomicU64,
+    pub local_connects: AtomicU64,
 }
 
 impl BridgeStatus {
@@ -63,6 +67,7 @@ impl BridgeStatus {
             forwarded_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            local_connects: AtomicU64::new(0),
         }
     }
 }
@@ -176,24 +181,44 @@ fn local_pair() -> io::Result<(std::net::TcpStream, std::net::TcpStream)> {
     ))
 }
 
+/// The local connection while it is open.
+struct LocalConn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    /// Reading stopped because the state machine holds enough for the remote: read again
+    /// once it has room (no readiness event will come for bytes already waiting).
+    paused: bool,
+}
+
 /// The remote connection while it is open.
 struct RemoteConn {
     stream: TcpStream,
     tls: Option<ClientConnection>,
     rbuf: BytesMut,
+    addr: SocketAddr,
+    /// The host's other addresses, tried in turn if this one does not connect.
+    rest: Vec<SocketAddr>,
     /// The TCP connect completed.
     established: bool,
-    /// Reading stopped because the state machine holds a window of messages: read again
-    /// once it has room (no readiness event will come for bytes already waiting).
+    /// See [`LocalConn::paused`].
     paused: bool,
+    /// Bytes of an oversized packet still to be skipped as they come.
+    skip: usize,
 }
+
+/// A name lookup running on its own thread, so a slow resolver never stalls the bridge's
+/// loop (nor the broker's shutdown, which waits for it).
+type Lookup = crossbeam_channel::Receiver<io::Result<Vec<SocketAddr>>>;
 
 struct Runner {
     core: Bridge,
     poll: Poll,
-    local: TcpStream,
-    local_rbuf: BytesMut,
+    waker: Arc<Waker>,
+    local: Option<LocalConn>,
+    /// When the local connection is made again after it broke.
+    local_retry_at: Option<Instant>,
     remote: Option<RemoteConn>,
+    lookup: Option<Lookup>,
     host: String,
     port: u16,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
@@ -205,17 +230,47 @@ struct Runner {
 impl Runner {
     fn new(p: Prepared, status: Arc<BridgeStatus>, shared: Arc<Shared>) -> io::Result<Self> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let max_packet = shared.config.max_packet_size;
+        let mut runner = Self {
+            core: Bridge::new(p.spec, Instant::now()),
+            poll,
+            waker,
+            local: None,
+            local_retry_at: None,
+            remote: None,
+            lookup: None,
+            host: p.host,
+            port: p.port,
+            tls: p.tls,
+            status,
+            shared,
+            max_packet,
+        };
+        runner.open_local()?;
+        Ok(runner)
+    }
+
+    fn name(&self) -> &str {
+        &self.core.spec().name
+    }
+
+    /// Makes the local connection and hands the broker's end to the worker that owns the
+    /// bridge's client id.
+    fn open_local(&mut self) -> io::Result<()> {
         let (ours, theirs) = local_pair()?;
         ours.set_nonblocking(true)?;
         theirs.set_nonblocking(true)?;
         let peer = ours.local_addr()?;
-        let mut local = TcpStream::from_std(ours);
-        poll.registry()
-            .register(&mut local, LOCAL, Interest::READABLE | Interest::WRITABLE)?;
-        let core = Bridge::new(p.spec, Instant::now());
-        let connect = core.local_connect();
-        let home = crate::worker::home_of_client(&connect.client_id, shared.mailboxes.len());
-        shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
+        let mut stream = TcpStream::from_std(ours);
+        self.poll.registry().register(
+            &mut stream,
+            LOCAL,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let connect = self.core.local_connect();
+        let home = crate::worker::home_of_client(&connect.client_id, self.shared.mailboxes.len());
+        self.shared.mailboxes[home].send(WorkerMsg::Adopt(Box::new(Adoption {
             stream: TcpStream::from_std(theirs),
             peer,
             listener: INTERNAL,
@@ -225,24 +280,27 @@ impl Runner {
             assigned: false,
             refused: None,
         })));
-        let max_packet = shared.config.max_packet_size;
-        Ok(Self {
-            core,
-            poll,
-            local,
-            local_rbuf: BytesMut::new(),
-            remote: None,
-            host: p.host,
-            port: p.port,
-            tls: p.tls,
-            status,
-            shared,
-            max_packet,
-        })
+        self.local = Some(LocalConn {
+            stream,
+            rbuf: BytesMut::new(),
+            paused: false,
+        });
+        self.local_retry_at = None;
+        self.status.local_connects.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
-    fn name(&self) -> &str {
-        &self.core.spec().name
+    /// The local connection broke (the broker closed it, or it failed): made again after
+    /// [`LOCAL_RETRY`], a new local session (see `Bridge::local_lost`).
+    fn lose_local(&mut self, now: Instant, why: &str) {
+        if let Some(mut local) = self.local.take() {
+            let _ = self.poll.registry().deregister(&mut local.stream);
+        }
+        self.core.local_lost();
+        self.local_retry_at = Some(now + LOCAL_RETRY);
+        if !self.shared.shutdown.load(Ordering::Relaxed) {
+            tracing::warn!(bridge = %self.name(), reason = why, retry_in_ms = LOCAL_RETRY.as_millis() as u64, "bridge's local connection lost");
+        }
     }
 
     fn run(mut self) {
@@ -254,26 +312,37 @@ impl Runner {
                 let _ = self.flush_remote();
                 break;
             }
+            if self.local_retry_at.is_some_and(|at| now >= at)
+                && let Err(e) = self.open_local()
+            {
+                tracing::error!(bridge = %self.name(), error = %e, "cannot make the bridge's local connection");
+                self.local_retry_at = Some(now + LOCAL_RETRY);
+            }
+            self.take_lookup(now);
             while let Some(action) = self.core.tick(now) {
                 match action {
                     Action::Connect => self.open_remote(now),
                     Action::Close(why) => self.drop_remote(now, &why.to_string()),
                 }
             }
+            self.flush_both(now);
+            // Room made by the flush: take what a paused side has waiting.
             if self.remote.as_ref().is_some_and(|r| r.paused) && self.core.wants_remote_input() {
                 self.read_remote(now);
             }
-            if let Err(e) = self.flush_local() {
-                tracing::error!(bridge = %self.name(), error = %e, "local connection failed; bridge stops");
-                break;
+            if self.local.as_ref().is_some_and(|l| l.paused)
+                && self.core.wants_local_input()
+                && let Err(e) = self.read_local(now)
+            {
+                self.lose_local(now, &e);
             }
-            if let Err(e) = self.flush_remote() {
-                self.drop_remote(now, &e.to_string());
-            }
+            self.flush_both(now);
             self.publish_status();
-            let wait = self
-                .core
-                .next_deadline()
+            let mut deadline = self.core.next_deadline();
+            if let Some(at) = self.local_retry_at {
+                deadline = deadline.min(at);
+            }
+            let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(MAX_WAIT);
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
@@ -287,21 +356,24 @@ impl Runner {
                 match event.token() {
                     LOCAL => {
                         if let Err(e) = self.read_local(now) {
-                            if !self.shared.shutdown.load(Ordering::Relaxed) {
-                                tracing::error!(bridge = %self.name(), error = %e, "local connection ended; bridge stops");
-                            }
-                            self.core.shutdown(now);
-                            let _ = self.flush_remote();
-                            self.status.connected.store(false, Ordering::Relaxed);
-                            return;
+                            self.lose_local(now, &e);
                         }
                     }
                     REMOTE => self.on_remote_event(event, now),
-                    _ => {}
+                    _ => {} // WAKE: a lookup finished, taken at the top of the loop
                 }
             }
         }
         self.status.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn flush_both(&mut self, now: Instant) {
+        if let Err(e) = self.flush_local() {
+            self.lose_local(now, &e.to_string());
+        }
+        if let Err(e) = self.flush_remote() {
+            self.drop_remote(now, &e.to_string());
+        }
     }
 
     fn publish_status(&self) {
@@ -313,58 +385,105 @@ impl Runner {
         st.dropped.store(s.dropped, Ordering::Relaxed);
     }
 
+    /// Reads and handles what the broker sent, until the socket is drained or the state
+    /// machine has enough waiting for the remote (then `paused`).
     fn read_local(&mut self, now: Instant) -> Result<(), String> {
+        let Some(local) = &mut self.local else {
+            return Ok(());
+        };
+        local.paused = false;
         loop {
-            match read_chunk(&mut self.local, &mut self.local_rbuf) {
+            loop {
+                if !self.core.wants_local_input() {
+                    local.paused = true;
+                    return Ok(());
+                }
+                match vireo_codec::decode(&mut local.rbuf, ProtocolVersion::V5, self.max_packet) {
+                    Ok(Some(packet)) => {
+                        self.core.on_local(packet, now).map_err(|e| e.to_string())?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("undecodable packet from the broker: {e}")),
+                }
+            }
+            match read_chunk(&mut local.stream, &mut local.rbuf) {
                 Ok(0) => return Err("closed by the broker".into()),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
-            }
-        }
-        loop {
-            match vireo_codec::decode(&mut self.local_rbuf, ProtocolVersion::V5, self.max_packet) {
-                Ok(Some(packet)) => self.core.on_local(packet, now).map_err(|e| e.to_string())?,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(format!("undecodable packet from the broker: {e}")),
             }
         }
     }
 
     fn flush_local(&mut self) -> io::Result<()> {
-        while !self.core.local_out.is_empty() {
-            match self.local.write(&self.core.local_out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.core.local_out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        let Some(local) = &mut self.local else {
+            self.core.local_out.clear();
+            return Ok(());
+        };
+        write_all_nonblocking(&mut local.stream, &mut self.core.local_out)
     }
 
+    /// Starts a connection attempt: an address literal at once, a name after its lookup.
     fn open_remote(&mut self, now: Instant) {
-        let addr = match (self.host.as_str(), self.port).to_socket_addrs() {
-            Ok(mut addrs) => addrs.next(),
+        self.status.connects.fetch_add(1, Ordering::Relaxed);
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return self.connect_any(now, vec![SocketAddr::new(ip, self.port)]);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (host, port, waker) = (self.host.clone(), self.port, Arc::clone(&self.waker));
+        let spawned = std::thread::Builder::new()
+            .name("vireo-bridge-dns".into())
+            .spawn(move || {
+                let found = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(found);
+                let _ = waker.wake();
+            });
+        match spawned {
+            Ok(_) => self.lookup = Some(rx),
+            Err(e) => self.drop_remote(now, &format!("cannot start the name lookup: {e}")),
+        }
+    }
+
+    /// A finished lookup: connect to what it found.
+    fn take_lookup(&mut self, now: Instant) {
+        let Some(found) = self.lookup.as_ref().and_then(|rx| rx.try_recv().ok()) else {
+            return;
+        };
+        self.lookup = None;
+        match found {
+            Ok(addrs) if !addrs.is_empty() => self.connect_any(now, addrs),
+            Ok(_) => {
+                let why = format!("{} resolves to no address", self.host);
+                self.drop_remote(now, &why);
+            }
             Err(e) => {
                 let why = format!("cannot resolve {}: {e}", self.host);
-                return self.drop_remote(now, &why);
+                self.drop_remote(now, &why);
             }
-        };
-        let Some(addr) = addr else {
-            let why = format!("{} resolves to no address", self.host);
-            return self.drop_remote(now, &why);
-        };
-        match self.connect_to(addr) {
-            Ok(remote) => {
-                tracing::info!(bridge = %self.name(), %addr, "bridge connecting");
-                self.status.connects.fetch_add(1, Ordering::Relaxed);
-                self.remote = Some(remote);
-            }
-            Err(e) => self.drop_remote(now, &format!("connect to {addr}: {e}")),
         }
+    }
+
+    /// Connects to the first of `addrs` that takes a connect, keeping the rest to try if it
+    /// does not complete.
+    fn connect_any(&mut self, now: Instant, mut addrs: Vec<SocketAddr>) {
+        addrs.reverse();
+        let mut last = String::new();
+        while let Some(addr) = addrs.pop() {
+            match self.connect_to(addr) {
+                Ok(mut remote) => {
+                    tracing::info!(bridge = %self.name(), %addr, "bridge connecting");
+                    addrs.reverse();
+                    remote.rest = addrs;
+                    self.remote = Some(remote);
+                    return;
+                }
+                Err(e) => last = format!("connect to {addr}: {e}"),
+            }
+        }
+        self.drop_remote(now, &last);
     }
 
     fn connect_to(&mut self, addr: SocketAddr) -> io::Result<RemoteConn> {
@@ -386,9 +505,25 @@ impl Runner {
             stream,
             tls,
             rbuf: BytesMut::new(),
+            addr,
+            rest: Vec::new(),
             established: false,
             paused: false,
+            skip: 0,
         })
+    }
+
+    /// A connect that did not complete: the next address, or give up this attempt.
+    fn connect_failed(&mut self, now: Instant, why: &str) {
+        let Some(mut remote) = self.remote.take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut remote.stream);
+        if remote.rest.is_empty() {
+            return self.drop_remote(now, &format!("connect to {}: {why}", remote.addr));
+        }
+        tracing::info!(bridge = %self.name(), addr = %remote.addr, reason = why, "bridge trying the next address");
+        self.connect_any(now, remote.rest);
     }
 
     /// Closes the remote connection if open, and has the state machine schedule the next
@@ -401,6 +536,7 @@ impl Runner {
             }
             let _ = self.poll.registry().deregister(&mut remote.stream);
         }
+        self.lookup = None;
         let was_up = self.core.is_up();
         let delay = self.core.remote_lost(now, fastrand::f64());
         self.status.connected.store(false, Ordering::Relaxed);
@@ -417,17 +553,17 @@ impl Runner {
         };
         if !remote.established {
             if let Ok(Some(e)) | Err(e) = remote.stream.take_error() {
-                return self.drop_remote(now, &format!("connect: {e}"));
+                return self.connect_failed(now, &e.to_string());
             }
             match remote.stream.peer_addr() {
                 Ok(_) => remote.established = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     if event.is_error() || event.is_write_closed() {
-                        return self.drop_remote(now, "connect failed");
+                        return self.connect_failed(now, "connect failed");
                     }
                     return;
                 }
-                Err(e) => return self.drop_remote(now, &format!("connect: {e}")),
+                Err(e) => return self.connect_failed(now, &e.to_string()),
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -438,56 +574,58 @@ impl Runner {
         }
     }
 
+    /// Reads and handles what the remote sent, until the socket is drained or the state
+    /// machine holds a window's worth (then `paused`).
     fn read_remote(&mut self, now: Instant) {
+        let version = self.core.spec().remote_version;
         let Some(remote) = &mut self.remote else {
             return;
         };
         remote.paused = false;
-        let mut ended = None;
         loop {
-            if !self.core.wants_remote_input() {
-                remote.paused = true;
-                break;
-            }
-            let read = match &mut remote.tls {
-                Some(tls) => read_tls(tls, &mut remote.stream, &mut remote.rbuf),
-                None => read_chunk(&mut remote.stream, &mut remote.rbuf),
-            };
-            let got_bytes = match read {
-                Ok(0) => {
-                    ended = Some("closed by the remote".to_owned());
-                    false
-                }
-                Ok(_) => true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    ended = Some(e.to_string());
-                    false
-                }
-            };
-            let version = self.core.spec().remote_version;
-            let mut progressed = false;
             loop {
+                if remote.skip > 0 {
+                    let n = remote.skip.min(remote.rbuf.len());
+                    remote.rbuf.advance(n);
+                    remote.skip -= n;
+                    if remote.skip > 0 {
+                        break;
+                    }
+                }
+                if !self.core.wants_remote_input() {
+                    remote.paused = true;
+                    return;
+                }
                 match vireo_codec::decode(&mut remote.rbuf, version, self.max_packet) {
                     Ok(Some(packet)) => {
-                        progressed = true;
                         if let Err(lost) = self.core.on_remote(packet, now) {
                             return self.lose(now, &lost);
                         }
                     }
                     Ok(None) => break,
+                    Err(DecodeError::PacketTooLarge { .. }) => {
+                        match self.core.remote_oversized(&remote.rbuf, now) {
+                            Ok(Some(n)) => remote.skip = n,
+                            Ok(None) => break,
+                            Err(lost) => return self.lose(now, &lost),
+                        }
+                    }
                     Err(e) => {
                         let why = format!("undecodable packet from the remote: {e}");
                         return self.drop_remote(now, &why);
                     }
                 }
             }
-            if let Some(why) = ended {
-                return self.drop_remote(now, &why);
-            }
-            if !progressed && !got_bytes {
-                break; // drained
+            let read = match &mut remote.tls {
+                Some(tls) => read_tls(tls, &mut remote.stream, &mut remote.rbuf),
+                None => read_chunk(&mut remote.stream, &mut remote.rbuf),
+            };
+            match read {
+                Ok(0) => return self.drop_remote(now, "closed by the remote"),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.drop_remote(now, &e.to_string()),
             }
         }
     }
@@ -508,36 +646,46 @@ impl Runner {
             return Ok(());
         }
         let out = &mut self.core.remote_out;
-        match &mut remote.tls {
-            None => {
-                while !out.is_empty() {
-                    match remote.stream.write(out) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => out.advance(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
+        let Some(tls) = &mut remote.tls else {
+            return write_all_nonblocking(&mut remote.stream, out);
+        };
+        // rustls takes plaintext up to its buffer limit: feed it, write its records out,
+        // and go on until everything is written or the socket is full.
+        loop {
+            let mut progressed = false;
+            if !out.is_empty() {
+                let n = tls.writer().write(out)?;
+                out.advance(n);
+                progressed = n > 0;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut remote.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => progressed = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
-            Some(tls) => {
-                if !out.is_empty() {
-                    let n = tls.writer().write(out)?;
-                    out.advance(n);
-                }
-                while tls.wants_write() {
-                    match tls.write_tls(&mut remote.stream) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+            if out.is_empty() || !progressed {
+                return Ok(()); // done, or the handshake must finish before more is taken
             }
         }
-        Ok(())
     }
+}
+
+/// Writes `out` to a non-blocking socket until it is empty or the socket is full.
+fn write_all_nonblocking(stream: &mut TcpStream, out: &mut BytesMut) -> io::Result<()> {
+    while !out.is_empty() {
+        match stream.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One read from a plain socket into `buf`.
