@@ -27,7 +27,14 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// v5 CONNECT properties.
     pub properties: Properties,
+    /// 3.1 / 3.1.1: the protocol level's top bit (0x83, 0x84), which a bridge sets to say it
+    /// is one (Mosquitto's `try_private`, honoured by Mosquitto, EMQX and Vireo): not part of
+    /// the standard, so only a broker that knows it accepts such a CONNECT.
+    pub bridge: bool,
 }
+
+/// The protocol level's bridge bit.
+const LEVEL_BRIDGE: u8 = 0x80;
 
 /// The Will message of a CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +70,7 @@ impl Connect {
             username: None,
             password: None,
             properties: Properties::new(),
+            bridge: false,
         }
     }
 
@@ -71,6 +79,8 @@ impl Connect {
     pub(crate) fn decode(header_flags: u8, mut r: Reader) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
+        let bridge = matches!((&name[..], level), (b"MQTT", 0x84) | (b"MQIsdp", 0x83));
+        let level = if bridge { level & !LEVEL_BRIDGE } else { level };
         let protocol = match (&name[..], level) {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQTT", 5) => ProtocolVersion::V5,
@@ -148,6 +158,7 @@ impl Connect {
             username,
             password,
             properties,
+            bridge,
         })
     }
 
@@ -176,7 +187,8 @@ impl Connect {
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let v5 = self.protocol.is_v5();
         put_binary(buf, self.protocol.name().as_bytes())?;
-        buf.put_u8(self.protocol.level());
+        let bridge = if self.bridge && !v5 { LEVEL_BRIDGE } else { 0 };
+        buf.put_u8(self.protocol.level() | bridge);
         let mut flags = 0;
         if self.clean_start {
             flags |= FLAG_CLEAN;

@@ -516,6 +516,32 @@ fn v311_mqtt_3_1_2_1_wrong_protocol_name() {
     assert_eq!(c.protocol, V31, "[MQTT-3.1.2-1]");
 }
 
+/// Not a level of the standard: the top bit on 3.1 / 3.1.1 (0x83, 0x84) is a bridge saying
+/// it is one (Mosquitto's `try_private`), decoded as that version plus `bridge`, and encoded
+/// back the same way. 5.0 has no such bit: 0x85 is an unsupported level [MQTT-3.1.2-2].
+#[test]
+fn v311_the_bridge_bit_of_the_protocol_level() {
+    for (name, level, version) in [(&b"MQTT"[..], 0x84, V311), (&b"MQIsdp"[..], 0x83, V31)] {
+        let mut body = field(name);
+        body.extend_from_slice(&[level, 2, 0, 60]);
+        body.extend_from_slice(&field(b"c"));
+        let bytes = packet(0x10, &body);
+        let Packet::Connect(c) = ok(&bytes, V311) else {
+            panic!("not a CONNECT");
+        };
+        assert_eq!((c.protocol, c.bridge), (version, true));
+        assert_eq!(encode(&Packet::Connect(c), version), bytes);
+    }
+    let mut body = field(b"MQTT");
+    body.extend_from_slice(&[0x85, 2, 0, 60, 0]);
+    body.extend_from_slice(&field(b"c"));
+    assert_eq!(
+        err(&packet(0x10, &body), V311),
+        DecodeError::UnsupportedProtocolLevel(0x85),
+        "[MQTT-3.1.2-2]"
+    );
+}
+
 /// MQTT 3.1.1 [MQTT-3.1.2-2]: an unsupported level is reported as such, so the server can answer
 /// CONNACK 0x01 (`20 02 00 01`) before closing.
 #[test]

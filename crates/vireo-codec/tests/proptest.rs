@@ -211,9 +211,19 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         option::of(name()),
         option::of(bytes(8)),
         properties(version, allowed::CONNECT, false),
+        any::<bool>(),
     )
         .prop_map(
-            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+            move |(
+                clean_start,
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password,
+                properties,
+                bridge,
+            )| {
                 // Before v5 a password needs a user name [MQTT-3.1.2-22].
                 let password = password.filter(|_| version.is_v5() || username.is_some());
                 Packet::Connect(Box::new(Connect {
@@ -231,6 +241,8 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     username,
                     password,
                     properties,
+                    // The level's bridge bit exists before 5.0 only.
+                    bridge: bridge && !version.is_v5(),
                 }))
             },
         )

@@ -203,6 +203,9 @@ pub(crate) struct Conn {
     pub rate_limited: bool,
     /// The last write hit `WouldBlock`; cleared by the next WRITABLE edge or a full flush.
     pub write_blocked: bool,
+    /// A 3.1 / 3.1.1 bridge (the protocol level's top bit): its subscriptions get No Local
+    /// and Retain As Published.
+    pub bridge: bool,
     /// Retained messages owed to this connection after a SUBSCRIBE, sent as the output queue
     /// drains so that a large retained set is paced, not dropped. Boxed and only while some
     /// are owed: 8 bytes per connection instead of an empty queue's 32.
@@ -234,6 +237,7 @@ impl Conn {
             output_paused: false,
             rate_limited: false,
             write_blocked: false,
+            bridge: false,
             retained_backlog: None,
         }
     }

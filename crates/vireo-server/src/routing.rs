@@ -651,6 +651,7 @@ impl Worker {
 
     fn on_subscribe(&mut self, key: usize, skey: usize, sub: Subscribe) -> Result<(), Close> {
         let version = self.version(key);
+        let bridge = self.conns.get(key).is_some_and(|c| c.bridge);
         let limits = self.shared.limits;
         // Owed retained messages per connection are bounded like the retained store itself.
         let max_owed = self.shared.config.max_retained_messages;
@@ -673,19 +674,20 @@ impl Worker {
         for (filter, options) in &sub.filters {
             let room = slot.session.subscriptions.len() < limits.max_subscriptions
                 || slot.session.subscriptions.contains_key(filter);
-            let grant = match subscription::grant(filter, options, sub_id, version, &limits, room) {
-                Ok(grant) => grant,
-                Err(Refusal::Code(code)) => {
-                    // [MQTT-3.8.4-5] failure code for this filter alone.
-                    tracing::debug!(%filter, code = code.0, "subscription refused");
-                    codes.push(code);
-                    continue;
-                }
-                Err(Refusal::Close(v)) => {
-                    tracing::info!(%filter, "No Local on a shared subscription [MQTT-3.8.3-4]");
-                    return Err(Close::Protocol(v.0));
-                }
-            };
+            let mut grant =
+                match subscription::grant(filter, options, sub_id, version, &limits, room) {
+                    Ok(grant) => grant,
+                    Err(Refusal::Code(code)) => {
+                        // [MQTT-3.8.4-5] failure code for this filter alone.
+                        tracing::debug!(%filter, code = code.0, "subscription refused");
+                        codes.push(code);
+                        continue;
+                    }
+                    Err(Refusal::Close(v)) => {
+                        tracing::info!(%filter, "No Local on a shared subscription [MQTT-3.8.3-4]");
+                        return Err(Close::Protocol(v.0));
+                    }
+                };
             if let Some(acl) = self
                 .conns
                 .get_mut(key)
@@ -696,6 +698,9 @@ impl Worker {
                 self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
                 codes.push(acl::refused_subscribe_code(version));
                 continue;
+            }
+            if bridge {
+                grant.as_bridge();
             }
             let granted = grant.subscribed;
             let r = Recipient {

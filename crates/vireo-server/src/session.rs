@@ -30,6 +30,7 @@ impl Worker {
             return Ok(());
         };
         conn.version = connect.protocol;
+        conn.bridge = connect.bridge;
         let persistent = self.shared.config.persistent_session_expiry();
         if let Err(code) = connect::check(&connect, &self.shared.limits, persistent) {
             tracing::info!(peer = %conn.peer, client = %connect.client_id, code = code.0, "CONNECT refused");
@@ -157,6 +158,7 @@ impl Worker {
         let liveness = Liveness::awaiting_connect(self.now, self.shared.live.connect_timeout());
         let mut conn = Conn::new(stream, peer, liveness);
         conn.version = connect.protocol;
+        conn.bridge = connect.bridge;
         conn.rbuf = rest;
         // rustls or tungstenite may hold bytes already taken off the socket, which no
         // readiness event will announce: read them on the next iteration.

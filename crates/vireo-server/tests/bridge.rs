@@ -557,3 +557,88 @@ fn v311_what_the_local_broker_refuses_does_not_break_the_bridge() {
         assert!(m.contains(line), "no {line:?} in {m}");
     }
 }
+
+/// Mosquitto bridging *into* Vireo with its defaults (3.1.1, `try_private true`: protocol
+/// level 0x84). Vireo accepts the bridge bit as Mosquitto does and gives the bridge's
+/// subscriptions No Local (a `both` topic does not loop back) and Retain As Published (a
+/// retained message published here is retained there too).
+#[test]
+fn v311_a_mosquitto_bridge_with_the_bridge_bit_connects_to_vireo() {
+    let vireo = start();
+    let extra = format!(
+        "connection to-vireo\naddress {}\nclientid mosq-edge\ntopic chat/# both 1\n",
+        vireo.local_addr()
+    );
+    let mut remote = Mosquitto::start("into-vireo", free_port(), &extra);
+    remote.wait_for("Received SUBACK");
+    let mut remote_sub = Client::connect(remote.addr(), "remote-sub");
+    remote_sub.subscribe(&[("chat/#", QoS::AtLeastOnce)]);
+    let mut local_sub = Client::connect(vireo.local_addr(), "local-sub");
+    local_sub.subscribe(&[("chat/#", QoS::AtLeastOnce)]);
+
+    let mut remote_pub = Client::connect(remote.addr(), "remote-pub");
+    remote_pub.publish("chat/a", b"from mosquitto", QoS::AtLeastOnce, false, 1);
+    assert_eq!(&local_sub.recv_publish_ack().payload[..], b"from mosquitto");
+    assert_eq!(
+        &remote_sub.recv_publish_ack().payload[..],
+        b"from mosquitto"
+    );
+    // No Local: Vireo did not send it back, so Mosquitto did not publish it again.
+    remote_sub.expect_nothing();
+    local_sub.expect_nothing();
+
+    let mut local_pub = Client::connect(vireo.local_addr(), "local-pub");
+    local_pub.publish("chat/kept", b"retained here", QoS::AtLeastOnce, true, 1);
+    let p = remote_sub.recv_publish_ack();
+    assert_eq!(&p.payload[..], b"retained here");
+    assert_eq!(&local_sub.recv_publish_ack().payload[..], b"retained here");
+    // Retain As Published: Mosquitto stored it as retained.
+    let mut late = Client::connect(remote.addr(), "late");
+    late.subscribe(&[("chat/kept", QoS::AtLeastOnce)]);
+    let p = late.recv_publish_ack();
+    assert!(p.retain, "retained at the far side too");
+    assert_eq!(&p.payload[..], b"retained here");
+}
+
+/// A host name is looked up (on its own thread, so a slow resolver stalls neither the bridge
+/// nor shutdown) and connected to; a name that does not resolve is retried with backoff and
+/// does not keep the broker from stopping.
+#[test]
+fn bridge_addresses_may_be_host_names() {
+    let mut remote = Mosquitto::start("hostname", free_port(), "");
+    let cfg = format!(
+        r#"
+        [[bridge]]
+        name = "edge"
+        address = "localhost:{}"
+        client_id = "vireo-test-edge"
+        [[bridge.topic]]
+        pattern = "t/#"
+        [[bridge]]
+        name = "nowhere"
+        address = "no-such-host.invalid:1883"
+        [[bridge.topic]]
+        pattern = "t/#"
+        "#,
+        remote.port
+    );
+    let vireo = vireo_with_bridge(&cfg, remote.addr());
+    remote.wait_for("Sending CONNACK to vireo-test-edge");
+    // The status is published at the bridge loop's next turn.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics(&vireo).contains("vireo_bridge_connected{bridge=\"edge\"} 1") {
+        assert!(Instant::now() < deadline, "{}", metrics(&vireo));
+        std::thread::yield_now();
+    }
+    let m = metrics(&vireo);
+    assert!(
+        m.contains("vireo_bridge_connected{bridge=\"nowhere\"} 0"),
+        "{m}"
+    );
+    let started = Instant::now();
+    vireo.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited on a lookup"
+    );
+}

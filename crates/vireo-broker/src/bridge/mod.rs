@@ -592,24 +592,9 @@ impl Bridge {
                 c.properties.push(Property::SessionExpiryInterval(u32::MAX));
             }
         }
-        let start = self.remote_out.len();
-        if Packet::Connect(Box::new(c))
-            .encode(spec.remote_version, &mut self.remote_out)
-            .is_err()
-        {
-            return; // the configuration was validated: nothing here is too long
-        }
-        if spec.try_private && !spec.remote_version.is_v5() {
-            // After the fixed header (type byte, remaining length) comes the protocol name
-            // (2 + 4 bytes), then the level.
-            let length_bytes = self.remote_out[start + 1..]
-                .iter()
-                .position(|b| b & 0x80 == 0)
-                .map_or(1, |i| i + 1);
-            if let Some(level) = self.remote_out.get_mut(start + 1 + length_bytes + 6) {
-                *level |= 0x80;
-            }
-        }
+        c.bridge = spec.try_private;
+        // The configuration was validated: nothing here is too long to encode.
+        let _ = Packet::Connect(Box::new(c)).encode(spec.remote_version, &mut self.remote_out);
     }
 
     fn on_local_connack(&mut self, ack: &ConnAck, now: Instant) -> Result<(), LocalError> {

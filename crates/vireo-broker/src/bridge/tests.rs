@@ -90,7 +90,7 @@ impl H {
         let mut h = Self::new(v);
         h.local_ready();
         assert_eq!(h.b.tick(h.t0), Some(Action::Connect));
-        h.b.remote_out.clear(); // the CONNECT (a 3.1.1 one has the bridge bit: not decodable)
+        h.b.remote_out.clear(); // the CONNECT
         h.connack(false, h.t0);
         h.local();
         h.remote();

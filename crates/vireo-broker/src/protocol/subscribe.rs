@@ -60,6 +60,17 @@ impl Grant<'_> {
                 _ => false,
             }
     }
+
+    /// For a 3.1 / 3.1.1 client that said it is a bridge (the protocol level's top bit):
+    /// what a 5.0 bridge asks for itself. No Local, so what it publishes does not go back
+    /// to it round a rule that forwards both ways, and Retain As Published, so a retained
+    /// message stays retained on the far side, as Mosquitto does for its bridges. Not for a
+    /// shared subscription, where No Local has no meaning [MQTT-3.8.3-4].
+    pub fn as_bridge(&mut self) {
+        if matches!(self.filter, Filter::Plain(_)) {
+            self.subscribed.flags |= Recipient::NO_LOCAL | Recipient::RETAIN_AS_PUBLISHED;
+        }
+    }
 }
 
 /// Why a filter is not granted.
@@ -159,6 +170,25 @@ mod tests {
     use vireo_codec::QoS;
 
     const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    #[test]
+    fn a_311_bridge_gets_no_local_and_retain_as_published() {
+        let l = Limits::default();
+        let v3 = ProtocolVersion::V311;
+        let mut g = grant("a/#", &opts(QoS::AtLeastOnce), 0, v3, &l, true).unwrap();
+        assert_eq!(
+            g.subscribed.flags, 0,
+            "an ordinary 3.1.1 client gets neither"
+        );
+        g.as_bridge();
+        assert_eq!(
+            g.subscribed.flags,
+            Recipient::NO_LOCAL | Recipient::RETAIN_AS_PUBLISHED
+        );
+        let mut shared = grant("$share/g/a", &opts(QoS::AtLeastOnce), 0, v3, &l, true).unwrap();
+        shared.as_bridge();
+        assert_eq!(shared.subscribed.flags, 0);
+    }
 
     fn opts(qos: QoS) -> SubscriptionOptions {
         SubscriptionOptions::qos(qos)

@@ -639,7 +639,7 @@ impl Runner {
 
     fn flush_remote(&mut self) -> io::Result<()> {
         let Some(remote) = &mut self.remote else {
-            self.core.remote_out.clear();
+            // Nothing to write to yet: the CONNECT waits there while the name is looked up.
             return Ok(());
         };
         if !remote.established {
