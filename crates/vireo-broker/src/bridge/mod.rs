@@ -44,9 +44,11 @@ pub const LOCAL_CLIENT_PREFIX: &str = "$bridge/";
 const TOPIC_ALIAS: u8 = 0x23;
 const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
 
-/// Bytes waiting to be written to one side past which the bridge stops taking more from the
-/// other (the server stops reading it): QoS 0 has no window, so without this a slow side
-/// would make the bridge buffer without bound. The brokers' own queues hold what waits.
+/// Bytes waiting to be written to one side past which a QoS 0 message for it is dropped
+/// (counted): QoS 0 has no window, so without this a slow side would make the bridge buffer
+/// without bound. QoS 1/2 are bounded by the windows. The remote's socket is also left
+/// unread while this much waits for the local broker; the local one is always read, so the
+/// two brokers' back-pressure can never wait on each other in a cycle.
 pub const BUFFER_LIMIT: usize = 256 * 1024;
 
 /// What a bridge is, as configured.
@@ -343,13 +345,6 @@ impl Bridge {
             && self.local_out.len() < BUFFER_LIMIT
     }
 
-    /// Whether the server should read more from the local connection: not while
-    /// [`BUFFER_LIMIT`] bytes wait for the remote (the broker's queue for the bridge holds
-    /// the rest, within its limits).
-    pub fn wants_local_input(&self) -> bool {
-        self.remote_out.len() < BUFFER_LIMIT
-    }
-
     /// The CONNECT of the local connection (handed to the broker directly, not as bytes):
     /// 5.0, a reserved client id, no keep alive (it is in-process), and a Receive Maximum of
     /// `max_inflight`, so the broker's own session queue holds what waits for the remote.
@@ -359,6 +354,11 @@ impl Bridge {
         c.keep_alive = 0;
         c.properties
             .push(Property::ReceiveMaximum(self.spec.max_inflight));
+        // The broker's own limit: a message that grew on its way out (a topic alias
+        // resolved, a 3.1.1 PUBLISH given its property length) is dropped by the broker
+        // [MQTT-3.1.2-25] instead of reaching a bridge that could not decode it.
+        c.properties
+            .push(Property::MaximumPacketSize(self.spec.maximum_packet_size));
         c
     }
 
@@ -419,7 +419,14 @@ impl Bridge {
             Remote::Up(up) => {
                 let ka = up.keep_alive?;
                 match up.ping_sent {
-                    Some(sent) if now >= sent + ka => Some(Action::Close(Lost::KeepAliveTimeout)),
+                    // Not while its socket is left unread: the PINGRESP may be waiting there.
+                    Some(sent)
+                        if now >= sent + ka
+                            && self.in_queue.len() < usize::from(self.spec.max_inflight)
+                            && self.local_out.len() < BUFFER_LIMIT =>
+                    {
+                        Some(Action::Close(Lost::KeepAliveTimeout))
+                    }
                     None if now >= up.last_sent.min(up.last_received) + ka => {
                         up.ping_sent = Some(now);
                         self.send_remote(&Packet::PingReq, now);
@@ -487,7 +494,7 @@ impl Bridge {
                 Ok(())
             }
             Packet::PubAck(a) | Packet::PubComp(a) => {
-                self.on_local_done(a.packet_id, now);
+                self.on_local_done(&a, now);
                 Ok(())
             }
             Packet::PubRec(a) => {
@@ -751,6 +758,11 @@ impl Bridge {
             return true;
         }
         if qos == QoS::AtMostOnce {
+            if self.remote_out.len() >= BUFFER_LIMIT {
+                self.stats.dropped += 1; // the remote is not keeping up: QoS 0 may be lost
+                self.ack_local(msg.local, msg.local_session, now);
+                return true;
+            }
             msg.publish.qos = QosPid::AtMostOnce;
             self.send_remote_publish(&msg.publish, now);
             self.stats.forwarded_out += 1;
@@ -945,7 +957,10 @@ impl Bridge {
             released: false,
         };
         if remote == SourceAck::None {
-            if self.local.is_some() && self.fit_local(&mut msg.publish) {
+            if self.local.is_some()
+                && self.local_out.len() < BUFFER_LIMIT
+                && self.fit_local(&mut msg.publish)
+            {
                 self.send_local(&Packet::Publish(msg.publish), now);
                 self.stats.forwarded_in += 1;
             } else {
@@ -971,10 +986,10 @@ impl Bridge {
         let Ok(Some(header)) = FixedHeader::parse(buf) else {
             return Err(too_large);
         };
-        if header.first_byte >> 4 != 3 {
+        let qos = (header.first_byte >> 1) & 3;
+        if header.first_byte >> 4 != 3 || qos == 3 {
             return Err(too_large);
         }
-        let qos = (header.first_byte >> 1) & 3;
         let body = &buf[header.header_len..];
         let Some(topic_len) = body
             .get(..2)
@@ -982,6 +997,9 @@ impl Bridge {
         else {
             return Ok(None);
         };
+        if 2 + topic_len + if qos == 0 { 0 } else { 2 } > header.remaining_len {
+            return Err(Lost::Protocol("a PUBLISH shorter than its topic"));
+        }
         let id = if qos == 0 {
             None
         } else {
@@ -1094,13 +1112,18 @@ impl Bridge {
     }
 
     /// PUBACK or PUBCOMP from the broker: a message in is done.
-    fn on_local_done(&mut self, id: PacketId, now: Instant) {
-        let Some(msg) = self.in_inflight.remove(&id.get()) else {
+    fn on_local_done(&mut self, a: &Ack, now: Instant) {
+        let Some(msg) = self.in_inflight.remove(&a.packet_id.get()) else {
             return;
         };
         if !msg.released {
-            // Published at QoS 1 (perhaps lowered from 2): this PUBACK is the broker's word.
-            self.stats.forwarded_in += 1;
+            // Published at QoS 1 (perhaps lowered from 2): this PUBACK is the broker's word,
+            // a refusal too (acknowledged to the remote, which would only send it again).
+            if a.reason.is_error() {
+                self.stats.dropped += 1;
+            } else {
+                self.stats.forwarded_in += 1;
+            }
             self.ack_remote(msg.remote, msg.session, now);
         }
         self.pump_in(now);

@@ -754,27 +754,56 @@ fn an_oversized_remote_publish_is_skipped_and_acknowledged() {
 
     let mut v5 = H::up(ProtocolVersion::V5);
     assert!(v5.b.remote_oversized(&buf, v5.t0).is_err());
+    // QoS 3 is malformed, not skipped [MQTT-3.3.1-4].
+    let mut bad = buf.to_vec();
+    bad[0] |= 0x06;
+    assert!(h.b.remote_oversized(&bad, h.t0).is_err());
 }
 
-/// QoS 0 has no window: the bridge asks the server to stop reading a side once this much
-/// waits for the other.
+/// The bridge tells the broker its packet size limit, so a message that grew on its way out
+/// (an alias resolved) is dropped by the broker [MQTT-3.1.2-25], not sent to a bridge that
+/// would have to close on it.
 #[test]
-fn buffered_bytes_pause_the_other_side() {
+fn v5_the_local_connect_carries_the_maximum_packet_size() {
+    let h = H::new(ProtocolVersion::V5);
+    let c = h.b.local_connect();
+    let max = c.properties.find(|p| match p {
+        Property::MaximumPacketSize(n) => Some(n),
+        _ => None,
+    });
+    assert_eq!(max, Some(1 << 20));
+}
+
+/// QoS 0 has no window: past `BUFFER_LIMIT` waiting for the remote, QoS 0 for it is dropped
+/// (the local side is always read, so back-pressure cannot loop); the remote's socket is
+/// left unread while as much waits for the broker, and a PINGRESP possibly waiting there
+/// does not count as missing meanwhile.
+#[test]
+fn buffered_bytes_bound_what_the_bridge_holds() {
     let mut h = H::up(ProtocolVersion::V5);
-    assert!(h.b.wants_local_input());
-    while h.b.wants_local_input() {
+    for _ in 0..20 {
         let p = Publish::new(TopicName::new("chat/a").unwrap(), vec![0u8; 32 * 1024]);
         h.b.on_local(Packet::Publish(p), h.t0).unwrap();
     }
     assert!(h.b.remote_out.len() >= BUFFER_LIMIT);
     assert!(h.b.remote_out.len() < BUFFER_LIMIT + 40 * 1024);
+    assert!(h.b.stats().dropped >= 10);
     h.remote();
-    assert!(h.b.wants_local_input());
     while h.b.wants_remote_input() {
-        let p = Publish::new(TopicName::new("chat/a").unwrap(), vec![0u8; 32 * 1024]);
+        let mut p = Publish::new(TopicName::new("chat/a").unwrap(), vec![0u8; 32 * 1024]);
+        p.qos = QosPid::AtLeastOnce(id(1 + h.b.in_inflight.len() as u16));
         h.b.on_remote(Packet::Publish(p), h.t0).unwrap();
     }
     assert!(h.b.local_out.len() >= BUFFER_LIMIT);
+    // Paused: the keep alive does not give up on a remote it is not reading.
+    assert_eq!(h.b.tick(h.at(10)), None);
+    assert_eq!(h.remote(), [Packet::PingReq]);
+    assert_eq!(h.b.tick(h.at(25)), None);
+    h.local();
+    assert_eq!(
+        h.b.tick(h.at(25)),
+        Some(Action::Close(Lost::KeepAliveTimeout))
+    );
 }
 
 /// [MQTT-2.3.1-2] with every packet id taken the message waits (no spin), and goes once one

@@ -185,9 +185,6 @@ fn local_pair() -> io::Result<(std::net::TcpStream, std::net::TcpStream)> {
 struct LocalConn {
     stream: TcpStream,
     rbuf: BytesMut,
-    /// Reading stopped because the state machine holds enough for the remote: read again
-    /// once it has room (no readiness event will come for bytes already waiting).
-    paused: bool,
 }
 
 /// The remote connection while it is open.
@@ -200,7 +197,8 @@ struct RemoteConn {
     rest: Vec<SocketAddr>,
     /// The TCP connect completed.
     established: bool,
-    /// See [`LocalConn::paused`].
+    /// Reading stopped because the state machine holds a window's worth for the broker: read
+    /// again once it has room (no readiness event will come for bytes already waiting).
     paused: bool,
     /// Bytes of an oversized packet still to be skipped as they come.
     skip: usize,
@@ -283,7 +281,6 @@ impl Runner {
         self.local = Some(LocalConn {
             stream,
             rbuf: BytesMut::new(),
-            paused: false,
         });
         self.local_retry_at = None;
         self.status.local_connects.fetch_add(1, Ordering::Relaxed);
@@ -329,12 +326,6 @@ impl Runner {
             // Room made by the flush: take what a paused side has waiting.
             if self.remote.as_ref().is_some_and(|r| r.paused) && self.core.wants_remote_input() {
                 self.read_remote(now);
-            }
-            if self.local.as_ref().is_some_and(|l| l.paused)
-                && self.core.wants_local_input()
-                && let Err(e) = self.read_local(now)
-            {
-                self.lose_local(now, &e);
             }
             self.flush_both(now);
             self.publish_status();
@@ -385,19 +376,14 @@ impl Runner {
         st.dropped.store(s.dropped, Ordering::Relaxed);
     }
 
-    /// Reads and handles what the broker sent, until the socket is drained or the state
-    /// machine has enough waiting for the remote (then `paused`).
+    /// Reads and handles what the broker sent, until the socket is drained. Always read (see
+    /// `BUFFER_LIMIT`): what the remote is not taking is dropped at QoS 0, windowed at QoS 1/2.
     fn read_local(&mut self, now: Instant) -> Result<(), String> {
         let Some(local) = &mut self.local else {
             return Ok(());
         };
-        local.paused = false;
         loop {
             loop {
-                if !self.core.wants_local_input() {
-                    local.paused = true;
-                    return Ok(());
-                }
                 match vireo_codec::decode(&mut local.rbuf, ProtocolVersion::V5, self.max_packet) {
                     Ok(Some(packet)) => {
                         self.core.on_local(packet, now).map_err(|e| e.to_string())?;
@@ -709,16 +695,21 @@ fn read_tls(
         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
     }
     let mut chunk = [0u8; READ_CHUNK];
+    let mut got = 0;
     loop {
         match tls.reader().read(&mut chunk) {
-            Ok(0) => return Ok(0), // close_notify
-            Ok(m) => buf.extend_from_slice(&chunk[..m]),
+            // close_notify: what came with it is decoded first; the next read reports the end.
+            Ok(0) => return Ok(got),
+            Ok(m) => {
+                buf.extend_from_slice(&chunk[..m]);
+                got += m;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }
     }
     if n == 0 {
-        return Ok(0);
+        return Ok(got); // the end of the stream, after what it carried
     }
     Ok(n)
 }
