@@ -6,6 +6,8 @@
 //! **Promise:** no sockets, no threads of its own, no clock. Time is passed in, effects are
 //! returned; `mio` is not a dependency. Shared structures (the subscription index, the retained
 //! store) are `Sync` and guarded by `parking_lot` locks so that the server's workers can share them.
+//! The one exception to "no I/O" is `store`, the durable log, which reads and writes files (on
+//! the thread the server gives it).
 
 pub mod bridge;
 mod ids;
@@ -15,6 +17,7 @@ pub mod protocol;
 mod retained;
 mod session;
 mod shared;
+pub mod store;
 
 pub use ids::SessionId;
 pub use index::{Recipient, Recipients, SubscriptionIndex};
