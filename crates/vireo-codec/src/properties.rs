@@ -374,6 +374,15 @@ impl Properties {
         Properties { raw: buf.freeze() }
     }
 
+    /// Properties from a block [`Properties::as_bytes`] gave (one a store kept, say), checked
+    /// as a decoded packet's are: every property allowed in `ctx`, values in range.
+    pub fn from_block(raw: &[u8], ctx: PropertyContext) -> Result<Self, DecodeError> {
+        let mut buf = BytesMut::with_capacity(raw.len() + 4);
+        put_var_int(&mut buf, raw.len()).map_err(|_| DecodeError::MalformedVarInt)?;
+        buf.put_slice(raw);
+        Self::decode(&mut Reader::new(buf.freeze()), ctx)
+    }
+
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_var_int(buf, self.body_len())?;
         buf.put_slice(&self.raw);

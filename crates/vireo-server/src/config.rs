@@ -57,6 +57,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the broker keeps on disk (`persistence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// Nothing: a restart starts empty.
+    #[default]
+    Off,
+    /// Retained messages, written to `data_dir` as they change (each worker iteration's
+    /// changes in one write) and synced to disk at least every `sync_interval_ms`: a crash
+    /// of the machine loses at most that interval, a crash of the broker alone nothing that
+    /// reached the store's thread. (Persistent sessions and their queues are next: issue 11.)
+    Async,
+}
+
 /// One `[[listener]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +243,13 @@ pub struct Config {
     /// Bridges to other brokers (`[[bridge]]` tables).
     #[serde(rename = "bridge")]
     pub bridges: Vec<crate::bridge::BridgeConfig>,
+    /// `off` (the default) or `async`: see [`Persistence`].
+    pub persistence: Persistence,
+    /// The directory of the durable store (created if missing; one broker at a time).
+    pub data_dir: PathBuf,
+    /// Longest time, in milliseconds, between a change reaching the store and its
+    /// `fdatasync` in `async` mode.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -277,6 +298,9 @@ impl Default for Config {
             sys_interval: 10,
             metrics_bind: None,
             bridges: Vec::new(),
+            persistence: Persistence::Off,
+            data_dir: PathBuf::from("vireo-data"),
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -406,6 +430,11 @@ impl Config {
         if self.workers > MAX_WORKERS {
             // A session id keeps its worker in 8 bits.
             return Err(ConfigError::Invalid("workers must be at most 256"));
+        }
+        if self.sync_interval_ms == 0 || self.sync_interval_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "sync_interval_ms must be between 1 and 60000",
+            ));
         }
         if self.sys_interval > 86_400 {
             return Err(ConfigError::Invalid(

@@ -22,6 +22,7 @@ mod routing;
 mod server;
 mod session;
 mod shared;
+mod store;
 mod sys;
 mod tls;
 mod transport;
@@ -30,6 +31,6 @@ mod worker;
 mod ws;
 
 pub use bridge::{BridgeConfig, BridgeTopic, BridgeTransport, DirectionName};
-pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
+pub use config::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat, Persistence};
 pub use server::{Server, ServerHandle, StartError};
 pub use shared::Stats;

@@ -268,7 +268,27 @@ impl Worker {
             // publisher's whole read buffer. Copied before the store's write lock is taken,
             // so other workers' retained lookups do not wait on the allocation and copy.
             let stored = compact(msg);
-            let outcome = self.shared.retained.write().set(stored);
+            let outcome = match &self.shared.persist {
+                None => self.shared.retained.write().set(stored),
+                Some(persist) => {
+                    // Sent under the store's lock: the log sees one topic's changes in the
+                    // order the store made them.
+                    let kept = Arc::clone(&stored);
+                    let mut retained = self.shared.retained.write();
+                    let outcome = retained.set(stored);
+                    match outcome {
+                        vireo_broker::RetainOutcome::Stored
+                        | vireo_broker::RetainOutcome::Replaced => {
+                            persist.retained_set(&kept, self.now);
+                        }
+                        vireo_broker::RetainOutcome::Deleted => {
+                            persist.retained_deleted(&kept.topic);
+                        }
+                        _ => {}
+                    }
+                    outcome
+                }
+            };
             tracing::trace!(?outcome, topic = %msg.topic, "retained");
             if outcome == vireo_broker::RetainOutcome::Refused {
                 // Routed all the same, not kept: counted, and logged once per broker.
@@ -507,7 +527,12 @@ impl Worker {
             };
             if msg.expired(now) {
                 // Expired while retained: never sent [MQTT-3.3.2-5], and out of the store.
-                self.shared.retained.write().remove_if_current(&msg);
+                let mut retained = self.shared.retained.write();
+                if retained.remove_if_current(&msg)
+                    && let Some(persist) = &self.shared.persist
+                {
+                    persist.retained_deleted(&msg.topic);
+                }
                 continue;
             }
             if qos == QoS::AtMostOnce {

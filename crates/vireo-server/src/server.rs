@@ -36,6 +36,8 @@ pub struct ServerHandle {
     listener_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
+    /// Stopped after the workers, so that it writes what they changed last.
+    store: Option<crate::store::StoreThread>,
 }
 
 /// Keeps `Shared` private while letting the handle own it.
@@ -75,6 +77,9 @@ pub enum StartError {
     /// A bridge's configuration or TLS files cannot be used.
     #[error("{0}")]
     Bridge(String),
+    /// The durable store (`data_dir`) cannot be used.
+    #[error("data_dir: {0}")]
+    Store(#[from] vireo_broker::store::OpenError),
     /// Binding, polling or spawning failed.
     #[error("cannot start: {0}")]
     Io(#[from] io::Error),
@@ -142,6 +147,20 @@ impl Server {
             }
             None => None,
         };
+        let mut retained =
+            RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
+        let (persist, store_thread) = match config.persistence {
+            crate::config::Persistence::Off => (None, None),
+            crate::config::Persistence::Async => {
+                let (log, recovered) = crate::store::open(&config.data_dir)?;
+                for msg in recovered.retained {
+                    retained.set(msg);
+                }
+                let interval = std::time::Duration::from_millis(config.sync_interval_ms);
+                let (persist, thread) = crate::store::spawn(log, interval)?;
+                (Some(persist), Some(thread))
+            }
+        };
         let workers = config.worker_count();
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
@@ -207,10 +226,8 @@ impl Server {
             index: SubscriptionIndex::new(config.index_shards),
             shared_subs: vireo_broker::SharedSubscriptions::new(),
             limits: config.protocol_limits(),
-            retained: RwLock::new(RetainedStore::new(
-                config.max_retained_messages,
-                config.max_retained_bytes,
-            )),
+            retained: RwLock::new(retained),
+            persist,
             mailboxes,
             in_transit_limit: in_transit_limit(&config, workers),
             stats: Arc::new(Stats::default()),
@@ -298,6 +315,7 @@ impl Server {
             listener_addrs: addrs,
             metrics_addr,
             threads,
+            store: store_thread,
         })
     }
 }
@@ -419,6 +437,9 @@ impl ServerHandle {
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(store) = self.store.take() {
+            store.stop();
         }
     }
 }

@@ -289,6 +289,8 @@ pub(crate) struct Shared {
     /// The protocol limits, from `config` once.
     pub limits: Limits,
     pub retained: RwLock<RetainedStore>,
+    /// Where changes to durable state go (`persistence` on).
+    pub persist: Option<crate::store::Persist>,
     pub mailboxes: Vec<Mailbox>,
     /// QoS 1/2 deliveries that may be in transit to one worker before publishers feeding it
     /// pause (see `Mailbox::reliable`): small enough that a session's queue, backlogged at

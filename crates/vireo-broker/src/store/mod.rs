@@ -6,3 +6,4 @@
 mod log;
 
 pub use log::{COMPACT_MIN_BYTES, Log, MAX_RECORD, OpenError, Recovery, SEGMENT_BYTES};
+pub mod records;

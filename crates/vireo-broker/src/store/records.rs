@@ -1,0 +1,204 @@
+//! What the broker's state looks like as [`super::Log`] keys and values.
+//!
+//! Keys start with a byte that names the kind: `r` + topic for a retained message. Values
+//! start with a format version, so a later release can read what an earlier one wrote.
+//!
+//! A message is `[version 1][qos][flags: bit 0 retain][expiry: unix ms u64, 0 for none]
+//! [topic len u16][topic][properties len u32][properties][payload]`. Expiry is kept as wall
+//! clock time, since an `Instant` means nothing after a restart: a message whose expiry
+//! passed while the broker was down is not brought back [MQTT-3.3.2-5].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vireo_codec::{Bytes, Properties, PropertyContext, QoS, TopicName};
+
+use crate::{Message, SessionId};
+
+/// The first byte of a retained message's key.
+pub const RETAINED: u8 = b'r';
+const VERSION: u8 = 1;
+
+/// The key of `topic`'s retained message.
+pub fn retained_key(topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + topic.len());
+    k.push(RETAINED);
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+/// The topic of a retained message's key, if it is one.
+pub fn retained_topic(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&RETAINED, topic)) => std::str::from_utf8(topic).ok(),
+        _ => None,
+    }
+}
+
+/// Two clocks read at one moment: an `Instant` deadline becomes a wall-clock one and back.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    /// The loop's time.
+    pub now: Instant,
+    /// The wall clock at the same moment.
+    pub wall: SystemTime,
+}
+
+impl Clocks {
+    /// Both clocks, now.
+    pub fn read() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn unix_ms(&self, at: Instant) -> u64 {
+        let wall = match at.checked_duration_since(self.now) {
+            Some(ahead) => self.wall + ahead,
+            None => self.wall - self.now.duration_since(at),
+        };
+        let ms = wall.duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis());
+        u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn instant(&self, unix_ms: u64) -> Option<Instant> {
+        let wall = UNIX_EPOCH + Duration::from_millis(unix_ms);
+        let left = wall.duration_since(self.wall).ok()?;
+        (!left.is_zero()).then(|| self.now + left)
+    }
+}
+
+/// A message as a value.
+pub fn encode_message(msg: &Message, clocks: &Clocks) -> Vec<u8> {
+    let props = msg.properties.as_bytes();
+    let mut v = Vec::with_capacity(17 + msg.topic.len() + props.len() + msg.payload.len());
+    v.push(VERSION);
+    v.push(msg.qos as u8);
+    v.push(u8::from(msg.retain));
+    let expiry = msg.expires.map_or(0, |e| clocks.unix_ms(e));
+    v.extend_from_slice(&expiry.to_le_bytes());
+    // A topic is at most 65,535 bytes (the codec's limit) and properties fit a packet.
+    v.extend_from_slice(&(msg.topic.len() as u16).to_le_bytes());
+    v.extend_from_slice(msg.topic.as_bytes());
+    v.extend_from_slice(&(props.len() as u32).to_le_bytes());
+    v.extend_from_slice(props);
+    v.extend_from_slice(&msg.payload);
+    v
+}
+
+/// Why a stored message is not brought back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// Its Message Expiry Interval ran out while it was stored.
+    #[error("expired")]
+    Expired,
+    /// Not a value this version wrote (the CRC checked, so: a newer format, or a bug).
+    #[error("not a message record")]
+    Malformed,
+}
+
+/// A value back as a message, as of `clocks`.
+pub fn decode_message(v: &[u8], clocks: &Clocks) -> Result<Arc<Message>, Unusable> {
+    let bad = Unusable::Malformed;
+    let (&version, rest) = v.split_first().ok_or(bad)?;
+    if version != VERSION || rest.len() < 12 {
+        return Err(bad);
+    }
+    let qos = QoS::try_from(rest[0]).map_err(|_| bad)?;
+    let retain = rest[1] & 1 != 0;
+    let expiry = u64::from_le_bytes(rest[2..10].try_into().map_err(|_| bad)?);
+    let topic_len = usize::from(u16::from_le_bytes([rest[10], rest[11]]));
+    let rest = &rest[12..];
+    let topic = rest.get(..topic_len).ok_or(bad)?;
+    let rest = &rest[topic_len..];
+    let props_len = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or(bad)? as usize;
+    let props = rest.get(4..4 + props_len).ok_or(bad)?;
+    let payload = &rest[4 + props_len..];
+    let expires = match expiry {
+        0 => None,
+        ms => Some(clocks.instant(ms).ok_or(Unusable::Expired)?),
+    };
+    let topic = std::str::from_utf8(topic).map_err(|_| bad)?;
+    let properties = Properties::from_block(props, PropertyContext::Publish).map_err(|_| bad)?;
+    Ok(Arc::new(Message {
+        topic: TopicName::new(topic).map_err(|_| bad)?,
+        payload: Bytes::copy_from_slice(payload),
+        qos,
+        retain,
+        properties,
+        expires,
+        origin: SessionId(0),
+        received: clocks.now,
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vireo_codec::Property;
+
+    #[test]
+    fn a_message_comes_back_as_it_went_in() {
+        let clocks = Clocks::read();
+        let mut m = Message::new(
+            TopicName::new("a/b").unwrap(),
+            Bytes::from_static(b"payload"),
+            QoS::AtLeastOnce,
+            true,
+        );
+        m.properties = vec![
+            Property::ContentType("text/plain".into()),
+            Property::UserProperty("k".into(), "v".into()),
+        ]
+        .into();
+        m.expires = Some(clocks.now + Duration::from_secs(100));
+        let v = encode_message(&m, &clocks);
+        let later = Clocks {
+            now: clocks.now + Duration::from_secs(40),
+            wall: clocks.wall + Duration::from_secs(40),
+        };
+        let back = decode_message(&v, &later).unwrap();
+        assert_eq!(
+            (&*back.topic, &back.payload[..], back.qos, back.retain),
+            ("a/b", &b"payload"[..], QoS::AtLeastOnce, true)
+        );
+        assert_eq!(back.properties, m.properties);
+        // [MQTT-3.3.2-6] what is left of its expiry, counted in wall-clock time.
+        assert_eq!(back.remaining_expiry(later.now), Some(60));
+        let much_later = Clocks {
+            now: clocks.now,
+            wall: clocks.wall + Duration::from_secs(101),
+        };
+        assert_eq!(
+            decode_message(&v, &much_later).unwrap_err(),
+            Unusable::Expired
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_message_is_refused_not_a_panic() {
+        let clocks = Clocks::read();
+        let m = Message::new(
+            TopicName::new("t").unwrap(),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            true,
+        );
+        let v = encode_message(&m, &clocks);
+        for cut in 0..v.len() {
+            let _ = decode_message(&v[..cut], &clocks);
+        }
+        assert_eq!(
+            decode_message(&[9], &clocks).unwrap_err(),
+            Unusable::Malformed
+        );
+        assert_eq!(retained_topic(&retained_key("x/y")), Some("x/y"));
+        assert_eq!(retained_topic(b"s-other"), None);
+    }
+}

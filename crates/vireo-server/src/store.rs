@@ -1,0 +1,213 @@
+//! The durable store's thread (`persistence = "async"`): workers hand it changes over a
+//! channel and never wait on a disk; it writes every burst of them in one `write` (group
+//! commit across workers) and `fdatasync`s at least every `sync_interval_ms`.
+//!
+//! Order: a change is sent while the lock that orders it is held (the retained store's write
+//! lock for a retained message), so the log sees the changes of one key in the order memory
+//! did. The channel is unbounded: a send never blocks a worker, and the thread only does a
+//! buffered write per burst, far faster than workers can make changes; what waits in it is
+//! what the next write takes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use vireo_broker::Message;
+use vireo_broker::store::records::{self, Clocks, Unusable};
+use vireo_broker::store::{Log, OpenError};
+
+/// Changes taken per write at most: a burst bigger than this is written in several.
+const BURST: usize = 4096;
+
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Stop,
+}
+
+/// What workers hold to persist a change.
+#[derive(Debug, Clone)]
+pub(crate) struct Persist {
+    tx: Sender<Op>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Put(..) => "Put",
+            Op::Delete(_) => "Delete",
+            Op::Stop => "Stop",
+        })
+    }
+}
+
+impl Persist {
+    /// `msg` is now `topic`'s retained message. `$SYS/` topics are not kept: they describe
+    /// this run, and are published again within `sys_interval` of the next.
+    pub(crate) fn retained_set(&self, msg: &Message, now: Instant) {
+        if msg.topic.starts_with("$SYS/") {
+            return;
+        }
+        let clocks = Clocks {
+            now,
+            wall: std::time::SystemTime::now(),
+        };
+        let value = records::encode_message(msg, &clocks);
+        let _ = self
+            .tx
+            .send(Op::Put(records::retained_key(&msg.topic), value));
+    }
+
+    /// `topic` has no retained message any more.
+    pub(crate) fn retained_deleted(&self, topic: &str) {
+        if topic.starts_with("$SYS/") {
+            return;
+        }
+        let _ = self.tx.send(Op::Delete(records::retained_key(topic)));
+    }
+}
+
+/// The running thread.
+#[derive(Debug)]
+pub(crate) struct StoreThread {
+    tx: Sender<Op>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StoreThread {
+    /// Writes and syncs what was sent before this call, then ends the thread.
+    pub(crate) fn stop(self) {
+        let _ = self.tx.send(Op::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// What the store held at start.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    pub retained: Vec<Arc<Message>>,
+}
+
+/// Opens the store in `dir` and reads back what it holds. Damage in the files is logged and
+/// skipped, never an error; an unusable directory or a second broker on it is.
+pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
+    let started = Instant::now();
+    let (mut log, recovery) = Log::open(dir)?;
+    if recovery.damaged > 0 {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            damaged = recovery.damaged,
+            dropped_bytes = recovery.dropped_bytes,
+            kept = recovery.records,
+            "the store had damaged records (a crash mid-write, or a bad disk): they were dropped, every intact record kept"
+        );
+    }
+    let clocks = Clocks::read();
+    let mut recovered = Recovered::default();
+    let keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
+    let mut gone = 0;
+    for key in keys {
+        let Some(topic) = records::retained_topic(&key) else {
+            continue;
+        };
+        let value = match log.get(&key) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "a retained message could not be read: dropped");
+                continue;
+            }
+        };
+        match records::decode_message(&value, &clocks) {
+            Ok(msg) => recovered.retained.push(msg),
+            Err(why) => {
+                if why == Unusable::Malformed {
+                    tracing::warn!(topic, "a stored retained message is not readable: dropped");
+                }
+                log.delete(&key);
+                gone += 1;
+            }
+        }
+    }
+    if gone > 0
+        && let Err(e) = log.commit(true)
+    {
+        tracing::warn!(error = %e, "the store could not drop expired records");
+    }
+    tracing::info!(
+        data_dir = %dir.display(),
+        retained = recovered.retained.len(),
+        expired_or_unreadable = gone,
+        ms = started.elapsed().as_millis() as u64,
+        "store opened"
+    );
+    Ok((log, recovered))
+}
+
+/// Starts the thread that owns `log`.
+pub(crate) fn spawn(log: Log, sync_interval: Duration) -> std::io::Result<(Persist, StoreThread)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("vireo-store".into())
+        .spawn(move || run(log, &rx, sync_interval))?;
+    Ok((Persist { tx: tx.clone() }, StoreThread { tx, thread }))
+}
+
+fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut failures = 0u64;
+    loop {
+        let wait = if unsynced {
+            sync_interval.saturating_sub(last_sync.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        let mut stop = false;
+        match rx.recv_timeout(wait) {
+            Ok(op) => {
+                stop = apply(&mut log, op);
+                for op in rx.try_iter().take(BURST) {
+                    if apply(&mut log, op) {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = true,
+        }
+        let sync = stop || last_sync.elapsed() >= sync_interval;
+        if log.is_dirty() || (sync && unsynced) {
+            match log.commit(sync) {
+                Ok(()) => {
+                    unsynced = !sync;
+                    if sync {
+                        last_sync = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    // A full disk: the log cut the batch back out and stays consistent.
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::error!(error = %e, failures, "the store cannot write: changes are not kept");
+                    }
+                }
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Applies one change; `true` for the stop.
+fn apply(log: &mut Log, op: Op) -> bool {
+    match op {
+        Op::Put(k, v) => log.put(&k, &v),
+        Op::Delete(k) => log.delete(&k),
+        Op::Stop => return true,
+    }
+    false
+}

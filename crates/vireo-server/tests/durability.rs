@@ -1,0 +1,242 @@
+//! `persistence = "async"`: what Vireo keeps in `data_dir` across a restart, and how it
+//! treats a directory it cannot use or files a crash left damaged. (The store's own format
+//! is tested in `vireo_broker::store`.)
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use vireo_codec::{Packet, Property, QoS, QosPid};
+use vireo_server::{Config, Persistence, Server, ServerHandle, StartError};
+
+fn config(dir: &Path) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        pin_workers: false,
+        persistence: Persistence::Async,
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    }
+}
+
+fn start_in(dir: &Path) -> ServerHandle {
+    Server::start(config(dir)).expect("broker starts")
+}
+
+/// The retained messages of `filter`, as a new subscriber gets them: (topic, payload).
+fn retained(broker: &ServerHandle, filter: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut c = Client::connect_v5(broker.local_addr(), "reader", &[]);
+    c.subscribe(&[(filter, QoS::AtLeastOnce)]);
+    let mut got: Vec<_> = (0..n)
+        .map(|_| {
+            let p = c.recv_publish_ack();
+            assert!(p.retain, "[MQTT-3.3.1-8] sent with RETAIN set");
+            (p.topic.to_string(), p.payload.to_vec())
+        })
+        .collect();
+    c.expect_nothing();
+    got.sort();
+    got
+}
+
+fn segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[test]
+fn v5_retained_messages_survive_a_restart_with_their_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let mut p = Client::connect_v5(broker.local_addr(), "pub", &[]);
+        p.send_publish(
+            "kept/a",
+            b"first",
+            QosPid::AtLeastOnce(pid(1)),
+            true,
+            &[
+                Property::ContentType("text/plain".into()),
+                Property::UserProperty("site".into(), "7".into()),
+                Property::MessageExpiryInterval(3600),
+            ],
+        );
+        assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+        p.publish("kept/b", b"second", QoS::AtMostOnce, true, 0);
+        p.publish("kept/gone", b"x", QoS::AtLeastOnce, true, 2);
+        // [MQTT-3.3.1-10] an empty retained payload removes it, on disk too.
+        p.publish("kept/gone", b"", QoS::AtLeastOnce, true, 3);
+        p.publish("kept/a", b"replaced", QoS::AtLeastOnce, true, 4);
+        p.publish("kept/a", b"latest", QoS::AtLeastOnce, true, 5);
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    assert_eq!(
+        retained(&broker, "kept/#", 2),
+        [
+            ("kept/a".to_owned(), b"latest".to_vec()),
+            ("kept/b".to_owned(), b"second".to_vec())
+        ]
+    );
+    broker.shutdown();
+
+    // Properties and what is left of the expiry [MQTT-3.3.2-6] come back too.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let mut p = Client::connect_v5(broker.local_addr(), "pub", &[]);
+        p.send_publish(
+            "props",
+            b"p",
+            QosPid::AtLeastOnce(pid(1)),
+            true,
+            &[
+                Property::ContentType("text/plain".into()),
+                Property::UserProperty("site".into(), "7".into()),
+                Property::MessageExpiryInterval(3600),
+            ],
+        );
+        assert!(matches!(p.recv(), Some(Packet::PubAck(_))));
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    let mut c = Client::connect_v5(broker.local_addr(), "reader", &[]);
+    c.subscribe(&[("props", QoS::AtLeastOnce)]);
+    let got = c.recv_publish_ack();
+    let props: Vec<_> = got.properties.iter().collect();
+    assert!(
+        props.contains(&Property::ContentType("text/plain".into())),
+        "{props:?}"
+    );
+    assert!(props.contains(&Property::UserProperty("site".into(), "7".into())));
+    let left = props.iter().find_map(|p| match p {
+        Property::MessageExpiryInterval(n) => Some(*n),
+        _ => None,
+    });
+    assert!(left.is_some_and(|n| n <= 3600 && n > 3500), "{left:?}");
+}
+
+#[test]
+fn sys_topics_are_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut c = config(dir.path());
+        c.sys_interval = 1;
+        let broker = Server::start(c).unwrap();
+        let mut s = Client::connect(broker.local_addr(), "sys");
+        s.subscribe(&[("$SYS/broker/version", QoS::AtMostOnce)]);
+        s.recv_publish();
+        broker.shutdown();
+    }
+    // Started without $SYS: nothing of the last run's comes back.
+    let mut c = config(dir.path());
+    c.sys_interval = 0;
+    let broker = Server::start(c).unwrap();
+    let mut s = Client::connect(broker.local_addr(), "sys");
+    s.subscribe(&[("$SYS/#", QoS::AtMostOnce)]);
+    s.expect_nothing();
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start_in(dir.path());
+    let err = Server::start(config(dir.path())).unwrap_err();
+    assert!(matches!(err, StartError::Store(_)), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[test]
+fn an_unusable_data_dir_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = Server::start(config(&file)).unwrap_err();
+    assert!(err.to_string().contains("a-file"), "{err}");
+}
+
+/// A crash mid-write leaves a torn or damaged tail: Vireo starts, keeps every intact record,
+/// and drops (and logs) the rest.
+#[test]
+fn a_damaged_store_starts_with_every_intact_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let mut p = Client::connect(broker.local_addr(), "pub");
+        for (i, t) in ["d/1", "d/2", "d/3"].iter().enumerate() {
+            p.publish(t, t.as_bytes(), QoS::AtLeastOnce, true, i as u16 + 1);
+        }
+        broker.shutdown();
+    }
+    let seg = segment(dir.path());
+    let mut data = std::fs::read(&seg).unwrap();
+    let last = data.len() - 2;
+    data[last] ^= 0xFF; // a byte of the last record's payload
+    std::fs::write(&seg, &data).unwrap();
+    let broker = start_in(dir.path());
+    assert_eq!(
+        retained(&broker, "d/#", 2),
+        [
+            ("d/1".to_owned(), b"d/1".to_vec()),
+            ("d/2".to_owned(), b"d/2".to_vec())
+        ]
+    );
+    broker.shutdown();
+
+    // Cut in the middle of a record: the same.
+    let seg = segment(dir.path());
+    let data = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &data[..data.len() - 5]).unwrap();
+    let broker = start_in(dir.path());
+    assert_eq!(retained(&broker, "d/#", 1).len(), 1);
+}
+
+/// The broker killed (SIGKILL, no shutdown): what reached the store's thread is in the page
+/// cache, so it comes back.
+#[test]
+fn retained_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("vireo.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &conf,
+        format!(
+            "bind = \"127.0.0.1:0\"\npersistence = \"async\"\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap().to_owned();
+    let mut broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let mut p = Client::connect(addr, "pub");
+    p.publish("crash/a", b"kept", QoS::AtLeastOnce, true, 1);
+    // Written by the store thread once it has it: wait for the bytes, not for a time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .all(|e| {
+            e.path().extension().is_none_or(|x| x != "seg") || e.metadata().unwrap().len() == 0
+        })
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing written");
+        std::thread::yield_now();
+    }
+    broker.child.kill().unwrap(); // SIGKILL
+    broker.child.wait().unwrap();
+    let broker = Broker::spawn(&["--config", &conf]);
+    let mut c = Client::connect(broker.addr(), "reader");
+    c.subscribe(&[("crash/#", QoS::AtLeastOnce)]);
+    let got = c.recv_publish_ack();
+    assert_eq!(&got.payload[..], b"kept");
+}
