@@ -772,6 +772,7 @@ impl Worker {
         }
         // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].
         self.push_packet(key, &Packet::SubAck(SubAck::new(sub.packet_id, codes)));
+        self.persist_session(skey);
         self.refill(key);
         Ok(())
     }
@@ -801,6 +802,7 @@ impl Worker {
         }
         // Always answered, even when nothing matched [MQTT-3.10.4-4] [MQTT-3.10.4-5].
         self.push_packet(key, &Packet::UnsubAck(SubAck::new(u.packet_id, codes)));
+        self.persist_session(skey);
         Ok(())
     }
 }

@@ -149,12 +149,20 @@ impl Server {
         };
         let mut retained =
             RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
+        let mut stored_sessions: Vec<Vec<crate::store::StoredSession>> = Vec::new();
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
             crate::config::Persistence::Async => {
                 let (log, recovered) = crate::store::open(&config.data_dir)?;
                 for msg in recovered.retained {
                     retained.set(msg);
+                }
+                // Each to the worker that owns its client id.
+                let workers = config.worker_count();
+                stored_sessions = (0..workers).map(|_| Vec::new()).collect();
+                for s in recovered.sessions {
+                    let home = crate::worker::home_of_client(&s.client_id, workers);
+                    stored_sessions[home].push(s);
                 }
                 let interval = std::time::Duration::from_millis(config.sync_interval_ms);
                 let (persist, thread) = crate::store::spawn(log, interval)?;
@@ -262,6 +270,9 @@ impl Server {
         let parts = polls.into_iter().zip(per_worker).zip(receivers);
         for (id, ((poll, listener), rx)) in parts.enumerate() {
             let mut worker = Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
+            if let Some(sessions) = stored_sessions.get_mut(id) {
+                worker.restore_sessions(std::mem::take(sessions));
+            }
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("vireo-worker-{id}"))

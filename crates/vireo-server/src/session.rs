@@ -8,7 +8,7 @@ use vireo_broker::protocol::auth::{self, PasswordStep};
 use vireo_broker::protocol::lifecycle::{self, Liveness, Resume, SessionFate, WillFate};
 use vireo_broker::protocol::quota::Quota;
 use vireo_broker::protocol::{Violation, connect, disconnect, publish};
-use vireo_broker::{Message, Session, SessionId};
+use vireo_broker::{Message, Recipient, Session, SessionId};
 use vireo_codec::{ByteString, ConnAck, Connect, LastWill, Packet, QoS, ReasonCode, parse_shared};
 
 use crate::auth::Check;
@@ -284,6 +284,7 @@ impl Worker {
                     expiry_secs: 0,
                     pending_will: None,
                     backlogged: false,
+                    stored: false,
                     last_progress: self.now,
                 });
                 self.by_client.insert(skey, &self.sessions);
@@ -369,6 +370,7 @@ impl Worker {
             Vec::new()
         };
         self.set_shared_online(skey, true);
+        self.persist_session(skey);
         if session_present {
             // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
             for out in resend {
@@ -493,6 +495,83 @@ impl Worker {
             SessionFate::Kept => slot.expires = None,
             SessionFate::ExpiresAt(at) => slot.expires = Some(at),
         }
+        // Offline from now: its expiry, if any, counts from this moment across a restart.
+        self.persist_session(session);
+    }
+
+    /// Writes a persistent session (its expiry and subscriptions) to the durable store, when
+    /// there is one; a session that became clean (5.0: Session Expiry 0 at DISCONNECT) is
+    /// removed from it instead.
+    pub(crate) fn persist_session(&mut self, skey: usize) {
+        let Some(persist) = &self.shared.persist else {
+            return;
+        };
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if slot.expiry_secs == 0 {
+            if std::mem::take(&mut slot.stored) {
+                persist.session_deleted(&slot.session.client_id);
+            }
+            return;
+        }
+        let record = vireo_broker::store::records::SessionRecord {
+            expiry_secs: slot.expiry_secs,
+            offline_since_ms: if slot.conn().is_some() {
+                0
+            } else {
+                vireo_broker::store::records::unix_ms(std::time::SystemTime::now())
+            },
+            subscriptions: slot
+                .session
+                .subscriptions
+                .iter()
+                .map(|(f, s)| (f.to_string(), *s))
+                .collect(),
+        };
+        persist.session_put(&slot.session.client_id, &record);
+        slot.stored = true;
+    }
+
+    /// Brings back the persistent sessions the store held at start: offline, with their
+    /// subscriptions in the index, expiring when they would have. Called before the loop.
+    pub(crate) fn restore_sessions(&mut self, sessions: Vec<crate::store::StoredSession>) {
+        for stored in sessions {
+            let skey = self.sessions.vacant_key();
+            let id = self.new_session_id(skey);
+            let limits = Arc::clone(&self.session_limits);
+            let mut session = Session::new(id, &*stored.client_id, false, limits);
+            for (filter, sub) in stored.record.subscriptions {
+                let r = Recipient {
+                    session: id,
+                    qos: sub.qos,
+                    flags: sub.flags,
+                    sub_id: sub.sub_id,
+                };
+                match parse_shared(&filter) {
+                    Ok(Some((_, inner))) => {
+                        self.shared.shared_subs.subscribe(&filter, inner, r);
+                    }
+                    _ => {
+                        self.shared.index.subscribe_with(&filter, r);
+                    }
+                }
+                session.subscriptions.insert(ByteString::from(filter), sub);
+            }
+            self.sessions.insert(SessionSlot {
+                session,
+                conn_key: None,
+                expires: stored.remaining.map(|left| self.now + left),
+                expiry_secs: stored.record.expiry_secs,
+                pending_will: None,
+                backlogged: false,
+                stored: true,
+                last_progress: self.now,
+            });
+            self.by_client.insert(skey, &self.sessions);
+            self.shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
+            self.set_shared_online(skey, false);
+        }
     }
 
     /// The message a Will becomes: its 5.0 properties forwarded, its Message Expiry Interval
@@ -534,6 +613,11 @@ impl Worker {
             }
         }
         self.by_client.remove(&session.client_id, skey);
+        if slot.stored
+            && let Some(persist) = &self.shared.persist
+        {
+            persist.session_deleted(&session.client_id);
+        }
         if !shares.is_empty() {
             self.hand_to_other_members(&shares, session.take_undelivered());
         }

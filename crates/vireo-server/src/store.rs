@@ -59,6 +59,18 @@ impl Persist {
             .send(Op::Put(records::retained_key(&msg.topic), value));
     }
 
+    /// The persistent session of `client_id` is now `record`.
+    pub(crate) fn session_put(&self, client_id: &str, record: &records::SessionRecord) {
+        let _ = self
+            .tx
+            .send(Op::Put(records::session_key(client_id), record.encode()));
+    }
+
+    /// The persistent session of `client_id` ended.
+    pub(crate) fn session_deleted(&self, client_id: &str) {
+        let _ = self.tx.send(Op::Delete(records::session_key(client_id)));
+    }
+
     /// `topic` has no retained message any more.
     pub(crate) fn retained_deleted(&self, topic: &str) {
         if topic.starts_with("$SYS/") {
@@ -83,10 +95,20 @@ impl StoreThread {
     }
 }
 
+/// A persistent session the store held at start.
+#[derive(Debug)]
+pub(crate) struct StoredSession {
+    pub client_id: String,
+    pub record: records::SessionRecord,
+    /// Expiry left (`None`: never).
+    pub remaining: Option<Duration>,
+}
+
 /// What the store held at start.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
     pub retained: Vec<Arc<Message>>,
+    pub sessions: Vec<StoredSession>,
 }
 
 /// Opens the store in `dir` and reads back what it holds. Damage in the files is logged and
@@ -108,6 +130,34 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
     let keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
     let mut gone = 0;
     for key in keys {
+        if let Some(client_id) = records::session_client(&key) {
+            let record = log
+                .get(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| records::SessionRecord::decode(&v).ok());
+            let Some(record) = record else {
+                tracing::warn!(
+                    client = client_id,
+                    "a stored session is not readable: dropped"
+                );
+                log.delete(&key);
+                gone += 1;
+                continue;
+            };
+            let remaining = record.remaining(&clocks);
+            if remaining == Some(Duration::ZERO) {
+                log.delete(&key); // expired while the broker was down
+                gone += 1;
+                continue;
+            }
+            recovered.sessions.push(StoredSession {
+                client_id: client_id.to_owned(),
+                record,
+                remaining,
+            });
+            continue;
+        }
         let Some(topic) = records::retained_topic(&key) else {
             continue;
         };
@@ -138,6 +188,7 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
     tracing::info!(
         data_dir = %dir.display(),
         retained = recovered.retained.len(),
+        sessions = recovered.sessions.len(),
         expired_or_unreadable = gone,
         ms = started.elapsed().as_millis() as u64,
         "store opened"

@@ -83,6 +83,8 @@ pub(crate) struct SessionSlot {
     pub pending_will: Option<Box<(Instant, Arc<Message>)>>,
     /// Counted in this worker's `Mailbox::backlogged`.
     pub backlogged: bool,
+    /// Written to the durable store: removed from it when the session ends.
+    pub stored: bool,
     /// Last time the client acknowledged a QoS 1/2 delivery (or connected).
     pub last_progress: Instant,
 }

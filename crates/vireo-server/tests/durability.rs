@@ -240,3 +240,65 @@ fn retained_messages_survive_kill_9() {
     let got = c.recv_publish_ack();
     assert_eq!(&got.payload[..], b"kept");
 }
+
+/// [MQTT-3.1.2-4] a 3.1.1 persistent session (Clean Session 0) and its subscriptions come
+/// back after a restart: [MQTT-3.2.2-2] Session Present, and messages published while its
+/// client is away wait for it. A clean session is never stored; an unsubscribed filter stays
+/// gone.
+#[test]
+fn v311_a_persistent_session_and_its_subscriptions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let addr = broker.local_addr();
+        let (mut c, present) = Client::connect_session(addr, "keeper", false);
+        assert!(!present);
+        c.subscribe(&[("s/#", QoS::AtLeastOnce), ("u/#", QoS::AtLeastOnce)]);
+        c.unsubscribe(2, &["u/#"]);
+        c.disconnect();
+        let (mut t, _) = Client::connect_session(addr, "transient", true);
+        t.subscribe(&[("s/#", QoS::AtLeastOnce)]);
+        t.disconnect();
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    let addr = broker.local_addr();
+    let mut p = Client::connect(addr, "pub");
+    p.publish("s/x", b"for keeper", QoS::AtLeastOnce, false, 1);
+    p.publish("u/y", b"unsubscribed", QoS::AtLeastOnce, false, 2);
+    let (mut c, present) = Client::connect_session(addr, "keeper", false);
+    assert!(
+        present,
+        "[MQTT-3.2.2-2] the session is back after the restart"
+    );
+    let got = c.recv_publish_ack();
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("s/x", &b"for keeper"[..])
+    );
+    c.expect_nothing();
+    let (_, present) = Client::connect_session(addr, "transient", false);
+    assert!(!present, "a clean session is not stored");
+}
+
+/// A session its client ends (Clean Session 1, as 5.0 Clean Start or Session Expiry 0) is
+/// removed from the store too.
+#[test]
+fn a_session_ended_by_its_client_is_not_brought_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let addr = broker.local_addr();
+        let (mut c, _) = Client::connect_session(addr, "ends", false);
+        c.subscribe(&[("e/#", QoS::AtLeastOnce)]);
+        c.disconnect();
+        // Clean Session 1 discards the stored session [MQTT-3.1.2-6].
+        let (c, present) = Client::connect_session(addr, "ends", true);
+        assert!(!present);
+        c.disconnect();
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    let (_, present) = Client::connect_session(broker.local_addr(), "ends", false);
+    assert!(!present, "discarded on disk too");
+}

@@ -17,6 +17,8 @@ use crate::{Message, SessionId};
 
 /// The first byte of a retained message's key.
 pub const RETAINED: u8 = b'r';
+/// The first byte of a persistent session's key.
+pub const SESSION: u8 = b's';
 const VERSION: u8 = 1;
 
 /// The key of `topic`'s retained message.
@@ -33,6 +35,107 @@ pub fn retained_topic(key: &[u8]) -> Option<&str> {
         Some((&RETAINED, topic)) => std::str::from_utf8(topic).ok(),
         _ => None,
     }
+}
+
+/// The key of the persistent session of `client_id`.
+pub fn session_key(client_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + client_id.len());
+    k.push(SESSION);
+    k.extend_from_slice(client_id.as_bytes());
+    k
+}
+
+/// The client id of a session's key, if it is one.
+pub fn session_client(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&SESSION, id)) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
+}
+
+/// A persistent session as stored: what it takes to serve its client again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    pub expiry_secs: u32,
+    /// When its client went away (unix ms), or 0 while it was connected: its expiry counts
+    /// from then, across a restart.
+    pub offline_since_ms: u64,
+    /// Its subscriptions, as granted.
+    pub subscriptions: Vec<(String, crate::Subscribed)>,
+}
+
+impl SessionRecord {
+    /// As a value: `[version 1][expiry u32][offline since u64][count u32]` then per
+    /// subscription `[filter len u16][filter][qos][flags][subscription id u32]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(17 + self.subscriptions.len() * 24);
+        v.push(VERSION);
+        v.extend_from_slice(&self.expiry_secs.to_le_bytes());
+        v.extend_from_slice(&self.offline_since_ms.to_le_bytes());
+        v.extend_from_slice(&(self.subscriptions.len() as u32).to_le_bytes());
+        for (filter, sub) in &self.subscriptions {
+            v.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+            v.extend_from_slice(filter.as_bytes());
+            v.push(sub.qos as u8);
+            v.push(sub.flags);
+            v.extend_from_slice(&sub.sub_id.to_le_bytes());
+        }
+        v
+    }
+
+    /// Back from a value.
+    pub fn decode(v: &[u8]) -> Result<Self, Unusable> {
+        let bad = Unusable::Malformed;
+        let mut r = v;
+        let mut take = |n: usize| -> Result<&[u8], Unusable> {
+            let (head, rest) = r.split_at_checked(n).ok_or(bad)?;
+            r = rest;
+            Ok(head)
+        };
+        if take(1)? != [VERSION] {
+            return Err(bad);
+        }
+        let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
+        let expiry_secs = u32_at(take(4)?);
+        let offline_since_ms = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad)?);
+        let count = u32_at(take(4)?) as usize;
+        let mut subscriptions = Vec::with_capacity(count.min(4096));
+        for _ in 0..count {
+            let len = take(2)?;
+            let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let filter = std::str::from_utf8(take(len)?).map_err(|_| bad)?.to_owned();
+            let qos = QoS::try_from(take(1)?[0]).map_err(|_| bad)?;
+            let flags = take(1)?[0];
+            let sub_id = u32_at(take(4)?);
+            subscriptions.push((filter, crate::Subscribed { qos, flags, sub_id }));
+        }
+        Ok(Self {
+            expiry_secs,
+            offline_since_ms,
+            subscriptions,
+        })
+    }
+
+    /// How long it has left at `now`: `None` forever, `Some(ZERO)` expired.
+    pub fn remaining(&self, clocks: &Clocks) -> Option<Duration> {
+        if self.expiry_secs == u32::MAX {
+            return None;
+        }
+        let total = Duration::from_secs(u64::from(self.expiry_secs));
+        if self.offline_since_ms == 0 {
+            return Some(total); // stored while connected: offline from the restart on
+        }
+        let since = UNIX_EPOCH + Duration::from_millis(self.offline_since_ms);
+        let gone = clocks.wall.duration_since(since).unwrap_or(Duration::ZERO);
+        Some(total.saturating_sub(gone))
+    }
+}
+
+/// Unix milliseconds of a wall-clock time (at least 1, so 0 can mean none).
+pub fn unix_ms(wall: SystemTime) -> u64 {
+    let ms = wall.duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis());
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
 }
 
 /// Two clocks read at one moment: an `Instant` deadline becomes a wall-clock one and back.
@@ -58,8 +161,7 @@ impl Clocks {
             Some(ahead) => self.wall + ahead,
             None => self.wall - self.now.duration_since(at),
         };
-        let ms = wall.duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis());
-        u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+        unix_ms(wall)
     }
 
     fn instant(&self, unix_ms: u64) -> Option<Instant> {
@@ -179,6 +281,46 @@ mod tests {
             decode_message(&v, &much_later).unwrap_err(),
             Unusable::Expired
         );
+    }
+
+    #[test]
+    fn a_session_comes_back_as_it_went_in_and_expires_in_wall_clock_time() {
+        let clocks = Clocks::read();
+        let rec = SessionRecord {
+            expiry_secs: 60,
+            offline_since_ms: unix_ms(clocks.wall),
+            subscriptions: vec![
+                ("a/+".into(), crate::Subscribed::qos(QoS::AtLeastOnce)),
+                (
+                    "$share/g/b".into(),
+                    crate::Subscribed {
+                        qos: QoS::ExactlyOnce,
+                        flags: 3,
+                        sub_id: 77,
+                    },
+                ),
+            ],
+        };
+        let v = rec.encode();
+        assert_eq!(SessionRecord::decode(&v).unwrap(), rec);
+        for cut in 0..v.len() {
+            assert!(SessionRecord::decode(&v[..cut]).is_err());
+        }
+        let later = Clocks {
+            now: clocks.now,
+            wall: clocks.wall + Duration::from_secs(45),
+        };
+        let left = rec.remaining(&later).unwrap();
+        assert!(
+            left <= Duration::from_secs(15) && left > Duration::from_secs(14),
+            "{left:?}"
+        );
+        let never = SessionRecord {
+            expiry_secs: u32::MAX,
+            ..rec
+        };
+        assert_eq!(never.remaining(&later), None);
+        assert_eq!(session_client(&session_key("c1")), Some("c1"));
     }
 
     #[test]
