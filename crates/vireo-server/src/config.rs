@@ -64,10 +64,11 @@ pub enum Persistence {
     /// Nothing: a restart starts empty.
     #[default]
     Off,
-    /// Retained messages, written to `data_dir` as they change (each worker iteration's
-    /// changes in one write) and synced to disk at least every `sync_interval_ms`: a crash
-    /// of the machine loses at most that interval, a crash of the broker alone nothing that
-    /// reached the store's thread. (Persistent sessions and their queues are next: issue 11.)
+    /// Retained messages and persistent sessions (expiry, subscriptions), written to
+    /// `data_dir` as they change (a burst of changes in one write) and synced to disk at least
+    /// every `sync_interval_ms`: a crash of the machine loses at most that interval, a crash
+    /// of the broker alone nothing that reached the store's thread. (Queued messages are
+    /// next: issue 11.)
     Async,
 }
 
