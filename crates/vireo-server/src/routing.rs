@@ -271,18 +271,20 @@ impl Worker {
             let outcome = match &self.shared.persist {
                 None => self.shared.retained.write().set(stored),
                 Some(persist) => {
-                    // Sent under the store's lock: the log sees one topic's changes in the
-                    // order the store made them.
-                    let kept = Arc::clone(&stored);
+                    // Encoded before the lock (it copies the payload), sent under it: the
+                    // log sees one topic's changes in the order the store made them.
+                    let record = persist.retained_record(&stored, self.now);
+                    let topic = stored.topic.clone();
                     let mut retained = self.shared.retained.write();
                     let outcome = retained.set(stored);
-                    match outcome {
-                        vireo_broker::RetainOutcome::Stored
-                        | vireo_broker::RetainOutcome::Replaced => {
-                            persist.retained_set(&kept, self.now);
-                        }
-                        vireo_broker::RetainOutcome::Deleted => {
-                            persist.retained_deleted(&kept.topic);
+                    match (outcome, record) {
+                        (
+                            vireo_broker::RetainOutcome::Stored
+                            | vireo_broker::RetainOutcome::Replaced,
+                            Some(record),
+                        ) => persist.retained_set(record),
+                        (vireo_broker::RetainOutcome::Deleted, Some(_)) => {
+                            persist.retained_deleted(&topic);
                         }
                         _ => {}
                     }

@@ -153,9 +153,25 @@ impl Server {
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
             crate::config::Persistence::Async => {
-                let (log, recovered) = crate::store::open(&config.data_dir)?;
+                let (mut log, recovered) = crate::store::open(&config.data_dir)?;
+                let mut refused = 0;
                 for msg in recovered.retained {
-                    retained.set(msg);
+                    let key = vireo_broker::store::records::retained_key(&msg.topic);
+                    if retained.set(msg) == vireo_broker::RetainOutcome::Refused {
+                        // Over a lowered max_retained_*: not kept, on disk either, or a later
+                        // clear of its topic (which finds nothing) would leave it there.
+                        log.delete(&key);
+                        refused += 1;
+                    }
+                }
+                if refused > 0 {
+                    tracing::warn!(
+                        refused,
+                        "stored retained messages over max_retained_messages / max_retained_bytes were dropped"
+                    );
+                    if let Err(e) = log.commit(true) {
+                        tracing::warn!(error = %e, "the store could not drop them");
+                    }
                 }
                 // Each to the worker that owns its client id.
                 let workers = config.worker_count();

@@ -515,20 +515,11 @@ impl Worker {
             }
             return;
         }
-        let record = vireo_broker::store::records::SessionRecord {
-            expiry_secs: slot.expiry_secs,
-            offline_since_ms: if slot.conn().is_some() {
-                0
-            } else {
-                vireo_broker::store::records::unix_ms(std::time::SystemTime::now())
-            },
-            subscriptions: slot
-                .session
-                .subscriptions
-                .iter()
-                .map(|(f, s)| (f.to_string(), *s))
-                .collect(),
-        };
+        let mut record = record_of(slot, slot.expiry_secs);
+        if slot.conn().is_none() {
+            record.offline_since_ms =
+                vireo_broker::store::records::unix_ms(std::time::SystemTime::now());
+        }
         persist.session_put(&slot.session.client_id, &record);
         slot.stored = true;
     }
@@ -542,13 +533,23 @@ impl Worker {
             let limits = Arc::clone(&self.session_limits);
             let mut session = Session::new(id, &*stored.client_id, false, limits);
             for (filter, sub) in stored.record.subscriptions {
+                // Written by this broker, so valid; checked all the same, as a SUBSCRIBE is.
+                let shared = parse_shared(&filter);
+                let inner = match &shared {
+                    Ok(Some((_, inner))) => inner,
+                    Ok(None) => filter.as_str(),
+                    Err(_) => continue,
+                };
+                if vireo_codec::validate_topic_filter(inner).is_err() {
+                    continue;
+                }
                 let r = Recipient {
                     session: id,
                     qos: sub.qos,
                     flags: sub.flags,
                     sub_id: sub.sub_id,
                 };
-                match parse_shared(&filter) {
+                match shared {
                     Ok(Some((_, inner))) => {
                         self.shared.shared_subs.subscribe(&filter, inner, r);
                     }
@@ -571,6 +572,20 @@ impl Worker {
             self.by_client.insert(skey, &self.sessions);
             self.shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
             self.set_shared_online(skey, false);
+            if stored.record.offline_since_ms == 0
+                && let Some(persist) = &self.shared.persist
+            {
+                // Stored while connected (the broker stopped under it): offline from this
+                // start on, written down so that its expiry counts from here and not from
+                // scratch at every restart.
+                let record = vireo_broker::store::records::SessionRecord {
+                    offline_since_ms: vireo_broker::store::records::unix_ms(
+                        std::time::SystemTime::now(),
+                    ),
+                    ..record_of(&self.sessions[skey], stored.record.expiry_secs)
+                };
+                persist.session_put(&stored.client_id, &record);
+            }
         }
     }
 
@@ -664,6 +679,20 @@ impl Worker {
 
 /// Copies what a CONNECT decoded zero-copy from a read buffer keeps beyond the CONNECT
 /// itself (client id, Will, credentials), so that it no longer shares that buffer.
+/// A session's record for the store, as if connected (`offline_since_ms` 0).
+fn record_of(slot: &SessionSlot, expiry_secs: u32) -> vireo_broker::store::records::SessionRecord {
+    vireo_broker::store::records::SessionRecord {
+        expiry_secs,
+        offline_since_ms: 0,
+        subscriptions: slot
+            .session
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.to_string(), *s))
+            .collect(),
+    }
+}
+
 fn detach(connect: &mut Connect) {
     connect.client_id = ByteString::from(&*connect.client_id);
     if let Some(will) = &mut connect.will {

@@ -19,6 +19,8 @@ use vireo_broker::store::{Log, OpenError};
 
 /// Changes taken per write at most: a burst bigger than this is written in several.
 const BURST: usize = 4096;
+/// How soon a failed write is tried again.
+const RETRY: Duration = Duration::from_millis(500);
 
 enum Op {
     Put(Vec<u8>, Vec<u8>),
@@ -43,20 +45,26 @@ impl std::fmt::Debug for Op {
 }
 
 impl Persist {
-    /// `msg` is now `topic`'s retained message. `$SYS/` topics are not kept: they describe
+    /// The record of a retained message, made before the retained store's lock is taken
+    /// (it copies the payload); `None` for `$SYS/` topics, which are not kept: they describe
     /// this run, and are published again within `sys_interval` of the next.
-    pub(crate) fn retained_set(&self, msg: &Message, now: Instant) {
+    pub(crate) fn retained_record(&self, msg: &Message, now: Instant) -> Option<RetainedRecord> {
         if msg.topic.starts_with("$SYS/") {
-            return;
+            return None;
         }
         let clocks = Clocks {
             now,
             wall: std::time::SystemTime::now(),
         };
-        let value = records::encode_message(msg, &clocks);
-        let _ = self
-            .tx
-            .send(Op::Put(records::retained_key(&msg.topic), value));
+        Some(RetainedRecord {
+            key: records::retained_key(&msg.topic),
+            value: records::encode_message(msg, &clocks),
+        })
+    }
+
+    /// The retained store took `record`'s message (sent under its lock).
+    pub(crate) fn retained_set(&self, record: RetainedRecord) {
+        let _ = self.tx.send(Op::Put(record.key, record.value));
     }
 
     /// The persistent session of `client_id` is now `record`.
@@ -78,6 +86,13 @@ impl Persist {
         }
         let _ = self.tx.send(Op::Delete(records::retained_key(topic)));
     }
+}
+
+/// A retained message as the store keeps it.
+#[derive(Debug)]
+pub(crate) struct RetainedRecord {
+    key: Vec<u8>,
+    value: Vec<u8>,
 }
 
 /// The running thread.
@@ -210,7 +225,9 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
     let mut unsynced = false;
     let mut failures = 0u64;
     loop {
-        let wait = if unsynced {
+        let wait = if log.is_dirty() {
+            RETRY // a write failed: try it again soon
+        } else if unsynced {
             sync_interval.saturating_sub(last_sync.elapsed())
         } else {
             Duration::from_secs(3600)
@@ -233,16 +250,26 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
         if log.is_dirty() || (sync && unsynced) {
             match log.commit(sync) {
                 Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the store writes again");
+                        failures = 0;
+                    }
                     unsynced = !sync;
                     if sync {
                         last_sync = Instant::now();
                     }
                 }
                 Err(e) => {
-                    // A full disk: the log cut the batch back out and stays consistent.
+                    // A full disk: the log cut the batch back out, stays consistent, and keeps
+                    // the batch for the next try (within MAX_PENDING_BYTES).
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
-                        tracing::error!(error = %e, failures, "the store cannot write: changes are not kept");
+                        tracing::error!(error = %e, failures, "the store cannot write: changes wait in memory and are tried again");
+                    }
+                    if stop {
+                        tracing::error!(
+                            "stopping with changes the store could not write: they are lost"
+                        );
                     }
                 }
             }

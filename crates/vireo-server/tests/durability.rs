@@ -302,3 +302,26 @@ fn a_session_ended_by_its_client_is_not_brought_back() {
     let (_, present) = Client::connect_session(broker.local_addr(), "ends", false);
     assert!(!present, "discarded on disk too");
 }
+
+/// Restarted with a lower `max_retained_messages`, the stored messages over it are dropped
+/// from the store too: raising the limit again does not bring back what was not served.
+#[test]
+fn retained_messages_over_a_lowered_limit_are_dropped_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_limit = |n: usize| {
+        let mut c = config(dir.path());
+        c.max_retained_messages = n;
+        Server::start(c).unwrap()
+    };
+    {
+        let broker = with_limit(10);
+        let mut p = Client::connect(broker.local_addr(), "pub");
+        for i in 0..5u16 {
+            p.publish(&format!("l/{i}"), b"x", QoS::AtLeastOnce, true, i + 1);
+        }
+        broker.shutdown();
+    }
+    with_limit(2).shutdown();
+    let broker = with_limit(10);
+    assert_eq!(retained(&broker, "l/#", 2).len(), 2);
+}

@@ -1,8 +1,11 @@
 //! An append-only, keyed segment log: the store under Vireo's durable state (see
 //! `docs/architecture.md`, "Durability: the store", for why this and not redb or fjall).
 //!
-//! **Records.** `[len u32][crc32 u32][op u8][key len u16][key][value]`, little-endian; `len`
-//! counts what follows the CRC, which covers the same bytes. `op` 1 is a put, 0 a delete.
+//! **Records.** `[len u32][crc32 u32][header crc u32][op u8][key len u16][key][value]`,
+//! little-endian; `len` counts what follows the header, which the first CRC covers; the
+//! header CRC covers `len` and that CRC, so a scan for the next record after damage rejects
+//! a wrong position in a few instructions instead of checksumming `len` bytes from it.
+//! `op` 1 is a put, 0 a delete.
 //!
 //! **Segments.** `NNNNNNNNNN.seg` in the directory, replayed in order, the last one appended
 //! to until it passes [`SEGMENT_BYTES`]. An in-memory index says where each live key's latest
@@ -17,8 +20,11 @@
 //! the log is compacted at once so that the damage is not met again.
 //!
 //! **Compaction.** Once the segments hold more than twice the live bytes (and at least
-//! [`COMPACT_MIN_BYTES`]), the live records are copied into a new segment and the old ones
-//! deleted, the directory synced in between.
+//! [`COMPACT_MIN_BYTES`]), the live records are copied into new segments, written under a
+//! temporary name and renamed only once all are synced (a failure leaves the old ones as they
+//! were, and removes the new), then the old ones are deleted. Replayed after the old ones, the
+//! new segments hold the latest value of every key they have, so a crash at any point
+//! replays to the same state.
 //!
 //! **One owner.** An exclusive lock on `LOCK` in the directory: a second broker on the same
 //! directory gets an error at start instead of two writers.
@@ -33,11 +39,13 @@ use std::path::{Path, PathBuf};
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// No compaction below this many bytes of segments.
 pub const COMPACT_MIN_BYTES: u64 = 64 << 20;
-/// The largest record accepted (a length above it is damage, not a record).
-pub const MAX_RECORD: usize = 256 << 20;
-/// How far past a damaged record recovery looks for the next intact one.
-const RESYNC_WINDOW: usize = 16 << 20;
-const HEADER: usize = 8;
+/// The largest record accepted (a length above it is damage, not a record): above the
+/// largest `max_packet_size` (256 MiB) with room for the record's own fields.
+pub const MAX_RECORD: usize = 512 << 20;
+const HEADER: usize = 12;
+/// A failed write keeps its batch to try again; past this much waiting, the oldest changes
+/// are given up (logged), so a disk that stays full cannot make the broker's memory grow.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// Where a live record is.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +54,9 @@ struct Loc {
     offset: u32,
     len: u32,
 }
+
+/// Where each live key's latest record is.
+type Index = HashMap<Box<[u8]>, Loc>;
 
 /// A buffered record: its key, and for a put where it is in the buffer and its length.
 type Pending = (Box<[u8]>, Option<(usize, u32)>);
@@ -75,7 +86,9 @@ pub struct Log {
     /// Bytes of the live records.
     live_bytes: u64,
     buf: Vec<u8>,
-    index: HashMap<Box<[u8]>, Loc>,
+    /// A failed write could not be cut back out of the active segment.
+    tail_unknown: bool,
+    index: Index,
     /// The buffer's records, for the index once they are written.
     pending: Vec<Pending>,
 }
@@ -122,8 +135,12 @@ fn segment_path(dir: &Path, n: u32) -> PathBuf {
 
 /// Whether a whole record starts at `buf[0]`; its total length if so.
 fn record_at(buf: &[u8]) -> Option<usize> {
-    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
+    let head = buf.get(..HEADER)?;
+    if crc32fast::hash(&head[..8]).to_le_bytes() != head[8..12] {
+        return None;
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
     if !(3..=MAX_RECORD).contains(&len) {
         return None;
     }
@@ -149,6 +166,16 @@ impl Log {
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_owned())),
             Err(fs::TryLockError::Error(e)) => return Err(at(&lock_path)(e)),
         }
+        // A compaction that did not finish: its output is not trusted (the old segments
+        // still hold everything).
+        for e in fs::read_dir(dir).map_err(at(dir))?.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".seg.tmp"))
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let mut numbers: Vec<u32> = fs::read_dir(dir)
             .map_err(at(dir))?
             .filter_map(|e| {
@@ -168,6 +195,7 @@ impl Log {
             total_bytes: 0,
             live_bytes: 0,
             buf: Vec::new(),
+            tail_unknown: false,
             index: HashMap::new(),
             pending: Vec::new(),
         };
@@ -204,9 +232,8 @@ impl Log {
                 pos += n;
                 continue;
             }
-            // Damage: the next position where an intact record starts, within the window.
-            let end = data.len().min(pos + RESYNC_WINDOW);
-            let next = (pos + 1..end)
+            // Damage: the next position where an intact record starts.
+            let next = (pos + 1..data.len())
                 .find(|&p| record_at(&data[p..]).is_some())
                 .unwrap_or(data.len());
             recovery.damaged += 1;
@@ -242,7 +269,7 @@ impl Log {
         let start = buf.len();
         let len = 3 + key.len() + value.map_or(0, <[u8]>::len);
         buf.extend_from_slice(&(len as u32).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(&[0; 8]);
         buf.push(u8::from(value.is_some()));
         buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
         buf.extend_from_slice(key);
@@ -250,7 +277,9 @@ impl Log {
             buf.extend_from_slice(v);
         }
         let crc = crc32fast::hash(&buf[start + HEADER..]);
-        buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let head_crc = crc32fast::hash(&buf[start..start + 8]);
+        buf[start + 8..start + HEADER].copy_from_slice(&head_crc.to_le_bytes());
         (start, (HEADER + len) as u32)
     }
 
@@ -274,8 +303,9 @@ impl Log {
     }
 
     /// Writes what was put and deleted since the last commit, and syncs it if `sync`. On an
-    /// error (a full disk) nothing of the batch is in the index, and the segment is cut
-    /// back to where it was, so the log stays consistent.
+    /// error (a full disk) the segment is cut back to where it was and nothing of the batch
+    /// is in the index: the log stays consistent, and the batch waits for the next commit
+    /// (past [`MAX_PENDING_BYTES`] it is given up, and the error says so).
     pub fn commit(&mut self, sync: bool) -> io::Result<()> {
         if self.buf.is_empty() {
             if sync {
@@ -283,8 +313,11 @@ impl Log {
             }
             return Ok(());
         }
-        if self.active_len + self.buf.len() as u64 > SEGMENT_BYTES && self.active_len > 0 {
+        if self.tail_unknown
+            || (self.active_len + self.buf.len() as u64 > SEGMENT_BYTES && self.active_len > 0)
+        {
             self.start_segment()?;
+            self.tail_unknown = false;
         }
         let base = self.active_len;
         let written = self.active().write_all(&self.buf).and_then(|()| {
@@ -295,9 +328,18 @@ impl Log {
             }
         });
         if let Err(e) = written {
-            let _ = self.active().set_len(base);
-            self.buf.clear();
-            self.pending.clear();
+            if self.active().set_len(base).is_err() {
+                // Where the segment ends is unknown now: the next write starts a new one.
+                self.tail_unknown = true;
+            }
+            if self.buf.len() > MAX_PENDING_BYTES {
+                self.buf.clear();
+                self.pending.clear();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}; over {MAX_PENDING_BYTES} bytes of changes waited: given up"),
+                ));
+            }
             return Err(e);
         }
         let segment = self.segments.last().map_or(1, |(n, _)| *n);
@@ -361,8 +403,17 @@ impl Log {
             return Ok(None);
         };
         let rec = self.read(loc)?;
-        let klen = usize::from(u16::from_le_bytes([rec[HEADER + 1], rec[HEADER + 2]]));
-        Ok(Some(rec[HEADER + 3 + klen..].to_vec()))
+        let value = rec
+            .get(HEADER + 1..HEADER + 3)
+            .map(|k| usize::from(u16::from_le_bytes([k[0], k[1]])))
+            .and_then(|klen| rec.get(HEADER + 3 + klen..));
+        match value {
+            Some(v) if record_at(&rec) == Some(rec.len()) => Ok(Some(v.to_vec())),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a record changed on disk since it was read",
+            )),
+        }
     }
 
     /// Every committed key, in no order.
@@ -389,51 +440,82 @@ impl Log {
     /// one at a time, so memory holds one segment's worth) and deletes the others.
     pub fn compact(&mut self) -> io::Result<()> {
         self.commit(false)?;
-        let first = self.segments.last().map_or(0, |(n, _)| *n) + 1;
-        let mut n = first;
+        let mut n = self.segments.last().map_or(0, |(n, _)| *n) + 1;
+        let mut written: Vec<u32> = Vec::new();
+        let result = self.write_compacted(&mut n, &mut written);
+        let (index, last_len) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                for w in written {
+                    let _ = fs::remove_file(temp_path(&self.dir, w));
+                }
+                return Err(e);
+            }
+        };
+        // Every new segment is whole and synced: give them their names. A crash between two
+        // renames replays the old segments, then the renamed new ones: the same state.
+        let mut new_segments = Vec::with_capacity(written.len());
+        for &w in &written {
+            fs::rename(temp_path(&self.dir, w), segment_path(&self.dir, w))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(segment_path(&self.dir, w))?;
+            new_segments.push((w, file));
+        }
+        File::open(&self.dir)?.sync_all()?;
+        let old = std::mem::replace(&mut self.segments, new_segments);
+        self.index = index;
+        self.active_len = last_len;
+        self.total_bytes = self.live_bytes;
+        for (o, _) in old {
+            if let Err(e) = fs::remove_file(segment_path(&self.dir, o)) {
+                // Harmless but for its space: replayed before the new ones, and removed by
+                // the next compaction after a restart.
+                tracing::warn!(segment = o, error = %e, "an old segment could not be removed");
+            }
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Writes the live records to temporary segments numbered from `*n`, recording each
+    /// in `written`; returns the new index and the last segment's length.
+    fn write_compacted(&self, n: &mut u32, written: &mut Vec<u32>) -> io::Result<(Index, u64)> {
         let mut out = Vec::new();
-        let mut new_segments = Vec::new();
         let mut index = HashMap::with_capacity(self.index.len());
-        let keys: Vec<Box<[u8]>> = self.index.keys().cloned().collect();
-        for key in keys {
-            let loc = self.index[&key];
+        for (key, &loc) in &self.index {
             if !out.is_empty() && out.len() as u64 + u64::from(loc.len) > SEGMENT_BYTES {
-                new_segments.push(self.write_segment(n, &out)?);
+                self.write_temp(*n, &out)?;
+                written.push(*n);
                 out.clear();
-                n += 1;
+                *n += 1;
             }
             let offset = out.len() as u32;
             out.extend_from_slice(&self.read(loc)?);
             index.insert(
-                key,
+                key.clone(),
                 Loc {
-                    segment: n,
+                    segment: *n,
                     offset,
                     len: loc.len,
                 },
             );
         }
-        new_segments.push(self.write_segment(n, &out)?);
-        File::open(&self.dir)?.sync_all()?;
-        // Replayed after the old ones, the new segments alone say the same: a crash before
-        // the old ones are gone loses nothing.
-        for (old, _) in self.segments.drain(..) {
-            fs::remove_file(segment_path(&self.dir, old))?;
-        }
-        File::open(&self.dir)?.sync_all()?;
-        self.segments = new_segments;
-        self.index = index;
-        self.active_len = out.len() as u64;
-        self.total_bytes = self.live_bytes;
-        Ok(())
+        self.write_temp(*n, &out)?;
+        written.push(*n);
+        Ok((index, out.len() as u64))
     }
 
-    fn write_segment(&self, n: u32, data: &[u8]) -> io::Result<(u32, File)> {
-        let mut file = open_segment(&segment_path(&self.dir, n))?;
+    fn write_temp(&self, n: u32, data: &[u8]) -> io::Result<()> {
+        let mut file = File::create(temp_path(&self.dir, n))?;
         file.write_all(data)?;
-        file.sync_data()?;
-        Ok((n, file))
+        file.sync_data()
     }
+}
+
+fn temp_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:010}.seg.tmp"))
 }
 
 #[cfg(test)]
@@ -594,6 +676,52 @@ mod tests {
             Some(&49u32.to_be_bytes()[..])
         );
         assert_eq!(log.get(b"new").unwrap().as_deref(), Some(&b"after"[..]));
+    }
+
+    /// A compaction that did not finish left temporary segments: they are not replayed (a
+    /// stale copy would bring deleted keys back) and are removed.
+    #[test]
+    fn an_unfinished_compaction_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = open(dir.path());
+            log.put(b"k", b"old");
+            log.commit(true).unwrap();
+        }
+        let stale = fs::read(segment(dir.path())).unwrap();
+        {
+            let (mut log, _) = open(dir.path());
+            log.delete(b"k");
+            log.commit(true).unwrap();
+        }
+        let tmp = dir.path().join("0000000009.seg.tmp");
+        fs::write(&tmp, &stale).unwrap();
+        let (log, r) = open(dir.path());
+        assert_eq!(r.damaged, 0);
+        assert_eq!(
+            log.get(b"k").unwrap(),
+            None,
+            "the deleted key stays deleted"
+        );
+        assert!(!tmp.exists());
+    }
+
+    /// Damage longer than any record (a zeroed megabyte): every intact record after it is
+    /// still found.
+    #[test]
+    fn records_after_a_long_damaged_stretch_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 4);
+        let path = segment(dir.path());
+        let full = fs::read(&path).unwrap();
+        let record = full.len() / 4;
+        let mut data = full[..2 * record].to_vec();
+        data.extend(std::iter::repeat_n(0u8, 1 << 20));
+        data.extend_from_slice(&full[2 * record..]);
+        fs::write(&path, &data).unwrap();
+        let (log, r) = open(dir.path());
+        assert_eq!((r.records, r.damaged, r.dropped_bytes), (4, 1, 1 << 20));
+        assert_eq!(log.len(), 4);
     }
 
     #[test]
