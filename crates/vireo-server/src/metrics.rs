@@ -276,6 +276,40 @@ pub(crate) fn render(shared: &Shared) -> String {
     if !shared.bridges.is_empty() {
         bridge_metrics(&mut r, shared);
     }
+    if let Some(st) = &shared.store_stats {
+        let l = |a: &AtomicU64| ConstGauge::new(a.load(Ordering::Relaxed) as i64);
+        r.register(
+            "store_records",
+            "Live records in the durable store",
+            l(&st.records),
+        );
+        r.register(
+            "store_disk_bytes",
+            "Bytes of the store's segments on disk",
+            l(&st.disk_bytes),
+        );
+        r.register(
+            "store_live_bytes",
+            "Bytes of its live records (what a compaction keeps)",
+            l(&st.live_bytes),
+        );
+        r.register(
+            "store_written_bytes",
+            "Bytes the store appended to its segments (compactions not counted)",
+            c(&st.bytes_written),
+        );
+        r.register(
+            "store_commits",
+            "Writes of a burst of changes",
+            c(&st.commits),
+        );
+        r.register("store_syncs", "fdatasync calls", c(&st.syncs));
+        r.register(
+            "store_write_errors",
+            "Writes that failed (a full disk): the changes wait and are tried again",
+            c(&st.write_errors),
+        );
+    }
     r.register(
         "publish_latency_seconds",
         "From a PUBLISH read to its frame written to a subscriber, sampled once per loop \

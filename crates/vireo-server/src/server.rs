@@ -150,6 +150,7 @@ impl Server {
         let mut retained =
             RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         let mut stored_sessions: Vec<Vec<crate::store::StoredSession>> = Vec::new();
+        let store_stats = Arc::new(crate::store::StoreStats::default());
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
             crate::config::Persistence::Async => {
@@ -181,7 +182,8 @@ impl Server {
                     stored_sessions[home].push(s);
                 }
                 let interval = std::time::Duration::from_millis(config.sync_interval_ms);
-                let (persist, thread) = crate::store::spawn(log, interval)?;
+                let (persist, thread) =
+                    crate::store::spawn(log, interval, Arc::clone(&store_stats))?;
                 (Some(persist), Some(thread))
             }
         };
@@ -251,6 +253,7 @@ impl Server {
             shared_subs: vireo_broker::SharedSubscriptions::new(),
             limits: config.protocol_limits(),
             retained: RwLock::new(retained),
+            store_stats: persist.as_ref().map(|_| Arc::clone(&store_stats)),
             persist,
             mailboxes,
             in_transit_limit: in_transit_limit(&config, workers),

@@ -291,6 +291,8 @@ pub(crate) struct Shared {
     pub retained: RwLock<RetainedStore>,
     /// Where changes to durable state go (`persistence` on).
     pub persist: Option<crate::store::Persist>,
+    /// What the store's thread reports (`persistence` on).
+    pub store_stats: Option<Arc<crate::store::StoreStats>>,
     pub mailboxes: Vec<Mailbox>,
     /// QoS 1/2 deliveries that may be in transit to one worker before publishers feeding it
     /// pause (see `Mailbox::reliable`): small enough that a session's queue, backlogged at

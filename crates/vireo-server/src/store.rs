@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -93,6 +94,26 @@ impl Persist {
 pub(crate) struct RetainedRecord {
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+/// What the metrics endpoint shows of the store.
+#[derive(Debug, Default)]
+pub(crate) struct StoreStats {
+    pub records: AtomicU64,
+    pub disk_bytes: AtomicU64,
+    pub live_bytes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub commits: AtomicU64,
+    pub syncs: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+impl StoreStats {
+    fn update(&self, log: &Log) {
+        self.records.store(log.len() as u64, Ordering::Relaxed);
+        self.disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
+        self.live_bytes.store(log.live_bytes(), Ordering::Relaxed);
+    }
 }
 
 /// The running thread.
@@ -212,15 +233,20 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
 }
 
 /// Starts the thread that owns `log`.
-pub(crate) fn spawn(log: Log, sync_interval: Duration) -> std::io::Result<(Persist, StoreThread)> {
+pub(crate) fn spawn(
+    log: Log,
+    sync_interval: Duration,
+    stats: Arc<StoreStats>,
+) -> std::io::Result<(Persist, StoreThread)> {
     let (tx, rx) = crossbeam_channel::unbounded();
+    stats.update(&log);
     let thread = std::thread::Builder::new()
         .name("vireo-store".into())
-        .spawn(move || run(log, &rx, sync_interval))?;
+        .spawn(move || run(log, &rx, sync_interval, &stats))?;
     Ok((Persist { tx: tx.clone() }, StoreThread { tx, thread }))
 }
 
-fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
+fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreStats) {
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut failures = 0u64;
@@ -248,8 +274,17 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
         }
         let sync = stop || last_sync.elapsed() >= sync_interval;
         if log.is_dirty() || (sync && unsynced) {
+            let before = log.disk_bytes();
             match log.commit(sync) {
                 Ok(()) => {
+                    // (Less than before after a compaction: nothing is counted then.)
+                    let grown = log.disk_bytes().saturating_sub(before);
+                    stats.bytes_written.fetch_add(grown, Ordering::Relaxed);
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    if sync {
+                        stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.update(&log);
                     if failures > 0 {
                         tracing::info!(failures, "the store writes again");
                         failures = 0;
@@ -263,6 +298,7 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration) {
                     // A full disk: the log cut the batch back out, stays consistent, and keeps
                     // the batch for the next try (within MAX_PENDING_BYTES).
                     failures += 1;
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::error!(error = %e, failures, "the store cannot write: changes wait in memory and are tried again");
                     }

@@ -314,3 +314,34 @@ fn retained_messages_over_a_lowered_limit_are_dropped_from_the_store() {
     let broker = with_limit(10);
     assert_eq!(retained(&broker, "l/#", 2).len(), 2);
 }
+
+/// The store on the metrics endpoint: its records, bytes and writes.
+#[test]
+fn the_store_shows_on_the_metrics_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    let broker = Server::start(c).unwrap();
+    let mut p = Client::connect(broker.local_addr(), "pub");
+    p.publish("m/1", b"x", QoS::AtLeastOnce, true, 1);
+    p.publish("m/2", b"y", QoS::AtLeastOnce, true, 2);
+    // Written by the store's thread when it gets them: wait for the gauge, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, body) = http_get(broker.metrics_addr().unwrap(), "/metrics");
+        if body.contains("vireo_store_records 2") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::yield_now();
+    };
+    assert!(
+        metrics.contains("vireo_store_write_errors_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("vireo_store_commits_total 0\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("vireo_store_disk_bytes 0\n"), "{metrics}");
+}

@@ -436,6 +436,11 @@ impl Log {
         self.total_bytes
     }
 
+    /// Bytes of live records (what a compaction would keep).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
     /// Copies the live records into new segments (of at most [`SEGMENT_BYTES`] each, written
     /// one at a time, so memory holds one segment's worth) and deletes the others.
     pub fn compact(&mut self) -> io::Result<()> {
