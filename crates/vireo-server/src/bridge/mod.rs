@@ -195,6 +195,9 @@ struct RemoteConn {
     addr: SocketAddr,
     /// The host's other addresses, tried in turn if this one does not connect.
     rest: Vec<SocketAddr>,
+    /// With other addresses left: when this one has had its share of `connect_timeout` and
+    /// the next is tried (an address that drops packets never fails on its own).
+    give_up_at: Option<Instant>,
     /// The TCP connect completed.
     established: bool,
     /// Reading stopped because the state machine holds a window's worth for the broker: read
@@ -316,6 +319,13 @@ impl Runner {
                 self.local_retry_at = Some(now + LOCAL_RETRY);
             }
             self.take_lookup(now);
+            if self
+                .remote
+                .as_ref()
+                .is_some_and(|r| !r.established && r.give_up_at.is_some_and(|t| now >= t))
+            {
+                self.connect_failed(now, "no answer within its share of connect_timeout");
+            }
             while let Some(action) = self.core.tick(now) {
                 match action {
                     Action::Connect => self.open_remote(now),
@@ -331,6 +341,9 @@ impl Runner {
             self.publish_status();
             let mut deadline = self.core.next_deadline();
             if let Some(at) = self.local_retry_at {
+                deadline = deadline.min(at);
+            }
+            if let Some(at) = self.remote.as_ref().and_then(|r| r.give_up_at) {
                 deadline = deadline.min(at);
             }
             let wait = deadline
@@ -462,6 +475,10 @@ impl Runner {
                 Ok(mut remote) => {
                     tracing::info!(bridge = %self.name(), %addr, "bridge connecting");
                     addrs.reverse();
+                    if !addrs.is_empty() {
+                        let share = self.core.spec().connect_timeout / (addrs.len() as u32 + 1);
+                        remote.give_up_at = Some(now + share);
+                    }
                     remote.rest = addrs;
                     self.remote = Some(remote);
                     return;
@@ -493,6 +510,7 @@ impl Runner {
             rbuf: BytesMut::new(),
             addr,
             rest: Vec::new(),
+            give_up_at: None,
             established: false,
             paused: false,
             skip: 0,
@@ -542,7 +560,10 @@ impl Runner {
                 return self.connect_failed(now, &e.to_string());
             }
             match remote.stream.peer_addr() {
-                Ok(_) => remote.established = true,
+                Ok(_) => {
+                    remote.established = true;
+                    remote.give_up_at = None;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     if event.is_error() || event.is_write_closed() {
                         return self.connect_failed(now, "connect failed");
