@@ -345,3 +345,47 @@ fn the_store_shows_on_the_metrics_endpoint() {
     );
     assert!(!metrics.contains("vireo_store_disk_bytes 0\n"), "{metrics}");
 }
+
+/// SIGTERM: the broker stops its store after its workers, so everything they changed is
+/// written and synced before it exits 0.
+#[test]
+fn sigterm_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("vireo.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &conf,
+        format!(
+            "bind = \"127.0.0.1:0\"\npersistence = \"async\"\nsync_interval_ms = 60000\n\
+             data_dir = {:?}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap().to_owned();
+    let mut broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let (mut s, _) = Client::connect_session(addr, "sub", false);
+    s.subscribe(&[("t/#", QoS::AtLeastOnce)]);
+    s.disconnect();
+    let mut p = Client::connect(addr, "pub");
+    for i in 0..50u16 {
+        p.publish(&format!("t/{i}"), b"v", QoS::AtLeastOnce, true, i + 1);
+    }
+    let pid = broker.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(broker.child.wait().unwrap().success(), "exit 0 on SIGTERM");
+    let broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let (_, present) = Client::connect_session(addr, "sub", false);
+    assert!(present, "the session is back");
+    let mut c = Client::connect(addr, "reader");
+    c.subscribe(&[("t/#", QoS::AtLeastOnce)]);
+    for _ in 0..50 {
+        c.recv_publish_ack();
+    }
+    c.expect_nothing();
+}
