@@ -277,38 +277,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         bridge_metrics(&mut r, shared);
     }
     if let Some(st) = &shared.store_stats {
-        let l = |a: &AtomicU64| ConstGauge::new(a.load(Ordering::Relaxed) as i64);
-        r.register(
-            "store_records",
-            "Live records in the durable store",
-            l(&st.records),
-        );
-        r.register(
-            "store_disk_bytes",
-            "Bytes of the store's segments on disk",
-            l(&st.disk_bytes),
-        );
-        r.register(
-            "store_live_bytes",
-            "Bytes of its live records (what a compaction keeps)",
-            l(&st.live_bytes),
-        );
-        r.register(
-            "store_written_bytes",
-            "Bytes the store appended to its segments (compactions not counted)",
-            c(&st.bytes_written),
-        );
-        r.register(
-            "store_commits",
-            "Writes of a burst of changes",
-            c(&st.commits),
-        );
-        r.register("store_syncs", "fdatasync calls", c(&st.syncs));
-        r.register(
-            "store_write_errors",
-            "Writes that failed (a full disk): the changes wait and are tried again",
-            c(&st.write_errors),
-        );
+        store_metrics(&mut r, st);
     }
     r.register(
         "publish_latency_seconds",
@@ -321,6 +290,48 @@ pub(crate) fn render(shared: &Shared) -> String {
         out.clear();
     }
     out
+}
+
+/// The durable store's, as its thread last reported them.
+fn store_metrics(r: &mut Registry, st: &crate::store::StoreStats) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let gauges = [
+        (
+            "store_records",
+            "Live records in the durable store",
+            &st.records,
+        ),
+        (
+            "store_disk_bytes",
+            "Bytes of the store's segments on disk",
+            &st.disk_bytes,
+        ),
+        (
+            "store_live_bytes",
+            "Bytes of its live records (what a compaction keeps)",
+            &st.live_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        r.register(name, help, ConstGauge::new(load(value) as i64));
+    }
+    let counters = [
+        (
+            "store_written_bytes",
+            "Bytes the store wrote to its segments, compactions included",
+            &st.written_bytes,
+        ),
+        ("store_commits", "Writes of a burst of changes", &st.commits),
+        ("store_syncs", "fdatasync calls", &st.syncs),
+        (
+            "store_write_errors",
+            "Writes that failed (a full disk): the changes wait and are tried again",
+            &st.write_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        r.register(name, help, ConstCounter::new(load(value)));
+    }
 }
 
 /// Per bridge (label `bridge`): whether its remote is connected, and what it forwarded.

@@ -271,20 +271,17 @@ impl Worker {
             let outcome = match &self.shared.persist {
                 None => self.shared.retained.write().set(stored),
                 Some(persist) => {
-                    // Encoded before the lock (it copies the payload), sent under it: the
-                    // log sees one topic's changes in the order the store made them.
-                    let record = persist.retained_record(&stored, self.now);
-                    let topic = stored.topic.clone();
+                    // Sent under the store's lock, so the log sees one topic's changes in the
+                    // order the store made them; only an `Arc` is cloned here, the store's
+                    // thread encodes it.
+                    let kept = Arc::clone(&stored);
                     let mut retained = self.shared.retained.write();
                     let outcome = retained.set(stored);
-                    match (outcome, record) {
-                        (
-                            vireo_broker::RetainOutcome::Stored
-                            | vireo_broker::RetainOutcome::Replaced,
-                            Some(record),
-                        ) => persist.retained_set(record),
-                        (vireo_broker::RetainOutcome::Deleted, Some(_)) => {
-                            persist.retained_deleted(&topic);
+                    match outcome {
+                        vireo_broker::RetainOutcome::Stored
+                        | vireo_broker::RetainOutcome::Replaced => persist.retained_set(&kept),
+                        vireo_broker::RetainOutcome::Deleted => {
+                            persist.retained_deleted(&kept.topic);
                         }
                         _ => {}
                     }

@@ -515,12 +515,12 @@ impl Worker {
             }
             return;
         }
-        let mut record = record_of(slot, slot.expiry_secs);
-        if slot.conn().is_none() {
-            record.offline_since_ms =
-                vireo_broker::store::records::unix_ms(std::time::SystemTime::now());
-        }
-        persist.session_put(&slot.session.client_id, &record);
+        let offline_since = if slot.conn().is_some() {
+            0
+        } else {
+            vireo_broker::store::records::unix_ms(std::time::SystemTime::now())
+        };
+        persist.session_put(&slot.session.client_id, session_record(slot, offline_since));
         slot.stored = true;
     }
 
@@ -578,13 +578,8 @@ impl Worker {
                 // Stored while connected (the broker stopped under it): offline from this
                 // start on, written down so that its expiry counts from here and not from
                 // scratch at every restart.
-                let record = vireo_broker::store::records::SessionRecord {
-                    offline_since_ms: vireo_broker::store::records::unix_ms(
-                        std::time::SystemTime::now(),
-                    ),
-                    ..record_of(&self.sessions[skey], stored.record.expiry_secs)
-                };
-                persist.session_put(&stored.client_id, &record);
+                let now = vireo_broker::store::records::unix_ms(std::time::SystemTime::now());
+                persist.session_put(&stored.client_id, session_record(&self.sessions[skey], now));
             }
         }
     }
@@ -677,22 +672,14 @@ impl Worker {
     }
 }
 
-/// Copies what a CONNECT decoded zero-copy from a read buffer keeps beyond the CONNECT
-/// itself (client id, Will, credentials), so that it no longer shares that buffer.
-/// A session's record for the store, as if connected (`offline_since_ms` 0).
-fn record_of(slot: &SessionSlot, expiry_secs: u32) -> vireo_broker::store::records::SessionRecord {
-    vireo_broker::store::records::SessionRecord {
-        expiry_secs,
-        offline_since_ms: 0,
-        subscriptions: slot
-            .session
-            .subscriptions
-            .iter()
-            .map(|(f, s)| (f.to_string(), *s))
-            .collect(),
-    }
+/// A session's record for the store: `offline_since_ms` 0 while it is connected.
+fn session_record(slot: &SessionSlot, offline_since_ms: u64) -> Vec<u8> {
+    let subs = slot.session.subscriptions.iter().map(|(f, s)| (&**f, *s));
+    vireo_broker::store::records::encode_session(slot.expiry_secs, offline_since_ms, subs)
 }
 
+/// Copies what a CONNECT decoded zero-copy from a read buffer keeps beyond the CONNECT
+/// itself (client id, Will, credentials), so that it no longer shares that buffer.
 fn detach(connect: &mut Connect) {
     connect.client_id = ByteString::from(&*connect.client_id);
     if let Some(will) = &mut connect.will {

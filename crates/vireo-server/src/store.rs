@@ -24,6 +24,8 @@ const BURST: usize = 4096;
 const RETRY: Duration = Duration::from_millis(500);
 
 enum Op {
+    /// A retained message, encoded on the store's thread: the worker only clones the `Arc`.
+    Retained(Arc<Message>),
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
     Stop,
@@ -38,6 +40,7 @@ pub(crate) struct Persist {
 impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Op::Retained(_) => "Retained",
             Op::Put(..) => "Put",
             Op::Delete(_) => "Delete",
             Op::Stop => "Stop",
@@ -45,34 +48,25 @@ impl std::fmt::Debug for Op {
     }
 }
 
+/// Whether a retained topic is kept: not `$SYS/` ones, which describe this run and are
+/// published again within `sys_interval` of the next.
+fn kept(topic: &str) -> bool {
+    !topic.starts_with("$SYS/")
+}
+
 impl Persist {
-    /// The record of a retained message, made before the retained store's lock is taken
-    /// (it copies the payload); `None` for `$SYS/` topics, which are not kept: they describe
-    /// this run, and are published again within `sys_interval` of the next.
-    pub(crate) fn retained_record(&self, msg: &Message, now: Instant) -> Option<RetainedRecord> {
-        if msg.topic.starts_with("$SYS/") {
-            return None;
+    /// `msg` is now its topic's retained message (sent under the retained store's lock).
+    pub(crate) fn retained_set(&self, msg: &Arc<Message>) {
+        if kept(&msg.topic) {
+            let _ = self.tx.send(Op::Retained(Arc::clone(msg)));
         }
-        let clocks = Clocks {
-            now,
-            wall: std::time::SystemTime::now(),
-        };
-        Some(RetainedRecord {
-            key: records::retained_key(&msg.topic),
-            value: records::encode_message(msg, &clocks),
-        })
     }
 
-    /// The retained store took `record`'s message (sent under its lock).
-    pub(crate) fn retained_set(&self, record: RetainedRecord) {
-        let _ = self.tx.send(Op::Put(record.key, record.value));
-    }
-
-    /// The persistent session of `client_id` is now `record`.
-    pub(crate) fn session_put(&self, client_id: &str, record: &records::SessionRecord) {
+    /// The persistent session of `client_id` is now `record` (see `records::encode_session`).
+    pub(crate) fn session_put(&self, client_id: &str, record: Vec<u8>) {
         let _ = self
             .tx
-            .send(Op::Put(records::session_key(client_id), record.encode()));
+            .send(Op::Put(records::session_key(client_id), record));
     }
 
     /// The persistent session of `client_id` ended.
@@ -82,18 +76,10 @@ impl Persist {
 
     /// `topic` has no retained message any more.
     pub(crate) fn retained_deleted(&self, topic: &str) {
-        if topic.starts_with("$SYS/") {
-            return;
+        if kept(topic) {
+            let _ = self.tx.send(Op::Delete(records::retained_key(topic)));
         }
-        let _ = self.tx.send(Op::Delete(records::retained_key(topic)));
     }
-}
-
-/// A retained message as the store keeps it.
-#[derive(Debug)]
-pub(crate) struct RetainedRecord {
-    key: Vec<u8>,
-    value: Vec<u8>,
 }
 
 /// What the metrics endpoint shows of the store.
@@ -102,7 +88,7 @@ pub(crate) struct StoreStats {
     pub records: AtomicU64,
     pub disk_bytes: AtomicU64,
     pub live_bytes: AtomicU64,
-    pub bytes_written: AtomicU64,
+    pub written_bytes: AtomicU64,
     pub commits: AtomicU64,
     pub syncs: AtomicU64,
     pub write_errors: AtomicU64,
@@ -113,6 +99,8 @@ impl StoreStats {
         self.records.store(log.len() as u64, Ordering::Relaxed);
         self.disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
         self.live_bytes.store(log.live_bytes(), Ordering::Relaxed);
+        self.written_bytes
+            .store(log.written_bytes(), Ordering::Relaxed);
     }
 }
 
@@ -250,6 +238,7 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut failures = 0u64;
+    let mut scratch = Vec::new();
     loop {
         let wait = if log.is_dirty() {
             RETRY // a write failed: try it again soon
@@ -261,9 +250,9 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
         let mut stop = false;
         match rx.recv_timeout(wait) {
             Ok(op) => {
-                stop = apply(&mut log, op);
+                stop = apply(&mut log, op, &mut scratch);
                 for op in rx.try_iter().take(BURST) {
-                    if apply(&mut log, op) {
+                    if apply(&mut log, op, &mut scratch) {
                         stop = true;
                         break;
                     }
@@ -274,12 +263,8 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
         }
         let sync = stop || last_sync.elapsed() >= sync_interval;
         if log.is_dirty() || (sync && unsynced) {
-            let before = log.disk_bytes();
             match log.commit(sync) {
                 Ok(()) => {
-                    // (Less than before after a compaction: nothing is counted then.)
-                    let grown = log.disk_bytes().saturating_sub(before);
-                    stats.bytes_written.fetch_add(grown, Ordering::Relaxed);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     if sync {
                         stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -316,9 +301,16 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
     }
 }
 
-/// Applies one change; `true` for the stop.
-fn apply(log: &mut Log, op: Op) -> bool {
+/// Applies one change; `true` for the stop. `scratch` holds a retained message's value
+/// while it is encoded.
+fn apply(log: &mut Log, op: Op, scratch: &mut Vec<u8>) -> bool {
     match op {
+        Op::Retained(msg) => {
+            // The message's expiry is an `Instant`: the clocks read now turn it into wall
+            // time as well as the worker's would have.
+            records::encode_message_into(&msg, &Clocks::read(), scratch);
+            log.put(&records::retained_key(&msg.topic), scratch);
+        }
         Op::Put(k, v) => log.put(&k, &v),
         Op::Delete(k) => log.delete(&k),
         Op::Stop => return true,

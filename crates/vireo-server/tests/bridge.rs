@@ -105,12 +105,22 @@ fn free_port() -> u16 {
 
 /// A Vireo with `[[bridge]]` tables from TOML (`{remote}` replaced by the remote's address).
 fn vireo_with_bridge(toml_text: &str, remote: SocketAddr) -> ServerHandle {
+    vireo_with_bridge_and(toml_text, remote, |_| {})
+}
+
+/// [`vireo_with_bridge`], with more of the configuration set by `more`.
+fn vireo_with_bridge_and(
+    toml_text: &str,
+    remote: SocketAddr,
+    more: impl FnOnce(&mut Config),
+) -> ServerHandle {
     let text = toml_text.replace("{remote}", &remote.to_string());
     let parsed: Config = toml::from_str(&text).unwrap();
     start_with(|c| {
         c.bridges = parsed.bridges;
         c.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
         c.sys_interval = 1;
+        more(c);
     })
 }
 
@@ -512,11 +522,7 @@ fn v311_what_the_local_broker_refuses_does_not_break_the_bridge() {
         direction = "in"
         qos = 2
     "#;
-    let text = cfg.replace("{remote}", &remote.addr().to_string());
-    let parsed: Config = toml::from_str(&text).unwrap();
-    let vireo = start_with(|c| {
-        c.bridges = parsed.bridges;
-        c.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    let vireo = vireo_with_bridge_and(cfg, remote.addr(), |c| {
         c.max_packet_size = 1024;
         c.max_qos = 1;
         c.retain_available = false;

@@ -43,6 +43,19 @@ fn retained(broker: &ServerHandle, filter: &str, n: usize) -> Vec<(String, Vec<u
     got
 }
 
+/// A configuration file for the binary in `dir`, persisting to `dir/data`, with `extra`
+/// lines: (the file's path, the data directory).
+fn binary_config(dir: &Path, extra: &str) -> (String, PathBuf) {
+    let conf = dir.join("vireo.toml");
+    let data = dir.join("data");
+    let text = format!(
+        "bind = \"127.0.0.1:0\"\npersistence = \"async\"\ndata_dir = {:?}\n{extra}",
+        data.display().to_string()
+    );
+    std::fs::write(&conf, text).unwrap();
+    (conf.to_str().unwrap().to_owned(), data)
+}
+
 fn segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -194,17 +207,7 @@ fn a_damaged_store_starts_with_every_intact_record() {
 #[test]
 fn retained_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("vireo.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &conf,
-        format!(
-            "bind = \"127.0.0.1:0\"\npersistence = \"async\"\ndata_dir = {:?}\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    let conf = conf.to_str().unwrap().to_owned();
+    let (conf, data) = binary_config(dir.path(), "");
     let mut broker = Broker::spawn(&["--config", &conf]);
     let addr = broker.addr();
     let mut p = Client::connect(addr, "pub");
@@ -351,18 +354,7 @@ fn the_store_shows_on_the_metrics_endpoint() {
 #[test]
 fn sigterm_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("vireo.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &conf,
-        format!(
-            "bind = \"127.0.0.1:0\"\npersistence = \"async\"\nsync_interval_ms = 60000\n\
-             data_dir = {:?}\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    let conf = conf.to_str().unwrap().to_owned();
+    let (conf, _) = binary_config(dir.path(), "sync_interval_ms = 60000\n");
     let mut broker = Broker::spawn(&["--config", &conf]);
     let addr = broker.addr();
     let (mut s, _) = Client::connect_session(addr, "sub", false);

@@ -404,6 +404,8 @@ impl Bridge {
             // The broker holds the bridge to its `max_keepalive` like any client.
             self.send_local(&Packet::PingReq, now);
         }
+        // Not judged while its socket is left unread: the PINGRESP may be waiting there.
+        let reading = self.wants_remote_input();
         match &mut self.remote {
             Remote::Down { retry_at } if self.local_ready && now >= *retry_at => {
                 self.remote = Remote::Connecting {
@@ -419,12 +421,7 @@ impl Bridge {
             Remote::Up(up) => {
                 let ka = up.keep_alive?;
                 match up.ping_sent {
-                    // Not while its socket is left unread: the PINGRESP may be waiting there.
-                    Some(sent)
-                        if now >= sent + ka
-                            && self.in_queue.len() < usize::from(self.spec.max_inflight)
-                            && self.local_out.len() < BUFFER_LIMIT =>
-                    {
+                    Some(sent) if reading && now >= sent + ka => {
                         Some(Action::Close(Lost::KeepAliveTimeout))
                     }
                     None if now >= up.last_sent.min(up.last_received) + ka => {

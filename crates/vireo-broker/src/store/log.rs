@@ -88,6 +88,8 @@ pub struct Log {
     buf: Vec<u8>,
     /// A failed write could not be cut back out of the active segment.
     tail_unknown: bool,
+    /// Bytes written to segments since open, compactions included.
+    written_bytes: u64,
     index: Index,
     /// The buffer's records, for the index once they are written.
     pending: Vec<Pending>,
@@ -196,6 +198,7 @@ impl Log {
             live_bytes: 0,
             buf: Vec::new(),
             tail_unknown: false,
+            written_bytes: 0,
             index: HashMap::new(),
             pending: Vec::new(),
         };
@@ -364,6 +367,7 @@ impl Log {
         }
         self.active_len += self.buf.len() as u64;
         self.total_bytes += self.buf.len() as u64;
+        self.written_bytes += self.buf.len() as u64;
         self.buf.clear();
         if self.total_bytes > COMPACT_MIN_BYTES && self.total_bytes > 2 * self.live_bytes {
             self.compact()?;
@@ -436,6 +440,12 @@ impl Log {
         self.total_bytes
     }
 
+    /// Bytes written to segments since open, compactions included (write amplification is
+    /// this over the bytes of the records put).
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
     /// Bytes of live records (what a compaction would keep).
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
@@ -473,6 +483,7 @@ impl Log {
         self.index = index;
         self.active_len = last_len;
         self.total_bytes = self.live_bytes;
+        self.written_bytes += self.live_bytes; // what the new segments hold
         for (o, _) in old {
             if let Err(e) = fs::remove_file(segment_path(&self.dir, o)) {
                 // Harmless but for its space: replayed before the new ones, and removed by

@@ -21,36 +21,40 @@ pub const RETAINED: u8 = b'r';
 pub const SESSION: u8 = b's';
 const VERSION: u8 = 1;
 
-/// The key of `topic`'s retained message.
-pub fn retained_key(topic: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + topic.len());
-    k.push(RETAINED);
-    k.extend_from_slice(topic.as_bytes());
+/// A key: the kind's byte, then the name (a topic, a client id).
+fn key(kind: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(kind);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
-/// The topic of a retained message's key, if it is one.
-pub fn retained_topic(key: &[u8]) -> Option<&str> {
+/// The name in a key of `kind`, if it is one.
+fn name(kind: u8, key: &[u8]) -> Option<&str> {
     match key.split_first() {
-        Some((&RETAINED, topic)) => std::str::from_utf8(topic).ok(),
+        Some((&k, name)) if k == kind => std::str::from_utf8(name).ok(),
         _ => None,
     }
+}
+
+/// The key of `topic`'s retained message.
+pub fn retained_key(topic: &str) -> Vec<u8> {
+    key(RETAINED, topic)
+}
+
+/// The topic of a retained message's key, if it is one.
+pub fn retained_topic(k: &[u8]) -> Option<&str> {
+    name(RETAINED, k)
 }
 
 /// The key of the persistent session of `client_id`.
 pub fn session_key(client_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + client_id.len());
-    k.push(SESSION);
-    k.extend_from_slice(client_id.as_bytes());
-    k
+    key(SESSION, client_id)
 }
 
 /// The client id of a session's key, if it is one.
-pub fn session_client(key: &[u8]) -> Option<&str> {
-    match key.split_first() {
-        Some((&SESSION, id)) => std::str::from_utf8(id).ok(),
-        _ => None,
-    }
+pub fn session_client(k: &[u8]) -> Option<&str> {
+    name(SESSION, k)
 }
 
 /// A persistent session as stored: what it takes to serve its client again after a restart.
@@ -69,19 +73,8 @@ impl SessionRecord {
     /// As a value: `[version 1][expiry u32][offline since u64][count u32]` then per
     /// subscription `[filter len u16][filter][qos][flags][subscription id u32]`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(17 + self.subscriptions.len() * 24);
-        v.push(VERSION);
-        v.extend_from_slice(&self.expiry_secs.to_le_bytes());
-        v.extend_from_slice(&self.offline_since_ms.to_le_bytes());
-        v.extend_from_slice(&(self.subscriptions.len() as u32).to_le_bytes());
-        for (filter, sub) in &self.subscriptions {
-            v.extend_from_slice(&(filter.len() as u16).to_le_bytes());
-            v.extend_from_slice(filter.as_bytes());
-            v.push(sub.qos as u8);
-            v.push(sub.flags);
-            v.extend_from_slice(&sub.sub_id.to_le_bytes());
-        }
-        v
+        let subs = self.subscriptions.iter().map(|(f, s)| (f.as_str(), *s));
+        encode_session(self.expiry_secs, self.offline_since_ms, subs)
     }
 
     /// Back from a value.
@@ -132,6 +125,32 @@ impl SessionRecord {
     }
 }
 
+/// A session's record (see [`SessionRecord::encode`]) straight from its parts, so a broker
+/// writing one does not first copy every filter into a [`SessionRecord`].
+pub fn encode_session<'a>(
+    expiry_secs: u32,
+    offline_since_ms: u64,
+    subscriptions: impl Iterator<Item = (&'a str, crate::Subscribed)>,
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17 + subscriptions.size_hint().0 * 24);
+    v.push(VERSION);
+    v.extend_from_slice(&expiry_secs.to_le_bytes());
+    v.extend_from_slice(&offline_since_ms.to_le_bytes());
+    let count_at = v.len();
+    v.extend_from_slice(&[0; 4]);
+    let mut count = 0u32;
+    for (filter, sub) in subscriptions {
+        count += 1;
+        v.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+        v.extend_from_slice(filter.as_bytes());
+        v.push(sub.qos as u8);
+        v.push(sub.flags);
+        v.extend_from_slice(&sub.sub_id.to_le_bytes());
+    }
+    v[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    v
+}
+
 /// Unix milliseconds of a wall-clock time (at least 1, so 0 can mean none).
 pub fn unix_ms(wall: SystemTime) -> u64 {
     let ms = wall.duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis());
@@ -173,8 +192,16 @@ impl Clocks {
 
 /// A message as a value.
 pub fn encode_message(msg: &Message, clocks: &Clocks) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_message_into(msg, clocks, &mut v);
+    v
+}
+
+/// [`encode_message`] into `v` (cleared first), so one buffer serves every message.
+pub fn encode_message_into(msg: &Message, clocks: &Clocks, v: &mut Vec<u8>) {
     let props = msg.properties.as_bytes();
-    let mut v = Vec::with_capacity(17 + msg.topic.len() + props.len() + msg.payload.len());
+    v.clear();
+    v.reserve(17 + msg.topic.len() + props.len() + msg.payload.len());
     v.push(VERSION);
     v.push(msg.qos as u8);
     v.push(u8::from(msg.retain));
@@ -186,7 +213,6 @@ pub fn encode_message(msg: &Message, clocks: &Clocks) -> Vec<u8> {
     v.extend_from_slice(&(props.len() as u32).to_le_bytes());
     v.extend_from_slice(props);
     v.extend_from_slice(&msg.payload);
-    v
 }
 
 /// Why a stored message is not brought back.
