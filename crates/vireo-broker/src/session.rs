@@ -65,10 +65,101 @@ pub enum Outgoing {
     PubRel(PacketId),
 }
 
+/// A change to a durable session's QoS 1/2 state, for the store to write down. Each message
+/// a session holds has a sequence number, unique within the session while it holds it, in
+/// the order the messages came: what a restart sorts them back by.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A message entered the session's queue as `seq`.
+    Added {
+        /// Its sequence number.
+        seq: u64,
+        /// The QoS it goes out at.
+        qos: QoS,
+        /// RETAIN as it goes out.
+        retain: bool,
+        /// The subscription identifier it goes out with.
+        sub_id: u32,
+        /// The message.
+        msg: Arc<Message>,
+    },
+    /// Message `seq` was sent as `pid`: after a restart it is sent again with that id and
+    /// DUP [MQTT-4.4.0-1].
+    Sent {
+        /// Its sequence number.
+        seq: u64,
+        /// Its packet id.
+        pid: PacketId,
+    },
+    /// Message `seq` left the session: acknowledged, dropped, expired, or not sendable.
+    Removed {
+        /// Its sequence number.
+        seq: u64,
+        /// Whether it had been sent (so a [`Change::Sent`] for it was recorded).
+        sent: bool,
+    },
+    /// The PUBREC of QoS 2 delivery `seq` (sent as `pid`) arrived: the message is gone, and
+    /// only a PUBREL is owed for `pid`. `seq` is `u64::MAX` when no message record precedes
+    /// it (a session made durable with the PUBREL already owed).
+    Released {
+        /// Its sequence number.
+        seq: u64,
+        /// Its packet id.
+        pid: PacketId,
+    },
+    /// The PUBCOMP for `pid` arrived: nothing more is owed for it.
+    Completed {
+        /// Its packet id.
+        pid: PacketId,
+    },
+    /// An inbound QoS 2 PUBLISH `pid` was taken; a repeat before PUBREL is not new.
+    InboundOpened {
+        /// Its packet id.
+        pid: PacketId,
+    },
+    /// PUBREL for inbound `pid`: the id means a new message from now on.
+    InboundClosed {
+        /// Its packet id.
+        pid: PacketId,
+    },
+}
+
+/// Where a durable session writes its [`Change`]s: the server's store, which makes them
+/// durable in the order they are recorded.
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Writes `change` down (or queues it to be).
+    fn record(&self, change: Change);
+}
+
+/// What a restart hands back to a session (see [`Session::restore`]).
+#[derive(Debug, Clone)]
+pub enum Restored {
+    /// A message, queued (`pid` none) or in flight with its id.
+    Message {
+        /// Its sequence number.
+        seq: u64,
+        /// The QoS it goes out at.
+        qos: QoS,
+        /// RETAIN as it goes out.
+        retain: bool,
+        /// The subscription identifier it goes out with.
+        sub_id: u32,
+        /// The message.
+        msg: Arc<Message>,
+        /// The id it was sent with, if it was.
+        pid: Option<PacketId>,
+    },
+    /// A QoS 2 delivery awaiting PUBCOMP.
+    Released(PacketId),
+    /// An inbound QoS 2 id awaiting PUBREL.
+    Inbound(PacketId),
+}
+
 #[derive(Debug)]
 enum InflightState {
     /// QoS 1 awaiting PUBACK, or QoS 2 awaiting PUBREC.
     AwaitingAck {
+        seq: u64,
         qos: QoS,
         retain: bool,
         msg: Arc<Message>,
@@ -80,6 +171,7 @@ enum InflightState {
 
 #[derive(Debug)]
 struct Queued {
+    seq: u64,
     qos: QoS,
     retain: bool,
     msg: Arc<Message>,
@@ -143,6 +235,9 @@ struct Flow {
     incoming_qos2: HashSet<PacketId>,
     /// Ids held by `inflight`, for O(1) allocation checks on the hot path.
     used_pids: HashSet<PacketId>,
+    /// The next message's sequence number (see [`Change`]). Starting again at 0 when the
+    /// state is freed is safe: nothing of the old numbers is held then.
+    next_seq: u64,
 }
 
 impl Flow {
@@ -154,9 +249,13 @@ impl Flow {
         self.inflight.iter().position(|(p, _)| *p == pid)
     }
 
-    fn forget(&mut self, i: usize) {
-        if let Some((pid, _)) = self.inflight.remove(i) {
-            self.used_pids.remove(&pid);
+    /// Removes entry `i` of the window; returns the sequence number of the message it held.
+    fn forget(&mut self, i: usize) -> Option<u64> {
+        let (pid, state) = self.inflight.remove(i)?;
+        self.used_pids.remove(&pid);
+        match state {
+            InflightState::AwaitingAck { seq, .. } => Some(seq),
+            InflightState::AwaitingPubComp => None,
         }
     }
 }
@@ -258,8 +357,11 @@ pub struct Session {
     /// The client's v5 Receive Maximum: the window is the smaller of it and
     /// `limits.max_inflight` [MQTT-3.3.4-9]. 0 (3.1.1): the limit alone.
     receive_maximum: u16,
-    /// Messages dropped because the queue was full.
-    pub dropped: u64,
+    /// Set for a session the store keeps: every change to its QoS 1/2 state goes there.
+    /// Boxed to a thin pointer: most sessions have none, and every byte of a session counts
+    /// at a million of them.
+    #[allow(clippy::redundant_allocation)]
+    journal: Option<Box<Arc<dyn Journal>>>,
 }
 
 impl Session {
@@ -283,7 +385,119 @@ impl Session {
             flow: None,
             next_pid: 0,
             receive_maximum: 0,
-            dropped: 0,
+            journal: None,
+        }
+    }
+
+    /// Makes the session durable: from now on its QoS 1/2 state is written to `journal`,
+    /// starting with what it holds already. `None` stops it (the store forgets the session
+    /// as a whole).
+    pub fn set_journal(&mut self, journal: Option<Arc<dyn Journal>>) {
+        if let (Some(j), Some(flow)) = (&journal, &self.flow)
+            && self.journal.is_none()
+        {
+            for (pid, state) in &flow.inflight {
+                match state {
+                    InflightState::AwaitingAck {
+                        seq,
+                        qos,
+                        retain,
+                        msg,
+                        sub_id,
+                    } => {
+                        j.record(Change::Added {
+                            seq: *seq,
+                            qos: *qos,
+                            retain: *retain,
+                            sub_id: *sub_id,
+                            msg: Arc::clone(msg),
+                        });
+                        j.record(Change::Sent {
+                            seq: *seq,
+                            pid: *pid,
+                        });
+                    }
+                    InflightState::AwaitingPubComp => j.record(Change::Released {
+                        seq: u64::MAX,
+                        pid: *pid,
+                    }),
+                }
+            }
+            for q in &flow.queue {
+                j.record(Change::Added {
+                    seq: q.seq,
+                    qos: q.qos,
+                    retain: q.retain,
+                    sub_id: q.sub_id,
+                    msg: Arc::clone(&q.msg),
+                });
+            }
+            for pid in &flow.incoming_qos2 {
+                j.record(Change::InboundOpened { pid: *pid });
+            }
+        }
+        self.journal = journal.map(Box::new);
+    }
+
+    /// Whether the store keeps this session's QoS 1/2 state.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    fn record(&self, change: Change) {
+        if let Some(j) = &self.journal {
+            j.record(change);
+        }
+    }
+
+    /// Brings back what the store held for this session, in the order given (the store's
+    /// sequence order); not written to the journal, which holds it already.
+    pub fn restore(&mut self, item: Restored) {
+        let flow = self.flow_mut();
+        match item {
+            Restored::Message {
+                seq,
+                qos,
+                retain,
+                sub_id,
+                msg,
+                pid,
+            } => {
+                flow.next_seq = flow.next_seq.max(seq.saturating_add(1));
+                match pid {
+                    Some(pid) if flow.used_pids.insert(pid) => {
+                        flow.inflight.push_back((
+                            pid,
+                            InflightState::AwaitingAck {
+                                seq,
+                                qos,
+                                retain,
+                                msg,
+                                sub_id,
+                            },
+                        ));
+                    }
+                    _ => {
+                        flow.queued_bytes += msg.weight();
+                        flow.queue.push_back(Queued {
+                            seq,
+                            qos,
+                            retain,
+                            msg,
+                            sub_id,
+                        });
+                    }
+                }
+            }
+            Restored::Released(pid) => {
+                if flow.used_pids.insert(pid) {
+                    flow.inflight
+                        .push_back((pid, InflightState::AwaitingPubComp));
+                }
+            }
+            Restored::Inbound(pid) => {
+                flow.incoming_qos2.insert(pid);
+            }
         }
     }
 
@@ -332,37 +546,50 @@ impl Session {
         let limits = Arc::clone(&self.limits);
         let weight = msg.weight();
         if limits.max_queued_messages == 0 || weight > limits.max_queued_bytes {
-            self.dropped += 1;
             return Enqueued::Dropped;
         }
-        let flow = self.flow_mut();
+        let flow = self.flow.get_or_insert_with(Box::default);
         let mut outcome = Enqueued::Queued;
-        let mut dropped = 0;
         while flow.queue.len() >= limits.max_queued_messages
             || (flow.queued_bytes + weight > limits.max_queued_bytes && !flow.queue.is_empty())
         {
             if !limits.drop_oldest {
                 outcome = Enqueued::Dropped;
-                dropped += 1;
                 break;
             }
             let Some(old) = flow.queue.pop_front() else {
                 break;
             };
             flow.queued_bytes -= old.msg.weight();
-            dropped += 1;
+            if let Some(j) = &self.journal {
+                j.record(Change::Removed {
+                    seq: old.seq,
+                    sent: false,
+                });
+            }
             outcome = Enqueued::QueuedDroppedOldest;
         }
         if outcome != Enqueued::Dropped {
             flow.queued_bytes += weight;
+            let seq = flow.next_seq;
+            flow.next_seq += 1;
+            if let Some(j) = &self.journal {
+                j.record(Change::Added {
+                    seq,
+                    qos,
+                    retain,
+                    sub_id,
+                    msg: Arc::clone(&msg),
+                });
+            }
             flow.queue.push_back(Queued {
+                seq,
                 qos,
                 retain,
                 msg,
                 sub_id,
             });
         }
-        self.dropped += dropped;
         outcome
     }
 
@@ -377,18 +604,28 @@ impl Session {
         while flow.queue.front().is_some_and(|q| q.msg.expired(now)) {
             if let Some(old) = flow.queue.pop_front() {
                 flow.queued_bytes -= old.msg.weight();
+                if let Some(j) = &self.journal {
+                    j.record(Change::Removed {
+                        seq: old.seq,
+                        sent: false,
+                    });
+                }
             }
         }
         if flow.queue.is_empty() {
             return None;
         }
         let pid = self.allocate_pid()?;
-        let flow = self.flow_mut();
+        let flow = self.flow.get_or_insert_with(Box::default);
         let q = flow.queue.pop_front()?;
         flow.queued_bytes -= q.msg.weight();
+        if let Some(j) = &self.journal {
+            j.record(Change::Sent { seq: q.seq, pid });
+        }
         flow.inflight.push_back((
             pid,
             InflightState::AwaitingAck {
+                seq: q.seq,
                 qos: q.qos,
                 retain: q.retain,
                 msg: Arc::clone(&q.msg),
@@ -434,7 +671,9 @@ impl Session {
                     }
                 ) =>
             {
-                flow.forget(i);
+                if let Some(seq) = flow.forget(i) {
+                    self.record(Change::Removed { seq, sent: true });
+                }
                 AckOutcome::Matched
             }
             Some(_) => AckOutcome::WrongStep,
@@ -462,9 +701,11 @@ impl Session {
         }
         // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order the
         // PUBRECs arrived in [MQTT-4.6.0-4].
-        flow.inflight.remove(i);
-        flow.inflight
-            .push_back((pid, InflightState::AwaitingPubComp));
+        if let Some((_, InflightState::AwaitingAck { seq, .. })) = flow.inflight.remove(i) {
+            flow.inflight
+                .push_back((pid, InflightState::AwaitingPubComp));
+            self.record(Change::Released { seq, pid });
+        }
         AckOutcome::Matched
     }
 
@@ -484,7 +725,9 @@ impl Session {
                     }
                 ) =>
             {
-                flow.forget(i);
+                if let Some(seq) = flow.forget(i) {
+                    self.record(Change::Removed { seq, sent: true });
+                }
                 AckOutcome::Matched
             }
             Some(_) => AckOutcome::WrongStep,
@@ -497,8 +740,9 @@ impl Session {
     pub fn abandon(&mut self, pid: PacketId) {
         if let Some(flow) = self.flow.as_mut()
             && let Some(i) = flow.position(pid)
+            && let Some(seq) = flow.forget(i)
         {
-            flow.forget(i);
+            self.record(Change::Removed { seq, sent: true });
         }
     }
 
@@ -510,6 +754,7 @@ impl Session {
         match flow.position(pid) {
             Some(i) if matches!(flow.inflight[i].1, InflightState::AwaitingPubComp) => {
                 flow.forget(i);
+                self.record(Change::Completed { pid });
                 AckOutcome::Matched
             }
             Some(_) => AckOutcome::WrongStep,
@@ -530,6 +775,7 @@ impl Session {
                     retain,
                     msg,
                     sub_id,
+                    ..
                 } => Outgoing::Publish {
                     pid: *pid,
                     qos: *qos,
@@ -581,15 +827,21 @@ impl Session {
             return Err(());
         }
         flow.incoming_qos2.insert(pid);
+        self.record(Change::InboundOpened { pid });
         Ok(true)
     }
 
     /// PUBREL for an inbound QoS 2 id: forgets it (the id means a new message afterwards).
     /// Returns whether the id was awaiting PUBREL.
     pub fn on_pubrel(&mut self, pid: PacketId) -> bool {
-        self.flow
+        let known = self
+            .flow
             .as_mut()
-            .is_some_and(|flow| flow.incoming_qos2.remove(&pid))
+            .is_some_and(|flow| flow.incoming_qos2.remove(&pid));
+        if known {
+            self.record(Change::InboundClosed { pid });
+        }
+        known
     }
 
     /// Inbound QoS 2 ids awaiting PUBREL: the client's unacknowledged PUBLISHes, which its
@@ -728,8 +980,177 @@ mod tests {
             s.enqueue(msg(3), QoS::AtLeastOnce, false),
             Enqueued::QueuedDroppedOldest
         );
-        assert_eq!(s.dropped, 1);
         assert_eq!(s.queued_len(), 2);
+        let left: Vec<u8> = s
+            .take_undelivered()
+            .iter()
+            .map(|(m, _)| m.payload[0])
+            .collect();
+        assert_eq!(left, [2, 3], "the oldest went");
+    }
+
+    /// What a store would hold after a journal's changes: applied as the server's store
+    /// thread applies them, keyed the same way.
+    #[derive(Debug, Default)]
+    struct Recording(parking_lot::Mutex<Vec<Change>>);
+
+    impl Journal for Recording {
+        fn record(&self, change: Change) {
+            self.0.lock().push(change);
+        }
+    }
+
+    /// Replays `changes` into what a restart would hand back, in the store's order.
+    fn replay(changes: &[Change]) -> Vec<Restored> {
+        use std::collections::BTreeMap;
+        let mut msgs: BTreeMap<u64, (QoS, Arc<Message>)> = BTreeMap::new();
+        let mut sent: BTreeMap<u64, PacketId> = BTreeMap::new();
+        let mut released: BTreeMap<u16, ()> = BTreeMap::new();
+        let mut inbound: BTreeMap<u16, ()> = BTreeMap::new();
+        for c in changes {
+            match c {
+                Change::Added { seq, qos, msg, .. } => {
+                    msgs.insert(*seq, (*qos, Arc::clone(msg)));
+                }
+                Change::Sent { seq, pid } => {
+                    sent.insert(*seq, *pid);
+                }
+                Change::Removed { seq, sent: was } => {
+                    assert!(msgs.remove(seq).is_some(), "removed what was never added");
+                    assert_eq!(sent.remove(seq).is_some(), *was, "sent as recorded");
+                }
+                Change::Released { seq, pid } => {
+                    assert!(msgs.remove(seq).is_some());
+                    assert!(sent.remove(seq).is_some());
+                    released.insert(pid.get(), ());
+                }
+                Change::Completed { pid } => {
+                    assert!(released.remove(&pid.get()).is_some());
+                }
+                Change::InboundOpened { pid } => {
+                    inbound.insert(pid.get(), ());
+                }
+                Change::InboundClosed { pid } => {
+                    assert!(inbound.remove(&pid.get()).is_some());
+                }
+            }
+        }
+        let mut out: Vec<Restored> = msgs
+            .into_iter()
+            .map(|(seq, (qos, msg))| Restored::Message {
+                seq,
+                qos,
+                retain: false,
+                sub_id: 0,
+                msg,
+                pid: sent.get(&seq).copied(),
+            })
+            .collect();
+        out.extend(
+            released
+                .keys()
+                .filter_map(|p| PacketId::new(*p).map(Restored::Released)),
+        );
+        out.extend(
+            inbound
+                .keys()
+                .filter_map(|p| PacketId::new(*p).map(Restored::Inbound)),
+        );
+        out
+    }
+
+    fn resend_list(s: &Session) -> Vec<(u16, bool, Option<u8>)> {
+        s.resend()
+            .map(|o| match o {
+                Outgoing::Publish { pid, msg, .. } => (pid.get(), true, Some(msg.payload[0])),
+                Outgoing::PubRel(pid) => (pid.get(), false, None),
+            })
+            .collect()
+    }
+
+    /// A durable session's journal, replayed after a "crash" at any point, gives back a
+    /// session that re-sends the same PUBLISHes (same ids, DUP) and PUBRELs [MQTT-4.4.0-1],
+    /// queues the same messages in order, and still knows its inbound QoS 2 ids
+    /// [MQTT-4.3.3-2].
+    #[test]
+    fn a_journal_replayed_gives_the_session_back() {
+        let journal = Arc::new(Recording::default());
+        let mut s = session(SessionLimits {
+            max_inflight: 3,
+            max_queued_messages: 2,
+            drop_oldest: true,
+            ..SessionLimits::default()
+        });
+        s.set_journal(Some(journal.clone()));
+        assert!(s.is_durable());
+        let now = Instant::now();
+        s.enqueue(msg(0), QoS::ExactlyOnce, false);
+        s.enqueue(msg(1), QoS::ExactlyOnce, false);
+        let a = s.next_outgoing(now).unwrap();
+        let b = s.next_outgoing(now).unwrap();
+        s.enqueue(msg(2), QoS::AtLeastOnce, false);
+        s.enqueue(msg(3), QoS::AtLeastOnce, false);
+        let c = s.next_outgoing(now).unwrap();
+        assert!(s.next_outgoing(now).is_none(), "window full");
+        assert_eq!(s.on_pubrec(pid_of(&a)), AckOutcome::Matched);
+        assert_eq!(s.on_pubrec(pid_of(&b)), AckOutcome::Matched);
+        assert_eq!(s.on_pubcomp(pid_of(&b)), AckOutcome::Matched);
+        assert_eq!(s.on_puback(pid_of(&c)), AckOutcome::Matched);
+        s.enqueue(msg(4), QoS::AtLeastOnce, false);
+        s.enqueue(msg(5), QoS::AtLeastOnce, false); // the oldest queued (3) goes
+        let d = s.next_outgoing(now).unwrap();
+        s.enqueue(msg(6), QoS::AtLeastOnce, false);
+        assert!(matches!(&d, Outgoing::Publish { msg, .. } if msg.payload[0] == 4));
+        let p = PacketId::new(77).unwrap();
+        assert_eq!(s.on_incoming_qos2(p), Ok(true));
+        assert_eq!(s.on_incoming_qos2(PacketId::new(78).unwrap()), Ok(true));
+        assert!(s.on_pubrel(PacketId::new(78).unwrap()));
+
+        let changes = journal.0.lock().clone();
+        // Restored as the server does: made durable first (nothing to re-record), then filled.
+        let again = Arc::new(Recording::default());
+        let mut back = session(SessionLimits::default());
+        back.set_journal(Some(again.clone()));
+        for item in replay(&changes) {
+            back.restore(item);
+        }
+        assert!(again.0.lock().is_empty(), "a restore records nothing");
+        let mut a = resend_list(&back);
+        let mut b = resend_list(&s);
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a.len(), 2, "a PUBLISH and a PUBREL owed");
+        assert_eq!(
+            a, b,
+            "the same PUBLISHes and PUBRELs owed, with the same ids"
+        );
+        let drain = |s: &mut Session| {
+            let mut v = Vec::new();
+            while let Some(Outgoing::Publish { msg, pid, .. }) = s.next_outgoing(now) {
+                v.push(msg.payload[0]);
+                s.abandon(pid);
+            }
+            v
+        };
+        let restored_seqs: Vec<u64> = replay(&changes)
+            .iter()
+            .filter_map(|r| match r {
+                Restored::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let (qa, qb) = (drain(&mut back), drain(&mut s));
+        assert_eq!(qa, qb, "the same messages queued, in order");
+        assert_eq!(qa, vec![5, 6]);
+        assert_eq!(back.on_incoming_qos2(p), Ok(false), "inbound id kept");
+        assert_eq!(back.on_incoming_qos2(PacketId::new(78).unwrap()), Ok(true));
+        // A new message after a restore does not reuse a stored sequence number.
+        back.enqueue(msg(9), QoS::AtLeastOnce, false);
+        let added = again.0.lock().iter().find_map(|c| match c {
+            Change::Added { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        assert!(added > restored_seqs.iter().max().copied());
     }
 
     #[test]

@@ -512,6 +512,7 @@ impl Worker {
         if slot.expiry_secs == 0 {
             if std::mem::take(&mut slot.stored) {
                 persist.session_deleted(&slot.session.client_id);
+                slot.session.set_journal(None);
             }
             return;
         }
@@ -521,6 +522,11 @@ impl Worker {
             vireo_broker::store::records::unix_ms(std::time::SystemTime::now())
         };
         persist.session_put(&slot.session.client_id, session_record(slot, offline_since));
+        if !slot.session.is_durable() {
+            // Its QoS 1/2 state follows the record (what it holds already first).
+            let journal = persist.journal(&slot.session.client_id);
+            slot.session.set_journal(Some(journal));
+        }
         slot.stored = true;
     }
 
@@ -558,6 +564,13 @@ impl Worker {
                     }
                 }
                 session.subscriptions.insert(ByteString::from(filter), sub);
+            }
+            if let Some(persist) = &self.shared.persist {
+                // Durable before it is filled: what the store gave back is not written again.
+                session.set_journal(Some(persist.journal(&stored.client_id)));
+            }
+            for item in stored.state {
+                session.restore(item);
             }
             self.sessions.insert(SessionSlot {
                 session,

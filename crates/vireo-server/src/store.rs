@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use vireo_broker::Message;
-use vireo_broker::store::records::{self, Clocks, Unusable};
+use vireo_broker::store::records::{self, Clocks, QueueKey, Unusable};
 use vireo_broker::store::{Log, OpenError};
+use vireo_broker::{Change, Journal, Message, Restored};
 
 /// Changes taken per write at most: a burst bigger than this is written in several.
 const BURST: usize = 4096;
@@ -28,6 +28,10 @@ enum Op {
     Retained(Arc<Message>),
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// A change to the QoS 1/2 state of the durable session of a client.
+    Change(Arc<str>, Change),
+    /// A persistent session ended: its record and all its QoS 1/2 state go.
+    SessionGone(Box<str>),
     Stop,
 }
 
@@ -43,6 +47,8 @@ impl std::fmt::Debug for Op {
             Op::Retained(_) => "Retained",
             Op::Put(..) => "Put",
             Op::Delete(_) => "Delete",
+            Op::Change(..) => "Change",
+            Op::SessionGone(_) => "SessionGone",
             Op::Stop => "Stop",
         })
     }
@@ -69,11 +75,35 @@ impl Persist {
             .send(Op::Put(records::session_key(client_id), record));
     }
 
-    /// The persistent session of `client_id` ended.
+    /// The persistent session of `client_id` ended: its record and its QoS 1/2 state go.
     pub(crate) fn session_deleted(&self, client_id: &str) {
-        let _ = self.tx.send(Op::Delete(records::session_key(client_id)));
+        let _ = self.tx.send(Op::SessionGone(client_id.into()));
     }
 
+    /// Where the durable session of `client_id` writes the changes to its QoS 1/2 state.
+    pub(crate) fn journal(&self, client_id: &str) -> Arc<dyn Journal> {
+        Arc::new(SessionJournal {
+            client: client_id.into(),
+            tx: self.tx.clone(),
+        })
+    }
+}
+
+/// A durable session's [`Journal`]: its changes go down the store's channel, behind
+/// everything its worker sent before, so the log sees them in the order they happened.
+#[derive(Debug)]
+struct SessionJournal {
+    client: Arc<str>,
+    tx: Sender<Op>,
+}
+
+impl Journal for SessionJournal {
+    fn record(&self, change: Change) {
+        let _ = self.tx.send(Op::Change(Arc::clone(&self.client), change));
+    }
+}
+
+impl Persist {
     /// `topic` has no retained message any more.
     pub(crate) fn retained_deleted(&self, topic: &str) {
         if kept(topic) {
@@ -126,6 +156,8 @@ pub(crate) struct StoredSession {
     pub record: records::SessionRecord,
     /// Expiry left (`None`: never).
     pub remaining: Option<Duration>,
+    /// Its QoS 1/2 state, in the order it is restored in.
+    pub state: Vec<Restored>,
 }
 
 /// What the store held at start.
@@ -151,9 +183,16 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
     }
     let clocks = Clocks::read();
     let mut recovered = Recovered::default();
-    let keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
+    let mut keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
+    // Sorted: a session's record before its state, its messages in sequence order.
+    keys.sort_unstable();
     let mut gone = 0;
+    let mut queue_keys = Vec::new();
     for key in keys {
+        if QueueKey::parse(&key).is_some() {
+            queue_keys.push(key);
+            continue;
+        }
         if let Some(client_id) = records::session_client(&key) {
             let record = log
                 .get(&key)
@@ -179,6 +218,7 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
                 client_id: client_id.to_owned(),
                 record,
                 remaining,
+                state: Vec::new(),
             });
             continue;
         }
@@ -204,6 +244,7 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
             }
         }
     }
+    gone += restore_queues(&mut log, queue_keys, &mut recovered.sessions, &clocks);
     if gone > 0
         && let Err(e) = log.commit(true)
     {
@@ -213,11 +254,96 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
         data_dir = %dir.display(),
         retained = recovered.retained.len(),
         sessions = recovered.sessions.len(),
+        session_messages = recovered
+            .sessions
+            .iter()
+            .map(|s| s.state.len())
+            .sum::<usize>(),
         expired_or_unreadable = gone,
         ms = started.elapsed().as_millis() as u64,
         "store opened"
     );
     Ok((log, recovered))
+}
+
+/// Attaches the stored QoS 1/2 state (`keys`, sorted) to its sessions. Returns how many
+/// records were deleted: a message expired while the broker was down, a record that is not
+/// readable, or state whose session is not stored (it ended before its state was written).
+fn restore_queues(
+    log: &mut Log,
+    keys: Vec<Vec<u8>>,
+    sessions: &mut [StoredSession],
+    clocks: &Clocks,
+) -> usize {
+    let index: std::collections::HashMap<String, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.client_id.clone(), i))
+        .collect();
+    // The sent ids first, so that each message finds its own.
+    let mut sent: std::collections::HashMap<Vec<u8>, u16> = std::collections::HashMap::new();
+    for key in &keys {
+        if let Some((_, QueueKey::Sent(_))) = QueueKey::parse(key)
+            && let Ok(Some(v)) = log.get(key)
+            && let Ok(pid) = <[u8; 2]>::try_from(v.as_slice())
+        {
+            sent.insert(key.clone(), u16::from_le_bytes(pid));
+        }
+    }
+    let mut gone = 0;
+    for key in keys {
+        let Some((client, what)) = QueueKey::parse(&key) else {
+            continue;
+        };
+        let Some(&at) = index.get(client) else {
+            log.delete(&key); // its session ended, or never was stored
+            gone += 1;
+            continue;
+        };
+        let item = match what {
+            QueueKey::Message(seq) => {
+                let sent_key = QueueKey::Sent(seq).key(client);
+                let pid = sent.remove(&sent_key).and_then(vireo_codec::PacketId::new);
+                let value = log.get(&key).ok().flatten();
+                match value.map(|v| records::decode_queued(&v, clocks)) {
+                    Some(Ok((qos, retain, sub_id, msg))) => Some(Restored::Message {
+                        seq,
+                        qos,
+                        retain,
+                        sub_id,
+                        msg,
+                        pid,
+                    }),
+                    other => {
+                        if !matches!(other, Some(Err(Unusable::Expired))) {
+                            tracing::warn!(
+                                client,
+                                "a stored queued message is not readable: dropped"
+                            );
+                        }
+                        log.delete(&key);
+                        if pid.is_some() {
+                            log.delete(&sent_key);
+                        }
+                        gone += 1;
+                        None
+                    }
+                }
+            }
+            QueueKey::Sent(_) => None, // taken with its message, or dropped below
+            QueueKey::Released(pid) => vireo_codec::PacketId::new(pid).map(Restored::Released),
+            QueueKey::Inbound(pid) => vireo_codec::PacketId::new(pid).map(Restored::Inbound),
+        };
+        if let Some(item) = item {
+            sessions[at].state.push(item);
+        }
+    }
+    // Ids whose message is gone (written by a crash between the two): dropped.
+    for key in sent.into_keys() {
+        log.delete(&key);
+        gone += 1;
+    }
+    gone
 }
 
 /// Starts the thread that owns `log`.
@@ -313,7 +439,57 @@ fn apply(log: &mut Log, op: Op, scratch: &mut Vec<u8>) -> bool {
         }
         Op::Put(k, v) => log.put(&k, &v),
         Op::Delete(k) => log.delete(&k),
+        Op::Change(client, change) => apply_change(log, &client, change, scratch),
+        Op::SessionGone(client) => {
+            log.delete(&records::session_key(&client));
+            let prefix = records::queue_prefix(&client);
+            // Those not committed yet too: a change can be in the same burst.
+            let keys: Vec<Vec<u8>> = log
+                .keys()
+                .chain(log.pending_keys())
+                .filter(|k| k.starts_with(&prefix))
+                .map(<[u8]>::to_vec)
+                .collect();
+            for k in keys {
+                log.delete(&k);
+            }
+        }
         Op::Stop => return true,
     }
     false
+}
+
+/// Writes one change to a durable session's QoS 1/2 state (see `records` for the keys).
+fn apply_change(log: &mut Log, client: &str, change: Change, scratch: &mut Vec<u8>) {
+    match change {
+        Change::Added {
+            seq,
+            qos,
+            retain,
+            sub_id,
+            msg,
+        } => {
+            records::encode_queued(qos, retain, sub_id, &msg, &Clocks::read(), scratch);
+            log.put(&QueueKey::Message(seq).key(client), scratch);
+        }
+        Change::Sent { seq, pid } => {
+            log.put(&QueueKey::Sent(seq).key(client), &pid.get().to_le_bytes());
+        }
+        Change::Removed { seq, sent } => {
+            log.delete(&QueueKey::Message(seq).key(client));
+            if sent {
+                log.delete(&QueueKey::Sent(seq).key(client));
+            }
+        }
+        Change::Released { seq, pid } => {
+            if seq != u64::MAX {
+                log.delete(&QueueKey::Message(seq).key(client));
+                log.delete(&QueueKey::Sent(seq).key(client));
+            }
+            log.put(&QueueKey::Released(pid.get()).key(client), &[]);
+        }
+        Change::Completed { pid } => log.delete(&QueueKey::Released(pid.get()).key(client)),
+        Change::InboundOpened { pid } => log.put(&QueueKey::Inbound(pid.get()).key(client), &[]),
+        Change::InboundClosed { pid } => log.delete(&QueueKey::Inbound(pid.get()).key(client)),
+    }
 }

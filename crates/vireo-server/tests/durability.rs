@@ -381,3 +381,124 @@ fn sigterm_keeps_everything() {
     }
     c.expect_nothing();
 }
+
+/// Publishes `n` QoS `qos` messages `q/0`.. with payloads `0`.., each acknowledged.
+fn publish_numbered(addr: std::net::SocketAddr, qos: QoS, n: u16) {
+    let mut p = Client::connect(addr, "numbered-pub");
+    for i in 0..n {
+        p.publish(
+            &format!("q/{i}"),
+            i.to_string().as_bytes(),
+            qos,
+            false,
+            i + 1,
+        );
+    }
+    p.disconnect();
+}
+
+/// [MQTT-3.1.2-5] QoS 1 and 2 messages queued for an offline persistent session are still
+/// there after a restart, in order, once each.
+#[test]
+fn v311_messages_queued_for_an_offline_session_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start_in(dir.path());
+        let addr = broker.local_addr();
+        let (mut c, _) = Client::connect_session(addr, "away", false);
+        c.subscribe(&[("q/#", QoS::ExactlyOnce)]);
+        c.disconnect();
+        publish_numbered(addr, QoS::AtLeastOnce, 20);
+        publish_numbered(addr, QoS::ExactlyOnce, 5);
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    let (mut c, present) = Client::connect_session(broker.local_addr(), "away", false);
+    assert!(present);
+    let mut got = Vec::new();
+    for _ in 0..25 {
+        let p = c.recv_publish_ack();
+        assert!(!p.dup, "never sent before: no DUP");
+        got.push((p.qos.qos(), String::from_utf8(p.payload.to_vec()).unwrap()));
+    }
+    c.expect_nothing();
+    let want: Vec<_> = (0..20)
+        .map(|i| (QoS::AtLeastOnce, i.to_string()))
+        .chain((0..5).map(|i| (QoS::ExactlyOnce, i.to_string())))
+        .collect();
+    assert_eq!(got, want, "[MQTT-4.6.0-2] in order, once each");
+    drop(c);
+    // Acknowledged: gone from the store as well.
+    broker.shutdown();
+    let broker = start_in(dir.path());
+    let (mut c, present) = Client::connect_session(broker.local_addr(), "away", false);
+    assert!(present);
+    c.expect_nothing();
+}
+
+/// [MQTT-4.4.0-1] after a restart, unacknowledged PUBLISHes are sent again with their
+/// original packet ids and DUP set, and a PUBREL owed for a PUBREC'd QoS 2 delivery is sent
+/// again; [MQTT-4.3.3-2] an inbound QoS 2 id awaiting PUBREL is still known, so the
+/// publisher's re-send is not delivered twice.
+#[test]
+fn v311_inflight_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second);
+    {
+        let broker = start_in(dir.path());
+        let addr = broker.local_addr();
+        let (mut c, _) = Client::connect_session(addr, "slow", false);
+        c.subscribe(&[("q/#", QoS::ExactlyOnce)]);
+        publish_numbered(addr, QoS::AtLeastOnce, 1);
+        publish_numbered(addr, QoS::ExactlyOnce, 1);
+        first = c.recv_publish();
+        second = c.recv_publish();
+        // The QoS 2 one gets its PUBREC, the QoS 1 one no PUBACK.
+        let QosPid::ExactlyOnce(p2) = second.qos else {
+            panic!("{second:?}")
+        };
+        c.send(&Packet::PubRec(vireo_codec::Ack::new(p2)));
+        assert!(matches!(c.recv(), Some(Packet::PubRel(a)) if a.packet_id == p2));
+        // A publisher's QoS 2 PUBLISH, PUBREC'd, never released.
+        let (mut p, _) = Client::connect_session(addr, "qos2-pub", false);
+        p.send_publish("q/once", b"once", QosPid::ExactlyOnce(pid(9)), false, &[]);
+        assert!(matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)));
+        let got = c.recv_publish();
+        assert_eq!(&got.payload[..], b"once");
+        c.send(&Packet::PubRec(vireo_codec::Ack::new(
+            got.qos.packet_id().unwrap(),
+        )));
+        let _rel = c.recv();
+        c.send(&Packet::PubComp(vireo_codec::Ack::new(
+            got.qos.packet_id().unwrap(),
+        )));
+        drop(p);
+        c.drop_connection();
+        broker.shutdown();
+    }
+    let broker = start_in(dir.path());
+    let addr = broker.local_addr();
+    let (mut c, present) = Client::connect_session(addr, "slow", false);
+    assert!(present);
+    let again = c.recv_publish();
+    assert!(again.dup, "[MQTT-3.3.1-1] DUP on the re-send");
+    assert_eq!(again.qos, first.qos, "its original packet id");
+    assert_eq!(again.payload, first.payload);
+    let rel = c.recv();
+    assert!(
+        matches!(&rel, Some(Packet::PubRel(a)) if Some(a.packet_id) == second.qos.packet_id()),
+        "{rel:?}"
+    );
+    c.expect_nothing();
+    // The publisher re-sends its QoS 2 PUBLISH: acknowledged, not delivered again.
+    let (mut p, present) = Client::connect_session(addr, "qos2-pub", false);
+    assert!(present);
+    let mut dup = vireo_codec::Publish::new(topic("q/once"), &b"once"[..]);
+    dup.qos = QosPid::ExactlyOnce(pid(9));
+    dup.dup = true;
+    p.send(&Packet::Publish(dup));
+    assert!(matches!(p.recv(), Some(Packet::PubRec(a)) if a.packet_id == pid(9)));
+    p.send(&Packet::PubRel(vireo_codec::Ack::new(pid(9))));
+    assert!(matches!(p.recv(), Some(Packet::PubComp(a)) if a.packet_id == pid(9)));
+    c.expect_nothing();
+}

@@ -425,6 +425,14 @@ impl Log {
         self.index.keys().map(|k| &**k)
     }
 
+    /// Keys put since the last commit (not yet in [`Log::keys`]), in the order put.
+    pub fn pending_keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.pending
+            .iter()
+            .filter(|(_, at)| at.is_some())
+            .map(|(k, _)| &**k)
+    }
+
     /// Live records.
     pub fn len(&self) -> usize {
         self.index.len()

@@ -1,7 +1,13 @@
 //! What the broker's state looks like as [`super::Log`] keys and values.
 //!
-//! Keys start with a byte that names the kind: `r` + topic for a retained message. Values
-//! start with a format version, so a later release can read what an earlier one wrote.
+//! Keys start with a byte that names the kind: `r` + topic for a retained message, `s` +
+//! client id for a persistent session, and `q` + client id + `0x00` + a tag for the QoS 1/2
+//! state of a session (client ids never hold U+0000 [MQTT-1.5.3-2], so the separator is
+//! unambiguous): `m` + sequence number (u64 big-endian, so keys sort in message order) for a
+//! message it holds, `p` + sequence number for the packet id that message was sent with,
+//! `r` + packet id for a QoS 2 delivery awaiting PUBCOMP and `i` + packet id for an inbound
+//! QoS 2 id awaiting PUBREL. Values start with a format version, so a later release can read
+//! what an earlier one wrote.
 //!
 //! A message is `[version 1][qos][flags: bit 0 retain][expiry: unix ms u64, 0 for none]
 //! [topic len u16][topic][properties len u32][properties][payload]`. Expiry is kept as wall
@@ -19,6 +25,8 @@ use crate::{Message, SessionId};
 pub const RETAINED: u8 = b'r';
 /// The first byte of a persistent session's key.
 pub const SESSION: u8 = b's';
+/// The first byte of a key of a session's QoS 1/2 state.
+pub const QUEUE: u8 = b'q';
 const VERSION: u8 = 1;
 
 /// A key: the kind's byte, then the name (a topic, a client id).
@@ -55,6 +63,114 @@ pub fn session_key(client_id: &str) -> Vec<u8> {
 /// The client id of a session's key, if it is one.
 pub fn session_client(k: &[u8]) -> Option<&str> {
     name(SESSION, k)
+}
+
+/// The prefix every key of `client_id`'s QoS 1/2 state starts with.
+pub fn queue_prefix(client_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(client_id.len() + 12);
+    k.push(QUEUE);
+    k.extend_from_slice(client_id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// One key of a session's QoS 1/2 state (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKey {
+    /// A message the session holds.
+    Message(u64),
+    /// The packet id message `seq` was sent with.
+    Sent(u64),
+    /// A QoS 2 delivery awaiting PUBCOMP.
+    Released(u16),
+    /// An inbound QoS 2 id awaiting PUBREL.
+    Inbound(u16),
+}
+
+impl QueueKey {
+    /// The full key, for `client_id`.
+    pub fn key(self, client_id: &str) -> Vec<u8> {
+        let mut k = queue_prefix(client_id);
+        match self {
+            Self::Message(seq) => {
+                k.push(b'm');
+                k.extend_from_slice(&seq.to_be_bytes());
+            }
+            Self::Sent(seq) => {
+                k.push(b'p');
+                k.extend_from_slice(&seq.to_be_bytes());
+            }
+            Self::Released(pid) => {
+                k.push(b'r');
+                k.extend_from_slice(&pid.to_be_bytes());
+            }
+            Self::Inbound(pid) => {
+                k.push(b'i');
+                k.extend_from_slice(&pid.to_be_bytes());
+            }
+        }
+        k
+    }
+
+    /// A key of this kind back as its client id and parts, if it is one.
+    pub fn parse(k: &[u8]) -> Option<(&str, Self)> {
+        let (&QUEUE, rest) = k.split_first()? else {
+            return None;
+        };
+        let sep = rest.iter().position(|&b| b == 0)?;
+        let client = std::str::from_utf8(&rest[..sep]).ok()?;
+        let (&tag, id) = rest[sep + 1..].split_first()?;
+        let seq = || id.try_into().ok().map(u64::from_be_bytes);
+        let pid = || id.try_into().ok().map(u16::from_be_bytes);
+        let key = match tag {
+            b'm' => Self::Message(seq()?),
+            b'p' => Self::Sent(seq()?),
+            b'r' => Self::Released(pid()?),
+            b'i' => Self::Inbound(pid()?),
+            _ => return None,
+        };
+        Some((client, key))
+    }
+}
+
+/// A message a session holds, as a value: `[version 1][qos out][retain out][subscription id
+/// u32]` then the message as [`encode_message`] writes it.
+pub fn encode_queued(
+    qos: QoS,
+    retain: bool,
+    sub_id: u32,
+    msg: &Message,
+    clocks: &Clocks,
+    v: &mut Vec<u8>,
+) {
+    let mut m = std::mem::take(v);
+    encode_message_into(msg, clocks, &mut m);
+    v.clear();
+    v.reserve(7 + m.len());
+    v.push(VERSION);
+    v.push(qos as u8);
+    v.push(u8::from(retain));
+    v.extend_from_slice(&sub_id.to_le_bytes());
+    v.extend_from_slice(&m);
+}
+
+/// A message a session holds, back from its value: the QoS and RETAIN it goes out with,
+/// its subscription identifier, and the message.
+pub fn decode_queued(
+    v: &[u8],
+    clocks: &Clocks,
+) -> Result<(QoS, bool, u32, Arc<Message>), Unusable> {
+    let bad = Unusable::Malformed;
+    let (head, rest) = v.split_at_checked(7).ok_or(bad)?;
+    if head[0] != VERSION {
+        return Err(bad);
+    }
+    let qos = QoS::try_from(head[1]).map_err(|_| bad)?;
+    if qos == QoS::AtMostOnce {
+        return Err(bad);
+    }
+    let sub_id = u32::from_le_bytes([head[3], head[4], head[5], head[6]]);
+    Ok((qos, head[2] & 1 != 0, sub_id, decode_message(rest, clocks)?))
 }
 
 /// A persistent session as stored: what it takes to serve its client again after a restart.
@@ -347,6 +463,47 @@ mod tests {
         };
         assert_eq!(never.remaining(&later), None);
         assert_eq!(session_client(&session_key("c1")), Some("c1"));
+    }
+
+    #[test]
+    fn queue_keys_and_values_come_back_as_they_went_in() {
+        for key in [
+            QueueKey::Message(0),
+            QueueKey::Message(u64::MAX),
+            QueueKey::Sent(7),
+            QueueKey::Released(1),
+            QueueKey::Inbound(65535),
+        ] {
+            let k = key.key("client/é");
+            assert_eq!(QueueKey::parse(&k), Some(("client/é", key)));
+            assert!(k.starts_with(&queue_prefix("client/é")));
+        }
+        assert!(QueueKey::Message(1).key("a") < QueueKey::Message(2).key("a"));
+        assert_eq!(QueueKey::parse(&session_key("c")), None);
+        assert_eq!(QueueKey::parse(b"qc\0x"), None);
+        assert_eq!(
+            QueueKey::parse(b"qc\0m123"),
+            None,
+            "a short sequence number"
+        );
+
+        let clocks = Clocks::read();
+        let msg = Message::new(
+            TopicName::try_from("a/b").unwrap(),
+            Bytes::from_static(b"payload"),
+            QoS::ExactlyOnce,
+            true,
+        );
+        let mut v = Vec::new();
+        encode_queued(QoS::AtLeastOnce, true, 42, &msg, &clocks, &mut v);
+        let (qos, retain, sub_id, back) = decode_queued(&v, &clocks).unwrap();
+        assert_eq!((qos, retain, sub_id), (QoS::AtLeastOnce, true, 42));
+        assert_eq!((&*back.topic, &back.payload[..]), ("a/b", &b"payload"[..]));
+        for cut in 0..v.len() {
+            let _ = decode_queued(&v[..cut], &clocks); // never a panic
+        }
+        v[1] = 0;
+        assert_eq!(decode_queued(&v, &clocks).err(), Some(Unusable::Malformed));
     }
 
     #[test]
