@@ -373,7 +373,7 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut failures = 0u64;
-    let mut scratch = Vec::new();
+    let mut bufs = Buffers::default();
     let mut burst: Vec<Op> = Vec::with_capacity(BURST);
     loop {
         let mut stop = false;
@@ -395,16 +395,16 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
             std::thread::sleep(if log.is_dirty() { RETRY } else { TICK });
             burst.extend(rx.try_iter().take(BURST - burst.len()));
         }
-        coalesce(&mut burst);
+        coalesce(&mut burst, &mut bufs);
         for op in burst.drain(..) {
-            if apply(&mut log, op, &mut scratch) {
+            if apply(&mut log, op, &mut bufs) {
                 stop = true;
             }
         }
         if stop {
             // Everything sent before the stop is written too.
             for op in rx.try_iter() {
-                apply(&mut log, op, &mut scratch);
+                apply(&mut log, op, &mut bufs);
             }
         }
         let sync = stop || last_sync.elapsed() >= sync_interval;
@@ -447,6 +447,20 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
     }
 }
 
+type BurstKey = (usize, u64);
+
+/// What the thread keeps between bursts, so that a burst allocates nothing once warm.
+#[derive(Default)]
+struct Buffers {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// `coalesce`'s indexes into the burst: a message's Added and Sent, a PUBREL owed, an
+    /// inbound id opened.
+    added: foldhash::HashMap<BurstKey, (usize, Option<usize>)>,
+    released: foldhash::HashMap<BurstKey, usize>,
+    opened: foldhash::HashMap<BurstKey, usize>,
+}
+
 /// Cancels, within one burst, the changes that undo each other before they are written: a
 /// message queued and acknowledged (with its sent id), an inbound QoS 2 id opened and
 /// released, a PUBREL owed and completed. The log would write each record and its
@@ -455,13 +469,17 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
 ///
 /// Sessions are told apart by their journal's client id (one `Arc` per durable session,
 /// alive while its changes are), so the pointer is the key.
-fn coalesce(burst: &mut [Op]) {
-    use std::collections::hash_map::{Entry, HashMap};
-    type Key = (usize, u64);
-    // Indexes into `burst`: a message's Added and Sent, an id's opening change.
-    let mut added: HashMap<Key, (usize, Option<usize>)> = HashMap::new();
-    let mut opened: HashMap<Key, usize> = HashMap::new();
-    let mut released: HashMap<Key, usize> = HashMap::new();
+fn coalesce(burst: &mut [Op], bufs: &mut Buffers) {
+    use std::collections::hash_map::Entry;
+    let Buffers {
+        added,
+        released,
+        opened,
+        ..
+    } = bufs;
+    added.clear();
+    released.clear();
+    opened.clear();
     for i in 0..burst.len() {
         let Op::Change(client, change) = &burst[i] else {
             continue;
@@ -503,10 +521,9 @@ fn coalesce(burst: &mut [Op]) {
                     if let Op::Change(client, Change::Released { seq, .. }) = &burst[r] {
                         burst[r] = match *seq {
                             u64::MAX => Op::Nothing,
-                            seq => Op::Change(
-                                Arc::clone(client),
-                                Change::Removed { seq, sent: true },
-                            ),
+                            seq => {
+                                Op::Change(Arc::clone(client), Change::Removed { seq, sent: true })
+                            }
                         };
                     }
                 }
@@ -526,19 +543,20 @@ fn coalesce(burst: &mut [Op]) {
     }
 }
 
-/// Applies one change; `true` for the stop. `scratch` holds a retained message's value
-/// while it is encoded.
-fn apply(log: &mut Log, op: Op, scratch: &mut Vec<u8>) -> bool {
+/// Applies one change; `true` for the stop.
+fn apply(log: &mut Log, op: Op, bufs: &mut Buffers) -> bool {
     match op {
         Op::Retained(msg) => {
             // The message's expiry is an `Instant`: the clocks read now turn it into wall
             // time as well as the worker's would have.
-            records::encode_message_into(&msg, &Clocks::read(), scratch);
-            log.put(&records::retained_key(&msg.topic), scratch);
+            records::encode_message_into(&msg, &Clocks::read(), &mut bufs.value);
+            log.put(&records::retained_key(&msg.topic), &bufs.value);
         }
         Op::Put(k, v) => log.put(&k, &v),
         Op::Delete(k) => log.delete(&k),
-        Op::Change(client, change) => apply_change(log, &client, change, scratch),
+        Op::Change(client, change) => {
+            apply_change(log, &client, change, &mut bufs.key, &mut bufs.value);
+        }
         Op::SessionGone(client) => {
             log.delete(&records::session_key(&client));
             let prefix = records::queue_prefix(&client);
@@ -560,7 +578,22 @@ fn apply(log: &mut Log, op: Op, scratch: &mut Vec<u8>) -> bool {
 }
 
 /// Writes one change to a durable session's QoS 1/2 state (see `records` for the keys).
-fn apply_change(log: &mut Log, client: &str, change: Change, scratch: &mut Vec<u8>) {
+/// `key` and `value` are buffers kept across changes.
+fn apply_change(
+    log: &mut Log,
+    client: &str,
+    change: Change,
+    key: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+) {
+    let put = |log: &mut Log, k: QueueKey, v: &[u8], key: &mut Vec<u8>| {
+        k.write_key(client, key);
+        log.put(key, v);
+    };
+    let delete = |log: &mut Log, k: QueueKey, key: &mut Vec<u8>| {
+        k.write_key(client, key);
+        log.delete(key);
+    };
     match change {
         Change::Added {
             seq,
@@ -569,27 +602,27 @@ fn apply_change(log: &mut Log, client: &str, change: Change, scratch: &mut Vec<u
             sub_id,
             msg,
         } => {
-            records::encode_queued(qos, retain, sub_id, &msg, &Clocks::read(), scratch);
-            log.put(&QueueKey::Message(seq).key(client), scratch);
+            records::encode_queued(qos, retain, sub_id, &msg, &Clocks::read(), value);
+            put(log, QueueKey::Message(seq), value, key);
         }
         Change::Sent { seq, pid } => {
-            log.put(&QueueKey::Sent(seq).key(client), &pid.get().to_le_bytes());
+            put(log, QueueKey::Sent(seq), &pid.get().to_le_bytes(), key);
         }
         Change::Removed { seq, sent } => {
-            log.delete(&QueueKey::Message(seq).key(client));
+            delete(log, QueueKey::Message(seq), key);
             if sent {
-                log.delete(&QueueKey::Sent(seq).key(client));
+                delete(log, QueueKey::Sent(seq), key);
             }
         }
         Change::Released { seq, pid } => {
             if seq != u64::MAX {
-                log.delete(&QueueKey::Message(seq).key(client));
-                log.delete(&QueueKey::Sent(seq).key(client));
+                delete(log, QueueKey::Message(seq), key);
+                delete(log, QueueKey::Sent(seq), key);
             }
-            log.put(&QueueKey::Released(pid.get()).key(client), &[]);
+            put(log, QueueKey::Released(pid.get()), &[], key);
         }
-        Change::Completed { pid } => log.delete(&QueueKey::Released(pid.get()).key(client)),
-        Change::InboundOpened { pid } => log.put(&QueueKey::Inbound(pid.get()).key(client), &[]),
-        Change::InboundClosed { pid } => log.delete(&QueueKey::Inbound(pid.get()).key(client)),
+        Change::Completed { pid } => delete(log, QueueKey::Released(pid.get()), key),
+        Change::InboundOpened { pid } => put(log, QueueKey::Inbound(pid.get()), &[], key),
+        Change::InboundClosed { pid } => delete(log, QueueKey::Inbound(pid.get()), key),
     }
 }

@@ -90,7 +90,17 @@ pub enum QueueKey {
 impl QueueKey {
     /// The full key, for `client_id`.
     pub fn key(self, client_id: &str) -> Vec<u8> {
-        let mut k = queue_prefix(client_id);
+        let mut k = Vec::new();
+        self.write_key(client_id, &mut k);
+        k
+    }
+
+    /// [`QueueKey::key`] into `k` (cleared first), so one buffer serves every key.
+    pub fn write_key(self, client_id: &str, k: &mut Vec<u8>) {
+        k.clear();
+        k.push(QUEUE);
+        k.extend_from_slice(client_id.as_bytes());
+        k.push(0);
         match self {
             Self::Message(seq) => {
                 k.push(b'm');
@@ -109,7 +119,6 @@ impl QueueKey {
                 k.extend_from_slice(&pid.to_be_bytes());
             }
         }
-        k
     }
 
     /// A key of this kind back as its client id and parts, if it is one.
