@@ -216,6 +216,9 @@ def vireo_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -> st
     or drops QoS 0 copies, which is the intended design; any such drop shows up as loss.
     """
     lines = [
+        # In memory, as Mosquitto runs by default (`persistence false`); the persistent
+        # variants set it themselves.
+        'persistence = "off"',
         "max_connections = 1000000",
         "max_inflight = 65535",
         "max_queued_messages = 10000000",

@@ -54,11 +54,15 @@ def hardware_counters() -> bool:
 def start_broker(broker: compare.Broker, tmp: Path, log: Path, wrapper: list[str],
                  listen_timeout: float, vireo_set: list[str] = ()) -> tuple[subprocess.Popen, int]:
     """Start `broker` (under `wrapper`, e.g. valgrind) on a free port; wait until it listens.
-    `vireo_set` lines (`key = value`) are added to Vireo's configuration."""
+    `vireo_set` lines (`key = value`) are added to Vireo's configuration, each replacing a
+    line that set the same key."""
     port = compare.free_port()
     config = broker.write_config(port, tmp)
     if broker.key == "vireo" and vireo_set:
-        config.write_text(config.read_text() + "\n".join(vireo_set) + "\n")
+        keys = {line.split("=", 1)[0].strip() for line in vireo_set}
+        kept = [line for line in config.read_text().splitlines()
+                if line.split("=", 1)[0].strip() not in keys]
+        config.write_text("\n".join(vireo_set + kept) + "\n")
     if broker.key == "mosquitto":
         # Stay root: callgrind reopens its output file at exit, after Mosquitto would have
         # dropped to the `mosquitto` user.

@@ -333,6 +333,7 @@ def start_broker(kind: str, binary: str, port: int, workdir: Path,
     if kind == "vireo":
         conf = workdir / f"vireo-{port}.toml"
         conf.write_text(f'bind = "127.0.0.1:{port}"\n'
+                        'persistence = "off"\n'
                         "max_connections_per_ip = 1000\n"
                         "max_connection_rate_per_ip = 200\n"
                         "max_publish_rate = 100\n"

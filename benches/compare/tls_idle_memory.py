@@ -93,7 +93,8 @@ def main():
         vport, mport = free_port(), free_port()
         vconf, mconf = os.path.join(d, "vireo.toml"), os.path.join(d, "mosquitto.conf")
         with open(vconf, "w") as f:
-            f.write(f'[[listener]]\naddress = "127.0.0.1:{vport}"\nprotocol = "tls"\n'
+            f.write('persistence = "off"\n'
+                    f'[[listener]]\naddress = "127.0.0.1:{vport}"\nprotocol = "tls"\n'
                     f'tls_certificate = "{cert}"\ntls_key = "{key}"\n')
         with open(mconf, "w") as f:
             f.write(f"listener {mport} 127.0.0.1\nallow_anonymous true\n"

@@ -58,18 +58,30 @@ pub enum LogFormat {
 }
 
 /// What the broker keeps on disk (`persistence`).
+///
+/// The `vireo` binary, and a configuration file that does not say, keep their state
+/// ([`Persistence::Async`]), as a user of a production broker expects; [`Config::default`],
+/// which embedders and tests build on, keeps nothing, so that two brokers in one directory
+/// never share a `data_dir` by accident.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Persistence {
     /// Nothing: a restart starts empty.
     #[default]
     Off,
-    /// Retained messages and persistent sessions (expiry, subscriptions), written to
-    /// `data_dir` as they change (a burst of changes in one write) and synced to disk at least
-    /// every `sync_interval_ms`: a crash of the machine loses at most that interval, a crash
-    /// of the broker alone nothing that reached the store's thread. (Queued messages are
-    /// next: issue 11.)
+    /// Retained messages and persistent sessions (expiry, subscriptions, queued and
+    /// in-flight QoS 1/2 messages, inbound QoS 2 ids), written to `data_dir` as they change
+    /// (a burst of changes in one write, every few milliseconds) and synced to disk at least
+    /// every `sync_interval_ms`: a crash of the machine loses at most that interval, a
+    /// kill -9 of the broker alone what the last few milliseconds held.
     Async,
+}
+
+impl Persistence {
+    /// The binary's and a configuration file's default.
+    fn for_files() -> Self {
+        Self::Async
+    }
 }
 
 /// One `[[listener]]`.
@@ -244,7 +256,8 @@ pub struct Config {
     /// Bridges to other brokers (`[[bridge]]` tables).
     #[serde(rename = "bridge")]
     pub bridges: Vec<crate::bridge::BridgeConfig>,
-    /// `off` (the default) or `async`: see [`Persistence`].
+    /// `async` (a file's default) or `off`: see [`Persistence`].
+    #[serde(default = "Persistence::for_files")]
     pub persistence: Persistence,
     /// The directory of the durable store (created if missing; one broker at a time).
     pub data_dir: PathBuf,

@@ -108,7 +108,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => Config::default(),
+        // The binary keeps its state, as a configuration file does unless it says otherwise.
+        None => Config {
+            persistence: vireo_server::Persistence::Async,
+            ..Config::default()
+        },
     };
     init_logging(
         &args.log_level,

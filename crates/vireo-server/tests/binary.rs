@@ -22,7 +22,9 @@ fn binary_serves_with_toml_config_and_stops_on_sigterm() {
         "bind = \"127.0.0.1:0\"\nworkers = 2\nmax_qos = 1\n",
     )
     .unwrap();
+    let workdir = tempfile::tempdir().unwrap(); // its ./vireo-data, of its own
     let mut child = Command::new(BIN)
+        .current_dir(workdir.path())
         .args(["--config", config.to_str().unwrap(), "--log-level", "info"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -74,7 +76,9 @@ fn binary_rejects_bad_config() {
         ("sys_interval = 18446744073709551615\n", "sys_interval"),
     ] {
         std::fs::write(&config, text).unwrap();
+        let workdir = tempfile::tempdir().unwrap(); // its ./vireo-data, of its own
         let out = Command::new(BIN)
+            .current_dir(workdir.path())
             .args(["--config", config.to_str().unwrap()])
             .env("NO_COLOR", "1")
             .output()
@@ -93,7 +97,9 @@ fn binary_rejects_bad_config() {
 /// usual deadline; the broker is then killed.
 fn log_until(args: &[&str], until: &str) -> Vec<String> {
     use std::io::BufRead;
+    let workdir = tempfile::tempdir().unwrap(); // its ./vireo-data, of its own
     let mut child = Command::new(BIN)
+        .current_dir(workdir.path())
         .args(["--bind", "127.0.0.1:0", "--workers", "1"])
         .args(args)
         .env_remove("NO_COLOR")
@@ -190,7 +196,9 @@ fn check_config_says_whether_the_broker_would_start() {
     let check = |text: &str| {
         let file = dir.join("vireo.toml");
         std::fs::write(&file, text).unwrap();
+        let workdir = tempfile::tempdir().unwrap(); // its ./vireo-data, of its own
         Command::new(BIN)
+            .current_dir(workdir.path())
             .arg("--check-config")
             .arg(&file)
             .output()

@@ -28,8 +28,8 @@ fn start_in(dir: &Path) -> ServerHandle {
 }
 
 /// The retained messages of `filter`, as a new subscriber gets them: (topic, payload).
-fn retained(broker: &ServerHandle, filter: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    let mut c = Client::connect_v5(broker.local_addr(), "reader", &[]);
+fn retained(addr: std::net::SocketAddr, filter: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut c = Client::connect_v5(addr, "reader", &[]);
     c.subscribe(&[(filter, QoS::AtLeastOnce)]);
     let mut got: Vec<_> = (0..n)
         .map(|_| {
@@ -83,7 +83,7 @@ fn v5_retained_messages_survive_a_restart_with_their_properties() {
     }
     let broker = start_in(dir.path());
     assert_eq!(
-        retained(&broker, "kept/#", 2),
+        retained(broker.local_addr(), "kept/#", 2),
         [
             ("kept/a".to_owned(), b"latest".to_vec()),
             ("kept/b".to_owned(), b"second".to_vec())
@@ -186,7 +186,7 @@ fn a_damaged_store_starts_with_every_intact_record() {
     std::fs::write(&seg, &data).unwrap();
     let broker = start_in(dir.path());
     assert_eq!(
-        retained(&broker, "d/#", 2),
+        retained(broker.local_addr(), "d/#", 2),
         [
             ("d/1".to_owned(), b"d/1".to_vec()),
             ("d/2".to_owned(), b"d/2".to_vec())
@@ -199,7 +199,7 @@ fn a_damaged_store_starts_with_every_intact_record() {
     let data = std::fs::read(&seg).unwrap();
     std::fs::write(&seg, &data[..data.len() - 5]).unwrap();
     let broker = start_in(dir.path());
-    assert_eq!(retained(&broker, "d/#", 1).len(), 1);
+    assert_eq!(retained(broker.local_addr(), "d/#", 1).len(), 1);
 }
 
 /// The broker killed (SIGKILL, no shutdown): what reached the store's thread is in the page
@@ -315,7 +315,7 @@ fn retained_messages_over_a_lowered_limit_are_dropped_from_the_store() {
     }
     with_limit(2).shutdown();
     let broker = with_limit(10);
-    assert_eq!(retained(&broker, "l/#", 2).len(), 2);
+    assert_eq!(retained(broker.local_addr(), "l/#", 2).len(), 2);
 }
 
 /// The store on the metrics endpoint: its records, bytes and writes.
@@ -372,14 +372,54 @@ fn sigterm_keeps_everything() {
     assert!(broker.child.wait().unwrap().success(), "exit 0 on SIGTERM");
     let broker = Broker::spawn(&["--config", &conf]);
     let addr = broker.addr();
-    let (_, present) = Client::connect_session(addr, "sub", false);
+    let (mut s, present) = Client::connect_session(addr, "sub", false);
     assert!(present, "the session is back");
+    for _ in 0..50 {
+        s.recv_publish_ack(); // with the 50 messages queued for it
+    }
+    s.expect_nothing();
     let mut c = Client::connect(addr, "reader");
     c.subscribe(&[("t/#", QoS::AtLeastOnce)]);
     for _ in 0..50 {
         c.recv_publish_ack();
     }
     c.expect_nothing();
+}
+
+/// The README's run command, `vireo` with no configuration, keeps retained messages and
+/// persistent sessions (in `./vireo-data`) across a restart.
+#[test]
+fn the_binary_keeps_its_state_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--bind", "127.0.0.1:0", "--workers", "1"];
+    let mut broker = Broker::spawn_in(dir.path(), &args);
+    let addr = broker.addr();
+    let (mut s, _) = Client::connect_session(addr, "default-sub", false);
+    s.subscribe(&[("d/#", QoS::AtLeastOnce)]);
+    s.disconnect();
+    let mut p = Client::connect(addr, "default-pub");
+    p.publish("d/kept", b"retained", QoS::AtLeastOnce, true, 1);
+    std::process::Command::new("kill")
+        .args(["-TERM", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(broker.child.wait().unwrap().success());
+    assert!(dir.path().join("vireo-data").is_dir(), "in ./vireo-data");
+    let broker = Broker::spawn_in(dir.path(), &args);
+    let addr = broker.addr();
+    let (mut s, present) = Client::connect_session(addr, "default-sub", false);
+    assert!(present, "the session is back");
+    let got = s.recv_publish_ack();
+    assert_eq!(
+        &got.payload[..],
+        b"retained",
+        "queued for it while it was away"
+    );
+    s.expect_nothing();
+    assert_eq!(
+        retained(addr, "d/#", 1),
+        [("d/kept".to_owned(), b"retained".to_vec())]
+    );
 }
 
 /// Publishes `n` QoS `qos` messages `q/0`.. with payloads `0`.., each acknowledged.

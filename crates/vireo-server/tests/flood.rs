@@ -92,7 +92,9 @@ fn publisher_flooding_10000_silent_subscribers_does_not_hurt_a_quiet_client() {
         ),
     )
     .unwrap();
+    let workdir = tempfile::tempdir().unwrap(); // its ./vireo-data, of its own
     let mut child = Command::new(BIN)
+        .current_dir(workdir.path())
         .args([
             "--config",
             config.to_str().unwrap(),

@@ -133,13 +133,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 pub struct Broker {
     pub child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Its working directory: the binary keeps its state in `./vireo-data` unless told
+    /// otherwise, and brokers of parallel tests must not share one.
+    pub workdir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
     pub fn spawn(args: &[&str]) -> Self {
+        let workdir = tempfile::tempdir().unwrap();
+        let mut broker = Self::spawn_in(workdir.path(), args);
+        broker.workdir = Some(workdir);
+        broker
+    }
+
+    /// [`Broker::spawn`] in `dir`, which outlives it (for a restart in the same place).
+    pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vireo"))
             .args(args)
+            .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -154,7 +166,11 @@ impl Broker {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            workdir: None,
+        }
     }
 
     /// The next log line that contains `what`, within [`WAIT`].
