@@ -75,6 +75,13 @@ pub enum Persistence {
     /// every `sync_interval_ms`: a crash of the machine loses at most that interval, a
     /// kill -9 of the broker alone what the last few milliseconds held.
     Async,
+    /// As `async`, and every acknowledgement that confirms state waits until that state is
+    /// on disk (`fdatasync`ed): a publisher's PUBACK / PUBREC until the message is in every
+    /// durable session it went to (and in the retained store), a persistent session's
+    /// CONNACK until its record is. Nothing acknowledged is lost, even to a crash of the
+    /// machine. The store writes and syncs as soon as changes arrive; what arrives during a
+    /// sync waits for the next one (group commit).
+    Sync,
 }
 
 impl Persistence {

@@ -14,6 +14,7 @@ mod clients;
 mod config;
 mod conn;
 mod frames;
+mod holds;
 mod latency;
 mod metrics;
 pub mod passwd;

@@ -92,6 +92,14 @@ impl Worker {
         }
     }
 
+    /// Pushes an acknowledgement that confirms state: with `persistence = "sync"`, once that
+    /// state is on disk (see `holds`).
+    fn push_ack(&mut self, key: usize, ack: Packet) {
+        if let Some(ack) = self.holds.hold_ack(key, ack) {
+            self.push_packet(key, &ack);
+        }
+    }
+
     fn push_packet(&mut self, key: usize, packet: &Packet) {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.push_packet(packet)
@@ -187,7 +195,8 @@ impl Worker {
         if !deliver {
             // A repeated QoS 2 PUBLISH before PUBREL: acknowledged again, not routed.
             if let QosPid::ExactlyOnce(pid) = qos {
-                self.push_packet(key, &Packet::PubRec(Ack::new(pid)));
+                // Held too: the first receipt's id may not be on disk yet.
+                self.push_ack(key, Packet::PubRec(Ack::new(pid)));
             }
             return Ok(());
         }
@@ -205,7 +214,8 @@ impl Worker {
         let matched = self.match_recipients(&msg);
         // [MQTT-3.3.4-1]
         if let Some(ack) = ack_for(qos, inbound::ack_reason(version, matched)) {
-            self.push_packet(key, &ack);
+            // `sync`: sent once the message is on disk wherever it went.
+            self.push_ack(key, ack);
         }
         let throttle = self.deliver_matched(msg);
         // A client with deliveries of its own in flight is not throttled: its acks must keep
@@ -268,7 +278,7 @@ impl Worker {
             // publisher's whole read buffer. Copied before the store's write lock is taken,
             // so other workers' retained lookups do not wait on the allocation and copy.
             let stored = compact(msg);
-            let outcome = match &self.shared.persist {
+            let outcome = match &self.persist {
                 None => self.shared.retained.write().set(stored),
                 Some(persist) => {
                     // Sent under the store's lock, so the log sees one topic's changes in the
@@ -398,6 +408,7 @@ impl Worker {
                 return; // QoS 0 is not kept for offline sessions
             };
             let limit = self.shared.live.max_output_bytes();
+            let corked = self.holds.is_corked(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -408,6 +419,7 @@ impl Worker {
             // every message dropped on it.
             if conn.out_bytes() >= limit
                 && (conn.write_blocked
+                    || corked
                     || conn.flush(&mut self.frames).is_err()
                     || conn.out_bytes() >= limit)
             {
@@ -528,7 +540,7 @@ impl Worker {
                 // Expired while retained: never sent [MQTT-3.3.2-5], and out of the store.
                 let mut retained = self.shared.retained.write();
                 if retained.remove_if_current(&msg)
-                    && let Some(persist) = &self.shared.persist
+                    && let Some(persist) = &self.persist
                 {
                     persist.retained_deleted(&msg.topic);
                 }
@@ -661,7 +673,9 @@ impl Worker {
         // PUBCOMP even for an unknown id, so the client can finish [MQTT-4.3.3-2] (5.0 with
         // 0x92).
         let comp = acks::pubcomp(a.packet_id, known, version);
-        self.push_packet(key, &Packet::PubComp(comp));
+        // `sync`: once the id is released on disk too, or a re-used id would look like a
+        // repeat after a crash and be dropped.
+        self.push_ack(key, Packet::PubComp(comp));
         Ok(())
     }
 

@@ -153,7 +153,7 @@ impl Server {
         let store_stats = Arc::new(crate::store::StoreStats::default());
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
-            crate::config::Persistence::Async => {
+            crate::config::Persistence::Async | crate::config::Persistence::Sync => {
                 let (mut log, recovered) = crate::store::open(&config.data_dir)?;
                 let mut refused = 0;
                 for msg in recovered.retained {
@@ -182,8 +182,9 @@ impl Server {
                     stored_sessions[home].push(s);
                 }
                 let interval = std::time::Duration::from_millis(config.sync_interval_ms);
+                let sync = config.persistence == crate::config::Persistence::Sync;
                 let (persist, thread) =
-                    crate::store::spawn(log, interval, Arc::clone(&store_stats))?;
+                    crate::store::spawn(log, interval, sync, workers, Arc::clone(&store_stats))?;
                 (Some(persist), Some(thread))
             }
         };
@@ -277,6 +278,15 @@ impl Server {
             bridges: bridge_status.clone(),
             config,
         });
+        if let Some(p) = &shared.persist {
+            // `sync`: a worker holding acknowledgements hears of each sync at once.
+            let weak = Arc::downgrade(&shared);
+            let _ = p.durable().wake.set(Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.mailboxes.iter().for_each(|m| m.wake_if_sleeping());
+                }
+            }));
+        }
         let mut threads = Vec::with_capacity(workers + checker_threads);
         if let Some(rx) = &checks {
             threads.extend(auth::spawn(&shared, rx, checker_threads)?);

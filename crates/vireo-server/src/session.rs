@@ -371,6 +371,10 @@ impl Worker {
         };
         self.set_shared_online(skey, true);
         self.persist_session(skey);
+        if self.sessions.get(skey).is_some_and(|s| s.stored) {
+            // `sync`: the CONNACK of a persistent session waits for its record.
+            self.holds.cork(key);
+        }
         if session_present {
             // [MQTT-4.4.0-1] unacknowledged PUBLISH (DUP) and PUBREL, in order.
             for out in resend {
@@ -420,6 +424,8 @@ impl Worker {
                 Violation(code),
             )));
         }
+        // Output held for the disk is not written: the client was not told yet.
+        let corked = self.holds.is_corked(key);
         let Some(mut conn) = self.unregister(key) else {
             return;
         };
@@ -427,7 +433,8 @@ impl Worker {
             self.shared.per_ip.release(conn.peer.ip());
         }
         self.reclaim_read_buffer(std::mem::take(&mut conn.rbuf));
-        if reason.flushes_first() || conn.layers.as_deref().is_some_and(|l| l.ended()) {
+        if !corked && (reason.flushes_first() || conn.layers.as_deref().is_some_and(|l| l.ended()))
+        {
             // Best effort: a refusing CONNACK or a DISCONNECT (or a refused WebSocket
             // upgrade's response, a close frame's reply) should reach the client before the
             // close, and unread input would turn the close into a reset that can discard it.
@@ -503,7 +510,7 @@ impl Worker {
     /// there is one; a session that became clean (5.0: Session Expiry 0 at DISCONNECT) is
     /// removed from it instead.
     pub(crate) fn persist_session(&mut self, skey: usize) {
-        let Some(persist) = &self.shared.persist else {
+        let Some(persist) = &self.persist else {
             return;
         };
         let Some(slot) = self.sessions.get_mut(skey) else {
@@ -565,7 +572,7 @@ impl Worker {
                 }
                 session.subscriptions.insert(ByteString::from(filter), sub);
             }
-            if let Some(persist) = &self.shared.persist {
+            if let Some(persist) = &self.persist {
                 // Durable before it is filled: what the store gave back is not written again.
                 session.set_journal(Some(persist.journal(&stored.client_id)));
             }
@@ -586,7 +593,7 @@ impl Worker {
             self.shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
             self.set_shared_online(skey, false);
             if stored.record.offline_since_ms == 0
-                && let Some(persist) = &self.shared.persist
+                && let Some(persist) = &self.persist
             {
                 // Stored while connected (the broker stopped under it): offline from this
                 // start on, written down so that its expiry counts from here and not from
@@ -637,7 +644,7 @@ impl Worker {
         }
         self.by_client.remove(&session.client_id, skey);
         if slot.stored
-            && let Some(persist) = &self.shared.persist
+            && let Some(persist) = &self.persist
         {
             persist.session_deleted(&session.client_id);
         }

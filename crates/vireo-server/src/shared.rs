@@ -24,8 +24,9 @@ use crate::auth::Checkers;
 
 /// What one worker sends another.
 pub(crate) enum WorkerMsg {
-    /// Messages for sessions the receiving worker owns, batched per loop iteration.
-    Deliver(Vec<Delivery>),
+    /// Messages for sessions the receiving worker owns, batched per loop iteration: the
+    /// batch, the sending worker and its iteration (for `persistence = "sync"`).
+    Deliver(Vec<Delivery>, usize, u64),
     /// A connection whose CONNECT names a client id owned by the receiving worker.
     Adopt(Box<Adoption>),
 }
@@ -129,13 +130,19 @@ impl Mailbox {
 
     /// Sends deliveries, `reliable` of them at QoS 1/2, counting them against this mailbox's
     /// high-water mark and in-transit limit.
-    pub(crate) fn send_deliveries(&self, batch: Vec<Delivery>, reliable: usize) {
+    pub(crate) fn send_deliveries(
+        &self,
+        batch: Vec<Delivery>,
+        reliable: usize,
+        from: usize,
+        iteration: u64,
+    ) {
         let count: usize = batch.iter().map(|d| d.recipients.len()).sum();
         self.queued.fetch_add(count, Ordering::Relaxed);
         if reliable > 0 {
             self.reliable.fetch_add(reliable, Ordering::Relaxed);
         }
-        self.send(WorkerMsg::Deliver(batch));
+        self.send(WorkerMsg::Deliver(batch, from, iteration));
     }
 
     /// Whether publishers feeding QoS 1/2 into this worker must pause: a session is

@@ -43,10 +43,77 @@ enum Op {
     Stop,
 }
 
-/// What workers hold to persist a change.
+/// What workers hold to persist a change: one per worker (see [`Persist::for_worker`]), so
+/// that the store can say how far each worker's changes are on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct Persist {
-    tx: Sender<Op>,
+    tx: Sender<(usize, Op)>,
+    /// Whose changes these are: a worker's id, or [`Durable::OTHERS`].
+    from: usize,
+    durable: Arc<Durable>,
+}
+
+/// How far each worker's changes are on disk, for `persistence = "sync"`: a worker counts
+/// the changes it sends, the store counts those it synced, per worker; an acknowledgement
+/// waits until the count it needs is synced. Changes of one worker reach the store in the
+/// order it sent them, so a count is a point in that worker's history.
+pub(crate) struct Durable {
+    /// Changes sent, per worker (written by that worker only).
+    pub sent: Vec<AtomicU64>,
+    /// Changes synced to disk, per worker (written by the store's thread only).
+    pub synced: Vec<AtomicU64>,
+    /// Wakes the workers after a sync (set once the workers exist).
+    pub wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Whether acknowledgements wait for the disk (`sync`).
+    pub sync: bool,
+    /// `workers` × `workers` marks, `[taker * workers + sender]`: the last iteration of the
+    /// sender whose batch the taker has taken, and how many changes the taker had sent then.
+    processed: Vec<(AtomicU64, AtomicU64)>,
+    workers: usize,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("sent", &self.sent)
+            .field("synced", &self.synced)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    /// Changes sent from outside the workers (at start): the last counter.
+    pub const fn others(workers: usize) -> usize {
+        workers
+    }
+
+    /// Whether `count` changes of worker `w` are on disk.
+    pub fn is_synced(&self, w: usize, count: u64) -> bool {
+        self.synced[w].load(Ordering::Acquire) >= count
+    }
+
+    /// Changes worker `w` has sent so far.
+    pub fn sent_by(&self, w: usize) -> u64 {
+        self.sent[w].load(Ordering::Relaxed)
+    }
+
+    /// Worker `taker` has taken `sender`'s batch of iteration `iteration` (and every earlier
+    /// one): notes how many changes it had sent by then.
+    pub fn mark_processed(&self, taker: usize, sender: usize, iteration: u64) {
+        let Some((it, count)) = self.processed.get(taker * self.workers + sender) else {
+            return;
+        };
+        count.store(self.sent_by(taker), Ordering::Release);
+        it.store(iteration, Ordering::Release);
+    }
+
+    /// The changes `taker` had sent once it took `sender`'s batch of `iteration`, if it has:
+    /// at least that many (a later mark only counts more).
+    pub fn processed_by(&self, taker: usize, sender: usize, iteration: u64) -> Option<u64> {
+        let (it, count) = self.processed.get(taker * self.workers + sender)?;
+        (it.load(Ordering::Acquire) >= iteration).then(|| count.load(Ordering::Acquire))
+    }
 }
 
 impl std::fmt::Debug for Op {
@@ -70,32 +137,54 @@ fn kept(topic: &str) -> bool {
 }
 
 impl Persist {
+    /// The same store, for worker `w`'s changes.
+    pub(crate) fn for_worker(&self, w: usize) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            from: w,
+            durable: Arc::clone(&self.durable),
+        }
+    }
+
+    /// How far each worker's changes are on disk.
+    pub(crate) fn durable(&self) -> &Arc<Durable> {
+        &self.durable
+    }
+
+    fn send(&self, op: Op) {
+        send(&self.tx, &self.durable, self.from, op);
+    }
+
     /// `msg` is now its topic's retained message (sent under the retained store's lock).
     pub(crate) fn retained_set(&self, msg: &Arc<Message>) {
         if kept(&msg.topic) {
-            let _ = self.tx.send(Op::Retained(Arc::clone(msg)));
+            self.send(Op::Retained(Arc::clone(msg)));
         }
     }
 
     /// The persistent session of `client_id` is now `record` (see `records::encode_session`).
     pub(crate) fn session_put(&self, client_id: &str, record: Vec<u8>) {
-        let _ = self
-            .tx
-            .send(Op::Put(records::session_key(client_id), record));
+        self.send(Op::Put(records::session_key(client_id), record));
     }
 
     /// The persistent session of `client_id` ended: its record and its QoS 1/2 state go.
     pub(crate) fn session_deleted(&self, client_id: &str) {
-        let _ = self.tx.send(Op::SessionGone(client_id.into()));
+        self.send(Op::SessionGone(client_id.into()));
     }
 
     /// Where the durable session of `client_id` writes the changes to its QoS 1/2 state.
     pub(crate) fn journal(&self, client_id: &str) -> Arc<dyn Journal> {
         Arc::new(SessionJournal {
             client: client_id.into(),
-            tx: self.tx.clone(),
+            persist: self.clone(),
         })
     }
+}
+
+/// Sends `op` as a change of `from`, counted.
+fn send(tx: &Sender<(usize, Op)>, durable: &Durable, from: usize, op: Op) {
+    durable.sent[from].fetch_add(1, Ordering::Relaxed);
+    let _ = tx.send((from, op));
 }
 
 /// A durable session's [`Journal`]: its changes go down the store's channel, behind
@@ -103,12 +192,13 @@ impl Persist {
 #[derive(Debug)]
 struct SessionJournal {
     client: Arc<str>,
-    tx: Sender<Op>,
+    persist: Persist,
 }
 
 impl Journal for SessionJournal {
     fn record(&self, change: Change) {
-        let _ = self.tx.send(Op::Change(Arc::clone(&self.client), change));
+        self.persist
+            .send(Op::Change(Arc::clone(&self.client), change));
     }
 }
 
@@ -116,7 +206,7 @@ impl Persist {
     /// `topic` has no retained message any more.
     pub(crate) fn retained_deleted(&self, topic: &str) {
         if kept(topic) {
-            let _ = self.tx.send(Op::Delete(records::retained_key(topic)));
+            self.send(Op::Delete(records::retained_key(topic)));
         }
     }
 }
@@ -146,14 +236,14 @@ impl StoreStats {
 /// The running thread.
 #[derive(Debug)]
 pub(crate) struct StoreThread {
-    tx: Sender<Op>,
+    tx: Sender<(usize, Op)>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl StoreThread {
     /// Writes and syncs what was sent before this call, then ends the thread.
     pub(crate) fn stop(self) {
-        let _ = self.tx.send(Op::Stop);
+        let _ = self.tx.send((0, Op::Stop));
         let _ = self.thread.join();
     }
 }
@@ -355,45 +445,84 @@ fn restore_queues(
     gone
 }
 
-/// Starts the thread that owns `log`.
+/// Starts the thread that owns `log`, for `workers` workers; `sync`: acknowledgements wait
+/// for the disk, so every burst is synced as it is written.
 pub(crate) fn spawn(
     log: Log,
     sync_interval: Duration,
+    sync: bool,
+    workers: usize,
     stats: Arc<StoreStats>,
 ) -> std::io::Result<(Persist, StoreThread)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     stats.update(&log);
+    let durable = Arc::new(Durable {
+        sent: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
+        synced: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
+        wake: std::sync::OnceLock::new(),
+        sync,
+        processed: (0..workers * workers)
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect(),
+        workers,
+    });
+    let thread_durable = Arc::clone(&durable);
     let thread = std::thread::Builder::new()
         .name("vireo-store".into())
-        .spawn(move || run(log, &rx, sync_interval, &stats))?;
-    Ok((Persist { tx: tx.clone() }, StoreThread { tx, thread }))
+        .spawn(move || run(log, &rx, sync_interval, &thread_durable, &stats))?;
+    let persist = Persist {
+        tx: tx.clone(),
+        from: Durable::others(workers),
+        durable,
+    };
+    Ok((persist, StoreThread { tx, thread }))
 }
 
-fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreStats) {
+fn run(
+    mut log: Log,
+    rx: &Receiver<(usize, Op)>,
+    sync_interval: Duration,
+    durable: &Durable,
+    stats: &StoreStats,
+) {
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut failures = 0u64;
     let mut bufs = Buffers::default();
     let mut burst: Vec<Op> = Vec::with_capacity(BURST);
+    // Changes taken, per worker: synced up to these once a sync succeeds.
+    let mut taken: Vec<u64> = vec![0; durable.sent.len()];
+    let take = |taken: &mut Vec<u64>, burst: &mut Vec<Op>, (from, op): (usize, Op)| {
+        if let Some(n) = taken.get_mut(from) {
+            *n += 1;
+        }
+        burst.push(op);
+    };
     loop {
         let mut stop = false;
         if rx.is_empty() && !log.is_dirty() {
-            // Idle: wait for the next change (or the sync that is due), then give the
-            // others one tick to arrive behind it.
+            // Idle: wait for the next change (or the sync that is due), then (async) give
+            // the others one tick to arrive behind it.
             let wait = if unsynced {
                 sync_interval.saturating_sub(last_sync.elapsed())
             } else {
                 Duration::from_secs(3600)
             };
             match rx.recv_timeout(wait) {
-                Ok(op) => burst.push(op),
+                Ok(op) => take(&mut taken, &mut burst, op),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
         }
         if !stop {
-            std::thread::sleep(if log.is_dirty() { RETRY } else { TICK });
-            burst.extend(rx.try_iter().take(BURST - burst.len()));
+            if log.is_dirty() {
+                std::thread::sleep(RETRY);
+            } else if !durable.sync {
+                std::thread::sleep(TICK);
+            }
+            for op in rx.try_iter().take(BURST - burst.len()) {
+                take(&mut taken, &mut burst, op);
+            }
         }
         coalesce(&mut burst, &mut bufs);
         for op in burst.drain(..) {
@@ -403,11 +532,12 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
         }
         if stop {
             // Everything sent before the stop is written too.
-            for op in rx.try_iter() {
+            for (_, op) in rx.try_iter() {
                 apply(&mut log, op, &mut bufs);
             }
         }
-        let sync = stop || last_sync.elapsed() >= sync_interval;
+        let synced_before = taken.clone();
+        let sync = stop || durable.sync || last_sync.elapsed() >= sync_interval;
         if log.is_dirty() || (sync && unsynced) {
             match log.commit(sync) {
                 Ok(()) => {
@@ -441,9 +571,29 @@ fn run(mut log: Log, rx: &Receiver<Op>, sync_interval: Duration, stats: &StoreSt
                 }
             }
         }
+        if !log.is_dirty() && !unsynced {
+            // Everything taken is on disk: written and synced, or cancelled in its burst
+            // (nothing to write is durable too).
+            publish_synced(durable, &synced_before);
+        }
         if stop {
             return;
         }
+    }
+}
+
+/// Tells the workers that `taken` changes of each are on disk, and wakes them if that is
+/// news (`sync`: their acknowledgements wait on it).
+fn publish_synced(durable: &Durable, taken: &[u64]) {
+    let mut news = false;
+    for (w, n) in taken.iter().enumerate() {
+        news |= durable.synced[w].swap(*n, Ordering::AcqRel) != *n;
+    }
+    if news
+        && durable.sync
+        && let Some(wake) = durable.wake.get()
+    {
+        wake();
     }
 }
 

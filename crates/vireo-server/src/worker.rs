@@ -54,6 +54,8 @@ const MAX_DELIVERIES_PER_TICK: usize = 4 * 1024;
 /// Poll timeout while reads are paused for back-pressure: how soon a paused worker notices
 /// that the congested one has caught up.
 const CONGESTED_POLL: Duration = Duration::from_millis(1);
+/// Longest poll while an acknowledgement waits for the disk (`persistence = "sync"`).
+const HOLD_POLL: Duration = Duration::from_millis(1);
 /// A backlogged session that has acknowledged nothing for this long stops holding publishers
 /// back: a stuck consumer must not stall everyone; its queue fills and drops instead.
 const STALL: Duration = Duration::from_secs(1);
@@ -103,6 +105,10 @@ pub(crate) struct Worker {
     next_session: u64,
     /// Limits shared by every session of this worker.
     pub session_limits: Arc<vireo_broker::SessionLimits>,
+    /// The durable store, for this worker's changes (`persistence` on).
+    pub persist: Option<crate::store::Persist>,
+    /// Acknowledgements waiting for the disk (`persistence = "sync"`).
+    pub holds: crate::holds::Holds,
     /// Counter for generated client ids.
     pub generated: u64,
     /// Per destination worker, deliveries batched during this iteration.
@@ -203,6 +209,8 @@ impl Worker {
         } else {
             None
         };
+        let persist = shared.persist.as_ref().map(|p| p.for_worker(id));
+        let sync_acks = persist.as_ref().is_some_and(|p| p.durable().sync);
         Ok(Self {
             id,
             shared,
@@ -214,6 +222,8 @@ impl Worker {
             by_client: ClientIds::default(),
             next_session: 0,
             session_limits,
+            persist,
+            holds: crate::holds::Holds::new(sync_acks, workers),
             generated: 0,
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             dirty: Vec::new(),
@@ -274,6 +284,11 @@ impl Worker {
             } else {
                 Some(SWEEP_INTERVAL)
             };
+            let timeout = if self.holds.waiting() {
+                timeout.map(|t| t.min(HOLD_POLL))
+            } else {
+                timeout
+            };
             let timeout = match self.rate_waits.peek() {
                 Some(Reverse((at, _))) => {
                     timeout.map(|t| t.min(at.saturating_duration_since(self.now)))
@@ -333,6 +348,9 @@ impl Worker {
                 self.sweep();
             }
             self.send_outbox();
+            if self.holds.on {
+                self.seal_and_release_holds();
+            }
             self.flush_dirty();
             // Closes during the flush may have published Wills.
             self.send_outbox();
@@ -435,6 +453,7 @@ impl Worker {
     /// Takes a connection out of this worker without closing it (to hand it to another).
     pub(crate) fn unregister(&mut self, key: usize) -> Option<Conn> {
         let mut conn = self.conns.try_remove(key)?;
+        self.holds.forget(key);
         let delta = self.unfinished.release(key);
         self.shared.stats.add_unfinished(delta);
         // Its runs point into this worker's frame log: resolved while it still exists.
@@ -514,7 +533,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.layers.is_none() || !conn.dirty || conn.write_blocked {
+        if conn.layers.is_none() || !conn.dirty || conn.write_blocked || self.holds.is_corked(key) {
             return;
         }
         // It stays on the dirty list: the iteration's flush finds nothing left, or what the
@@ -832,8 +851,16 @@ impl Worker {
         let (mut handled, mut reliable) = (0, 0);
         while handled < MAX_DELIVERIES_PER_TICK {
             let Some(d) = self.inbox.next() else {
+                if let Some((from, iteration)) = self.holds.inbox_from.take() {
+                    self.mark_processed(from, iteration);
+                }
                 match self.rx.try_recv() {
-                    Ok(WorkerMsg::Deliver(batch)) => self.inbox = batch.into_iter(),
+                    Ok(WorkerMsg::Deliver(batch, from, iteration)) => {
+                        self.inbox = batch.into_iter();
+                        if self.holds.on {
+                            self.holds.inbox_from = Some((from, iteration));
+                        }
+                    }
                     Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
                     Err(_) => break,
                 }
@@ -848,6 +875,11 @@ impl Worker {
                 }
             }
             handled += d.recipients.len();
+        }
+        if self.inbox.len() == 0
+            && let Some((from, iteration)) = self.holds.inbox_from.take()
+        {
+            self.mark_processed(from, iteration);
         }
         // Once per tick, not per delivery: other workers read this counter's cache line.
         let mailbox = &self.shared.mailboxes[self.id];
@@ -876,8 +908,42 @@ impl Worker {
             if !batch.is_empty() {
                 let batch = std::mem::take(batch);
                 let reliable = std::mem::take(&mut self.outbox_reliable[worker]);
-                self.shared.mailboxes[worker].send_deliveries(batch, reliable);
+                self.holds.handed_to(worker);
+                self.shared.mailboxes[worker].send_deliveries(
+                    batch,
+                    reliable,
+                    self.id,
+                    self.holds.iteration,
+                );
             }
+        }
+    }
+
+    /// `persistence = "sync"`: what this iteration acknowledged waits for its changes; what
+    /// earlier ones did and is now on disk goes out.
+    fn seal_and_release_holds(&mut self) {
+        let Some(durable) = self.persist.as_ref().map(|p| Arc::clone(p.durable())) else {
+            return;
+        };
+        self.holds.seal(self.id, &durable);
+        let released = self.holds.release(self.id, &durable);
+        for key in released.uncorked {
+            self.mark_dirty(key);
+        }
+        for (key, ack) in released.acks {
+            // `push_packet` says whether the connection just became dirty.
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.push_packet(&ack)
+            {
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// This worker took `from`'s batch of `iteration`: the changes it made of it are sent.
+    fn mark_processed(&self, from: usize, iteration: u64) {
+        if let Some(p) = &self.persist {
+            p.durable().mark_processed(self.id, from, iteration);
         }
     }
 
@@ -888,10 +954,14 @@ impl Worker {
         while i < self.dirty.len() {
             let key = self.dirty[i];
             i += 1;
+            let corked = self.holds.is_corked(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             conn.dirty = false;
+            if corked {
+                continue; // written when its hold is released
+            }
             match conn.flush(&mut self.frames) {
                 Ok(_) => {
                     if conn.output_paused && conn.queued_cost() <= limit {
