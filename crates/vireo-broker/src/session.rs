@@ -127,8 +127,10 @@ pub enum Change {
 /// Where a durable session writes its [`Change`]s: the server's store, which makes them
 /// durable in the order they are recorded.
 pub trait Journal: Send + Sync + std::fmt::Debug {
-    /// Writes `change` down (or queues it to be).
-    fn record(&self, change: Change);
+    /// Writes `change` down (or queues it to be); returns its ticket: a number the journal
+    /// can later say is on disk (see [`Session::next_outgoing_durable`]), 0 when it keeps
+    /// no such count.
+    fn record(&self, change: Change) -> u64;
 }
 
 /// What a restart hands back to a session (see [`Session::restore`]).
@@ -172,6 +174,8 @@ enum InflightState {
 #[derive(Debug)]
 struct Queued {
     seq: u64,
+    /// The journal's ticket for its `Added` (0: not journaled, or restored from disk).
+    ticket: u64,
     qos: QoS,
     retain: bool,
     msg: Arc<Message>,
@@ -393,7 +397,7 @@ impl Session {
     /// starting with what it holds already. `None` stops it (the store forgets the session
     /// as a whole).
     pub fn set_journal(&mut self, journal: Option<Arc<dyn Journal>>) {
-        if let (Some(j), Some(flow)) = (&journal, &self.flow)
+        if let (Some(j), Some(flow)) = (&journal, &mut self.flow)
             && self.journal.is_none()
         {
             for (pid, state) in &flow.inflight {
@@ -417,14 +421,16 @@ impl Session {
                             pid: *pid,
                         });
                     }
-                    InflightState::AwaitingPubComp => j.record(Change::Released {
-                        seq: u64::MAX,
-                        pid: *pid,
-                    }),
+                    InflightState::AwaitingPubComp => {
+                        j.record(Change::Released {
+                            seq: u64::MAX,
+                            pid: *pid,
+                        });
+                    }
                 }
             }
-            for q in &flow.queue {
-                j.record(Change::Added {
+            for q in &mut flow.queue {
+                q.ticket = j.record(Change::Added {
                     seq: q.seq,
                     qos: q.qos,
                     retain: q.retain,
@@ -481,6 +487,7 @@ impl Session {
                         flow.queued_bytes += msg.weight();
                         flow.queue.push_back(Queued {
                             seq,
+                            ticket: 0,
                             qos,
                             retain,
                             msg,
@@ -573,17 +580,19 @@ impl Session {
             flow.queued_bytes += weight;
             let seq = flow.next_seq;
             flow.next_seq += 1;
-            if let Some(j) = &self.journal {
-                j.record(Change::Added {
+            let ticket = match &self.journal {
+                Some(j) => j.record(Change::Added {
                     seq,
                     qos,
                     retain,
                     sub_id,
                     msg: Arc::clone(&msg),
-                });
-            }
+                }),
+                None => 0,
+            };
             flow.queue.push_back(Queued {
                 seq,
+                ticket,
                 qos,
                 retain,
                 msg,
@@ -596,6 +605,18 @@ impl Session {
     /// Takes the next queued message into the inflight window, if the window has room.
     /// Messages whose expiry passed while they waited are dropped on the way [MQTT-3.3.2-5].
     pub fn next_outgoing(&mut self, now: Instant) -> Option<Outgoing> {
+        self.next_outgoing_durable(now, u64::MAX)
+    }
+
+    /// [`Session::next_outgoing`], where a QoS 2 message goes out only once its journal
+    /// ticket is at most `synced` (on disk). A receiver that got a QoS 2 PUBLISH holds its
+    /// packet id until PUBREL [MQTT-4.3.3-2]; a broker that crashed before the message was
+    /// on disk would forget it, and give the id to another message, which that receiver
+    /// would then take for a repeat and drop. QoS 1 has no such state, and goes at once.
+    pub fn next_outgoing_durable(&mut self, now: Instant, synced: u64) -> Option<Outgoing> {
+        if self.waits_for_disk(synced) {
+            return None;
+        }
         let window = self.window();
         let flow = self.flow.as_mut()?;
         if flow.inflight.len() >= window {
@@ -615,7 +636,18 @@ impl Session {
         if flow.queue.is_empty() {
             return None;
         }
-        let pid = self.allocate_pid()?;
+        let pid = match (&self.journal, flow.queue.front()) {
+            (Some(_), Some(q)) => {
+                // Durable: the id follows from the sequence number, so a restart that lost
+                // the `Sent` record sends the message again with the id the client holds.
+                let pid = PacketId::new((q.seq % u64::from(u16::MAX)) as u16 + 1)?;
+                if !flow.used_pids.insert(pid) {
+                    return None; // a message 65,535 older still holds it: wait for it
+                }
+                pid
+            }
+            _ => self.allocate_pid()?,
+        };
         let flow = self.flow.get_or_insert_with(Box::default);
         let q = flow.queue.pop_front()?;
         flow.queued_bytes -= q.msg.weight();
@@ -860,6 +892,17 @@ impl Session {
         self.flow.as_ref().map_or(0, |f| f.queue.len())
     }
 
+    /// Whether the next message is a QoS 2 one whose `Added` is not on disk yet (its
+    /// ticket above `synced`).
+    pub fn waits_for_disk(&self, synced: u64) -> bool {
+        self.flow
+            .as_ref()
+            .and_then(|f| f.queue.front())
+            .is_some_and(|q| {
+                q.qos == QoS::ExactlyOnce && q.ticket > synced && self.journal.is_some()
+            })
+    }
+
     /// Whether anything is waiting that the window would let through now.
     pub fn has_sendable(&self) -> bool {
         self.flow
@@ -995,8 +1038,10 @@ mod tests {
     struct Recording(parking_lot::Mutex<Vec<Change>>);
 
     impl Journal for Recording {
-        fn record(&self, change: Change) {
-            self.0.lock().push(change);
+        fn record(&self, change: Change) -> u64 {
+            let mut changes = self.0.lock();
+            changes.push(change);
+            changes.len() as u64
         }
     }
 

@@ -68,6 +68,8 @@ pub(crate) struct Holds {
     corked: HashMap<usize, u64>,
     /// The batch the mailbox is being drained from: (sender, its iteration).
     pub inbox_from: Option<(usize, u64)>,
+    /// Connections whose next QoS 2 delivery waits for the disk: refilled at each turn.
+    refill: foldhash::HashSet<usize>,
 }
 
 impl Holds {
@@ -81,6 +83,7 @@ impl Holds {
             queue: VecDeque::new(),
             corked: HashMap::new(),
             inbox_from: None,
+            refill: foldhash::HashSet::default(),
         }
     }
 
@@ -126,7 +129,20 @@ impl Holds {
 
     /// Whether anything waits (the loop then polls at least every millisecond).
     pub(crate) fn waiting(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || !self.refill.is_empty()
+    }
+
+    /// `key`'s next delivery waits for the disk.
+    pub(crate) fn refill_later(&mut self, key: usize) {
+        if self.on {
+            self.refill.insert(key);
+        }
+    }
+
+    /// The connections to refill now (they come back through `refill_later` if they still
+    /// wait).
+    pub(crate) fn take_refills(&mut self) -> Vec<usize> {
+        self.refill.drain().collect()
     }
 
     /// Ends iteration `self.iteration` of worker `me`: what it held waits for the changes it

@@ -507,6 +507,11 @@ impl Worker {
     pub(crate) fn refill(&mut self, key: usize) {
         let limit = self.shared.live.max_output_bytes();
         let now = self.now;
+        // `sync`: a QoS 2 message goes out once it is on disk (see `next_outgoing_durable`).
+        let synced = match &self.persist {
+            Some(p) if self.holds.on => p.durable().synced_of(self.id),
+            _ => u64::MAX,
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -518,7 +523,7 @@ impl Worker {
         };
         let mut newly_dirty = false;
         while conn.out_bytes() < limit {
-            if let Some(out) = slot.session.next_outgoing(now) {
+            if let Some(out) = slot.session.next_outgoing_durable(now, synced) {
                 match push_outgoing(conn, out, &slot.session.subscriptions, now) {
                     Ok(dirty) => newly_dirty |= dirty,
                     Err(pid) => {
@@ -576,6 +581,9 @@ impl Worker {
                 }
                 break;
             }
+        }
+        if slot.session.waits_for_disk(synced) {
+            self.holds.refill_later(key);
         }
         if newly_dirty {
             self.dirty.push(key);
@@ -661,7 +669,10 @@ impl Worker {
             return Err(Close::Protocol(v.0));
         }
         let rel = acks::pubrel(a.packet_id, outcome, version);
-        self.push_packet(key, &Packet::PubRel(rel));
+        // `sync`: once the PUBREC is on disk. A client that got the PUBREL delivers and
+        // forgets the id; if a crash then lost the PUBREC, the PUBLISH sent again after the
+        // restart would look new to it and arrive twice (the crash test found this).
+        self.push_ack(key, Packet::PubRel(rel));
         Ok(())
     }
 

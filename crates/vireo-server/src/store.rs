@@ -88,6 +88,11 @@ impl Durable {
         workers
     }
 
+    /// How many changes of worker `w` are on disk.
+    pub fn synced_of(&self, w: usize) -> u64 {
+        self.synced[w].load(Ordering::Acquire)
+    }
+
     /// Whether `count` changes of worker `w` are on disk.
     pub fn is_synced(&self, w: usize, count: u64) -> bool {
         self.synced[w].load(Ordering::Acquire) >= count
@@ -151,8 +156,10 @@ impl Persist {
         &self.durable
     }
 
-    fn send(&self, op: Op) {
-        send(&self.tx, &self.durable, self.from, op);
+    /// Sends `op`; returns how many changes this worker has sent with it (its ticket: on
+    /// disk once `Durable::is_synced` says so).
+    fn send(&self, op: Op) -> u64 {
+        send(&self.tx, &self.durable, self.from, op)
     }
 
     /// `msg` is now its topic's retained message (sent under the retained store's lock).
@@ -182,9 +189,10 @@ impl Persist {
 }
 
 /// Sends `op` as a change of `from`, counted.
-fn send(tx: &Sender<(usize, Op)>, durable: &Durable, from: usize, op: Op) {
-    durable.sent[from].fetch_add(1, Ordering::Relaxed);
+fn send(tx: &Sender<(usize, Op)>, durable: &Durable, from: usize, op: Op) -> u64 {
+    let ticket = durable.sent[from].fetch_add(1, Ordering::Relaxed) + 1;
     let _ = tx.send((from, op));
+    ticket
 }
 
 /// A durable session's [`Journal`]: its changes go down the store's channel, behind
@@ -196,9 +204,9 @@ struct SessionJournal {
 }
 
 impl Journal for SessionJournal {
-    fn record(&self, change: Change) {
+    fn record(&self, change: Change) -> u64 {
         self.persist
-            .send(Op::Change(Arc::clone(&self.client), change));
+            .send(Op::Change(Arc::clone(&self.client), change))
     }
 }
 

@@ -926,6 +926,9 @@ impl Worker {
             return;
         };
         self.holds.seal(self.id, &durable);
+        for key in self.holds.take_refills() {
+            self.refill(key);
+        }
         let released = self.holds.release(self.id, &durable);
         for key in released.uncorked {
             self.mark_dirty(key);
