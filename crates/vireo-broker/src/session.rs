@@ -614,7 +614,7 @@ impl Session {
     /// on disk would forget it, and give the id to another message, which that receiver
     /// would then take for a repeat and drop. QoS 1 has no such state, and goes at once.
     pub fn next_outgoing_durable(&mut self, now: Instant, synced: u64) -> Option<Outgoing> {
-        if self.waits_for_disk(synced) {
+        if synced != u64::MAX && self.waits_for_disk(synced) {
             return None;
         }
         let window = self.window();
@@ -636,17 +636,17 @@ impl Session {
         if flow.queue.is_empty() {
             return None;
         }
-        let pid = match (&self.journal, flow.queue.front()) {
-            (Some(_), Some(q)) => {
-                // Durable: the id follows from the sequence number, so a restart that lost
-                // the `Sent` record sends the message again with the id the client holds.
-                let pid = PacketId::new((q.seq % u64::from(u16::MAX)) as u16 + 1)?;
-                if !flow.used_pids.insert(pid) {
-                    return None; // a message 65,535 older still holds it: wait for it
-                }
-                pid
+        let pid = if self.journal.is_none() {
+            self.allocate_pid()?
+        } else {
+            // Durable: the id follows from the sequence number, so a restart that lost the
+            // `Sent` record sends the message again with the id the client holds.
+            let seq = flow.queue.front()?.seq;
+            let pid = PacketId::new((seq % u64::from(u16::MAX)) as u16 + 1)?;
+            if !flow.used_pids.insert(pid) {
+                return None; // a message 65,535 older still holds it: wait for it
             }
-            _ => self.allocate_pid()?,
+            pid
         };
         let flow = self.flow.get_or_insert_with(Box::default);
         let q = flow.queue.pop_front()?;

@@ -94,13 +94,10 @@ impl Holds {
         }
     }
 
-    /// `ack` for `key` waits for this iteration's changes; given back when holds are off.
-    pub(crate) fn hold_ack(&mut self, key: usize, ack: Packet) -> Option<Packet> {
-        if !self.on {
-            return Some(ack);
-        }
+    /// `ack` for `key` waits for this iteration's changes (holds are on).
+    pub(crate) fn hold_ack(&mut self, key: usize, ack: Packet) {
+        debug_assert!(self.on);
         self.now_acks.push((key, ack));
-        None
     }
 
     /// This iteration handed worker `w` a batch.
@@ -111,6 +108,7 @@ impl Holds {
     }
 
     /// Whether `key`'s output must wait.
+    #[inline]
     pub(crate) fn is_corked(&self, key: usize) -> bool {
         self.on && self.corked.contains_key(&key)
     }

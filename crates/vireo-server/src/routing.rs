@@ -94,8 +94,11 @@ impl Worker {
 
     /// Pushes an acknowledgement that confirms state: with `persistence = "sync"`, once that
     /// state is on disk (see `holds`).
+    #[inline]
     fn push_ack(&mut self, key: usize, ack: Packet) {
-        if let Some(ack) = self.holds.hold_ack(key, ack) {
+        if self.holds.on {
+            self.holds.hold_ack(key, ack);
+        } else {
             self.push_packet(key, &ack);
         }
     }
@@ -408,7 +411,6 @@ impl Worker {
                 return; // QoS 0 is not kept for offline sessions
             };
             let limit = self.shared.live.max_output_bytes();
-            let corked = self.holds.is_corked(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -419,7 +421,7 @@ impl Worker {
             // every message dropped on it.
             if conn.out_bytes() >= limit
                 && (conn.write_blocked
-                    || corked
+                    || self.holds.is_corked(key)
                     || conn.flush(&mut self.frames).is_err()
                     || conn.out_bytes() >= limit)
             {
@@ -582,7 +584,7 @@ impl Worker {
                 break;
             }
         }
-        if slot.session.waits_for_disk(synced) {
+        if synced != u64::MAX && slot.session.waits_for_disk(synced) {
             self.holds.refill_later(key);
         }
         if newly_dirty {
