@@ -161,6 +161,11 @@ pub(crate) fn render(shared: &Shared) -> String {
         c(&s.acl_denied),
     );
     r.register(
+        "store_refused_publishes",
+        "QoS 1/2 PUBLISHes refused while the store could not write (a full disk)",
+        c(&s.refused_store_failing),
+    );
+    r.register(
         "refused_per_ip",
         "Connections closed at accept by the per-address limits",
         c(&s.refused_per_ip),

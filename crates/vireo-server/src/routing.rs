@@ -182,6 +182,25 @@ impl Worker {
         {
             return self.refused_publish(key, skey, p.qos, version, &p.topic);
         }
+        if p.qos != QosPid::AtMostOnce
+            && self
+                .persist
+                .as_ref()
+                .is_some_and(|s| s.durable().is_failing())
+        {
+            // The store cannot write (a full disk): a message it could not keep is not
+            // taken, so nothing is acknowledged that a crash would lose.
+            self.shared
+                .stats
+                .refused_store_failing
+                .fetch_add(1, Ordering::Relaxed);
+            let Some(ack) = ack_for(p.qos, ReasonCode::QUOTA_EXCEEDED).filter(|_| version.is_v5())
+            else {
+                return Err(Close::Limit(ReasonCode::QUOTA_EXCEEDED));
+            };
+            self.push_packet(key, &ack);
+            return Ok(());
+        }
         let Some(slot) = self.sessions.get_mut(skey) else {
             return Ok(());
         };

@@ -198,6 +198,8 @@ pub struct Stats {
     pub refused_per_ip: AtomicU64,
     /// PUBLISHes and subscriptions the ACL did not allow.
     pub acl_denied: AtomicU64,
+    /// QoS 1/2 PUBLISHes refused because the store could not write (a full disk).
+    pub refused_store_failing: AtomicU64,
     /// Bytes held now in unfinished packets, across the broker.
     pub unfinished_bytes: AtomicUsize,
     /// Connections closed because unfinished packets passed `max_unfinished_bytes`.

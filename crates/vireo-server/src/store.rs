@@ -66,6 +66,9 @@ pub(crate) struct Durable {
     pub wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Whether acknowledgements wait for the disk (`sync`).
     pub sync: bool,
+    /// The last write failed (a full disk): new QoS 1/2 messages are refused until one
+    /// succeeds.
+    failing: std::sync::atomic::AtomicBool,
     /// `workers` × `workers` marks, `[taker * workers + sender]`: the last iteration of the
     /// sender whose batch the taker has taken, and how many changes the taker had sent then.
     processed: Vec<(AtomicU64, AtomicU64)>,
@@ -86,6 +89,11 @@ impl Durable {
     /// Changes sent from outside the workers (at start): the last counter.
     pub const fn others(workers: usize) -> usize {
         workers
+    }
+
+    /// Whether the store cannot write now (a full disk).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// How many changes of worker `w` are on disk.
@@ -469,6 +477,7 @@ pub(crate) fn spawn(
         synced: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
         wake: std::sync::OnceLock::new(),
         sync,
+        failing: std::sync::atomic::AtomicBool::new(false),
         processed: (0..workers * workers)
             .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
             .collect(),
@@ -555,8 +564,12 @@ fn run(
                     }
                     stats.update(&log);
                     if failures > 0 {
-                        tracing::info!(failures, "the store writes again");
+                        tracing::info!(
+                            failures,
+                            "the store writes again: QoS 1/2 messages are taken again"
+                        );
                         failures = 0;
+                        durable.failing.store(false, Ordering::Relaxed);
                     }
                     unsynced = !sync;
                     if sync {
@@ -568,8 +581,9 @@ fn run(
                     // the batch for the next try (within MAX_PENDING_BYTES).
                     failures += 1;
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    durable.failing.store(true, Ordering::Relaxed);
                     if failures == 1 || failures.is_power_of_two() {
-                        tracing::error!(error = %e, failures, "the store cannot write: changes wait in memory and are tried again");
+                        tracing::error!(error = %e, failures, "the store cannot write: changes wait in memory and are tried again; new QoS 1/2 messages are refused until it can (5.0: 0x97, 3.1.1: the publisher is disconnected)");
                     }
                     if stop {
                         tracing::error!(

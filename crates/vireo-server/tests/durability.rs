@@ -595,3 +595,103 @@ fn sync_acknowledged_messages_survive_kill_9() {
     let (_, present) = Client::connect_session(addr, "connected-last", false);
     assert!(present, "its CONNACK came after its record was on disk");
 }
+
+/// A tmpfs of `kib` KiB mounted on `dir` for the test's length (unmounted when dropped), or
+/// `None` where mounting is not allowed (no CAP_SYS_ADMIN).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, kib: u32) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk at run time: the store keeps what it has, refuses new QoS 1/2 messages (5.0:
+/// PUBACK 0x97 Quota Exceeded; 3.1.1: the publisher is disconnected, as it has no reason
+/// code) and serves QoS 0 as before; once there is room again, it writes what waited and
+/// takes QoS 1/2 again.
+#[test]
+fn v5_a_full_disk_refuses_new_qos_1_and_2_messages_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_disk) = SmallDisk::mount(&data, 1024) else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let broker = start_in(&data);
+    let addr = broker.local_addr();
+    // Fill the disk, then make the store write (a retained message).
+    let filler = data.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let mut p = Client::connect_v5(addr, "full-pub", &[]);
+    p.publish("full/r", &[7; 512], QoS::AtMostOnce, true, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        p.send_publish("full/q1", b"x", QosPid::AtLeastOnce(pid(1)), false, &[]);
+        match p.recv() {
+            Some(Packet::PubAck(a)) if a.reason.0 == 0x97 => break true,
+            Some(Packet::PubAck(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        // The store has not failed a write yet: publish again (the write happens on its
+        // own thread, every few milliseconds).
+        std::thread::yield_now();
+    };
+    assert!(refused);
+    p.send_publish("full/q2", b"x", QosPid::ExactlyOnce(pid(2)), false, &[]);
+    assert!(
+        matches!(p.recv(), Some(Packet::PubRec(a)) if a.reason.0 == 0x97),
+        "QoS 2 too"
+    );
+    // QoS 0 goes on.
+    let mut s = Client::connect_v5(addr, "full-sub", &[]);
+    s.subscribe(&[("full/0", QoS::AtMostOnce)]);
+    p.publish("full/0", b"still", QoS::AtMostOnce, false, 0);
+    assert_eq!(&s.recv_publish().payload[..], b"still");
+    // 3.1.1 has no reason code: the publisher is disconnected.
+    let mut old = Client::connect(addr, "full-311");
+    let mut publish = vireo_codec::Publish::new(topic("full/q1"), &b"x"[..]);
+    publish.qos = QosPid::AtLeastOnce(pid(3));
+    old.send(&Packet::Publish(publish));
+    assert!(
+        old.closed_within(Duration::from_secs(5), false),
+        "disconnected"
+    );
+    // Room again: taken again, once the store has written what waited.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        p.send_publish("full/q1", b"x", QosPid::AtLeastOnce(pid(4)), false, &[]);
+        match p.recv() {
+            Some(Packet::PubAck(a)) if a.reason.0 < 0x80 => break,
+            Some(Packet::PubAck(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never taken again");
+        std::thread::sleep(Duration::from_millis(20)); // the store retries every 500 ms
+    }
+    broker.shutdown();
+    let broker = start_in(&data);
+    assert_eq!(
+        retained(broker.local_addr(), "full/r", 1),
+        [("full/r".to_owned(), vec![7; 512])],
+        "what waited was written"
+    );
+}
