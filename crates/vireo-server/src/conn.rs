@@ -479,6 +479,11 @@ impl Conn {
         Some(acl)
     }
 
+    /// The Will, if the connection has one.
+    pub(crate) fn will(&self) -> Option<&LastWill> {
+        self.extra.as_ref().and_then(|e| e.will.as_ref())
+    }
+
     /// Takes the Will, to publish or discard it.
     pub(crate) fn take_will(&mut self) -> Option<LastWill> {
         self.extra.as_mut().and_then(|e| e.will.take())

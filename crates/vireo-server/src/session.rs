@@ -528,7 +528,11 @@ impl Worker {
         } else {
             vireo_broker::store::records::unix_ms(std::time::SystemTime::now())
         };
-        persist.session_put(&slot.session.client_id, session_record(slot, offline_since));
+        let will = stored_will(slot, slot.conn().and_then(|k| self.conns.get(k)), self.now);
+        persist.session_put(
+            &slot.session.client_id,
+            session_record(slot, offline_since, will.as_ref()),
+        );
         if !slot.session.is_durable() {
             // Its QoS 1/2 state follows the record (what it holds already first).
             let journal = persist.journal(&slot.session.client_id);
@@ -579,12 +583,26 @@ impl Worker {
             for item in stored.state {
                 session.restore(item);
             }
+            let pending_will = stored.record.will.as_ref().and_then(|w| {
+                // Due its delay after this start if its client was connected when the broker
+                // went down (its connection ended then, without DISCONNECT), else when it was.
+                let clocks = vireo_broker::store::records::Clocks::read();
+                let msg = vireo_broker::store::records::decode_message(&w.message, &clocks).ok()?;
+                let at = match w.due_unix_ms {
+                    0 => self.now + std::time::Duration::from_secs(u64::from(w.delay_secs)),
+                    due => {
+                        let wall = std::time::UNIX_EPOCH + std::time::Duration::from_millis(due);
+                        self.now + wall.duration_since(clocks.wall).unwrap_or_default()
+                    }
+                };
+                Some(Box::new((at, msg)))
+            });
             self.sessions.insert(SessionSlot {
                 session,
                 conn_key: None,
                 expires: stored.remaining.map(|left| self.now + left),
                 expiry_secs: stored.record.expiry_secs,
-                pending_will: None,
+                pending_will,
                 backlogged: false,
                 stored: true,
                 last_progress: self.now,
@@ -599,7 +617,9 @@ impl Worker {
                 // start on, written down so that its expiry counts from here and not from
                 // scratch at every restart.
                 let now = vireo_broker::store::records::unix_ms(std::time::SystemTime::now());
-                persist.session_put(&stored.client_id, session_record(&self.sessions[skey], now));
+                let slot = &self.sessions[skey];
+                let will = stored_will(slot, None, self.now);
+                persist.session_put(&stored.client_id, session_record(slot, now, will.as_ref()));
             }
         }
     }
@@ -693,9 +713,49 @@ impl Worker {
 }
 
 /// A session's record for the store: `offline_since_ms` 0 while it is connected.
-fn session_record(slot: &SessionSlot, offline_since_ms: u64) -> Vec<u8> {
+fn session_record(
+    slot: &SessionSlot,
+    offline_since_ms: u64,
+    will: Option<&vireo_broker::store::records::StoredWill>,
+) -> Vec<u8> {
     let subs = slot.session.subscriptions.iter().map(|(f, s)| (&**f, *s));
-    vireo_broker::store::records::encode_session(slot.expiry_secs, offline_since_ms, subs)
+    vireo_broker::store::records::encode_session(slot.expiry_secs, offline_since_ms, subs, will)
+}
+
+/// The Will to keep with a session's record: its connection's (due its delay after the
+/// restart, should the broker go down under it), or the one waiting out its delay.
+fn stored_will(
+    slot: &SessionSlot,
+    conn: Option<&Conn>,
+    now: std::time::Instant,
+) -> Option<vireo_broker::store::records::StoredWill> {
+    use vireo_broker::store::records::{self, Clocks, StoredWill};
+    let clocks = Clocks::read();
+    if let Some(conn) = conn
+        && let Some(will) = conn.will()
+    {
+        let msg = publish::message(
+            will.topic.clone(),
+            will.payload.clone(),
+            will.qos,
+            will.retain,
+            will.properties.clone(),
+            slot.session.id,
+            now,
+        );
+        return Some(StoredWill {
+            delay_secs: conn.negotiated().map_or(0, |n| n.will_delay),
+            due_unix_ms: 0,
+            message: records::encode_message(&msg, &clocks),
+        });
+    }
+    let (at, msg) = &**slot.pending_will.as_ref()?;
+    let wall = clocks.wall + at.saturating_duration_since(clocks.now);
+    Some(StoredWill {
+        delay_secs: 0,
+        due_unix_ms: records::unix_ms(wall),
+        message: records::encode_message(msg, &clocks),
+    })
 }
 
 /// Copies what a CONNECT decoded zero-copy from a read buffer keeps beyond the CONNECT

@@ -1095,6 +1095,7 @@ impl Worker {
                 .and_then(|s| s.pending_will.take())
             {
                 self.publish(will.1);
+                self.persist_session(key); // its record no longer carries it
             }
         }
         for key in backlogged {
@@ -1172,10 +1173,12 @@ impl Worker {
         let delayed: Vec<_> = self
             .sessions
             .iter_mut()
-            .filter_map(|(_, s)| s.pending_will.take())
+            .filter_map(|(key, s)| s.pending_will.take().map(|w| (key, w)))
             .collect();
-        for will in delayed {
+        for (key, will) in delayed {
             self.publish(will.1);
+            // Published: a restart must not publish it again.
+            self.persist_session(key);
         }
         self.send_outbox();
         let deadline = Instant::now() + SHUTDOWN_FLUSH;

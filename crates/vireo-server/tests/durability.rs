@@ -695,3 +695,48 @@ fn v5_a_full_disk_refuses_new_qos_1_and_2_messages_until_there_is_room() {
         "what waited was written"
     );
 }
+
+/// A persistent session's Will is kept with it: its client was connected when the broker
+/// was killed, so after the restart the Will goes out as for a connection that ended without
+/// DISCONNECT [MQTT-3.1.2-8]; once published, a further restart does not publish it again.
+#[test]
+fn v311_the_will_of_a_client_connected_at_a_crash_is_published_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, _) = binary_config_in_mode(dir.path(), "sync", "");
+    let mut broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let (mut s, _) = Client::connect_session(addr, "will-watcher", false);
+    s.subscribe(&[("wills/#", QoS::AtLeastOnce)]);
+    s.disconnect();
+    let mut connect = vireo_codec::Connect::new("will-owner");
+    connect.clean_start = false;
+    connect.will = Some(vireo_codec::LastWill {
+        topic: topic("wills/owner"),
+        payload: vireo_codec::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    // `sync`: the CONNACK comes once the record (with the Will) is on disk.
+    let (_owner, _) = Client::connect_with(addr, connect);
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    let mut broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let (mut s, present) = Client::connect_session(addr, "will-watcher", false);
+    assert!(present);
+    let got = s.recv_publish_ack();
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("wills/owner", &b"gone"[..])
+    );
+    s.disconnect();
+    std::process::Command::new("kill")
+        .args(["-TERM", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(broker.child.wait().unwrap().success());
+    let broker = Broker::spawn(&["--config", &conf]);
+    let (mut s, _) = Client::connect_session(broker.addr(), "will-watcher", false);
+    s.expect_nothing();
+}

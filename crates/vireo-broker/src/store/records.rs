@@ -192,14 +192,39 @@ pub struct SessionRecord {
     pub offline_since_ms: u64,
     /// Its subscriptions, as granted.
     pub subscriptions: Vec<(String, crate::Subscribed)>,
+    /// Its client's Will, while one is still to come.
+    pub will: Option<StoredWill>,
 }
 
+/// A Will kept with its session: its client was connected when the broker went down (it is
+/// published, after its delay, as for a connection that closed at the restart), or it was
+/// waiting out its Will Delay Interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWill {
+    /// Its Will Delay Interval, seconds.
+    pub delay_secs: u32,
+    /// When it is due (unix ms), or 0: its delay counts from the restart.
+    pub due_unix_ms: u64,
+    /// The message, as [`encode_message`] writes it.
+    pub message: Vec<u8>,
+}
+
+/// The format version of session records: 2 added the Will (version 1 records, which have
+/// none, are read too).
+const SESSION_VERSION: u8 = 2;
+
 impl SessionRecord {
-    /// As a value: `[version 1][expiry u32][offline since u64][count u32]` then per
-    /// subscription `[filter len u16][filter][qos][flags][subscription id u32]`.
+    /// As a value: `[version 2][expiry u32][offline since u64][count u32]` then per
+    /// subscription `[filter len u16][filter][qos][flags][subscription id u32]`, then
+    /// `[0]` or `[1][will delay u32][due unix ms u64][message len u32][message]`.
     pub fn encode(&self) -> Vec<u8> {
         let subs = self.subscriptions.iter().map(|(f, s)| (f.as_str(), *s));
-        encode_session(self.expiry_secs, self.offline_since_ms, subs)
+        encode_session(
+            self.expiry_secs,
+            self.offline_since_ms,
+            subs,
+            self.will.as_ref(),
+        )
     }
 
     /// Back from a value.
@@ -211,7 +236,8 @@ impl SessionRecord {
             r = rest;
             Ok(head)
         };
-        if take(1)? != [VERSION] {
+        let version = take(1)?[0];
+        if version != VERSION && version != SESSION_VERSION {
             return Err(bad);
         }
         let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
@@ -228,10 +254,32 @@ impl SessionRecord {
             let sub_id = u32_at(take(4)?);
             subscriptions.push((filter, crate::Subscribed { qos, flags, sub_id }));
         }
+        let will = match version {
+            VERSION => None,
+            _ => match take(1)?[0] {
+                0 => None,
+                1 => {
+                    let delay_secs = u32_at(take(4)?);
+                    let due_unix_ms = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad)?);
+                    let len = u32_at(take(4)?) as usize;
+                    let message = take(len)?.to_vec();
+                    Some(StoredWill {
+                        delay_secs,
+                        due_unix_ms,
+                        message,
+                    })
+                }
+                _ => return Err(bad),
+            },
+        };
+        if !r.is_empty() {
+            return Err(bad);
+        }
         Ok(Self {
             expiry_secs,
             offline_since_ms,
             subscriptions,
+            will,
         })
     }
 
@@ -256,9 +304,10 @@ pub fn encode_session<'a>(
     expiry_secs: u32,
     offline_since_ms: u64,
     subscriptions: impl Iterator<Item = (&'a str, crate::Subscribed)>,
+    will: Option<&StoredWill>,
 ) -> Vec<u8> {
-    let mut v = Vec::with_capacity(17 + subscriptions.size_hint().0 * 24);
-    v.push(VERSION);
+    let mut v = Vec::with_capacity(18 + subscriptions.size_hint().0 * 24);
+    v.push(SESSION_VERSION);
     v.extend_from_slice(&expiry_secs.to_le_bytes());
     v.extend_from_slice(&offline_since_ms.to_le_bytes());
     let count_at = v.len();
@@ -273,6 +322,16 @@ pub fn encode_session<'a>(
         v.extend_from_slice(&sub.sub_id.to_le_bytes());
     }
     v[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    match will {
+        None => v.push(0),
+        Some(w) => {
+            v.push(1);
+            v.extend_from_slice(&w.delay_secs.to_le_bytes());
+            v.extend_from_slice(&w.due_unix_ms.to_le_bytes());
+            v.extend_from_slice(&(w.message.len() as u32).to_le_bytes());
+            v.extend_from_slice(&w.message);
+        }
+    }
     v
 }
 
@@ -451,6 +510,19 @@ mod tests {
                     },
                 ),
             ],
+            will: Some(StoredWill {
+                delay_secs: 30,
+                due_unix_ms: 0,
+                message: encode_message(
+                    &Message::new(
+                        TopicName::new("gone").unwrap(),
+                        Bytes::from_static(b"bye"),
+                        QoS::AtLeastOnce,
+                        false,
+                    ),
+                    &clocks,
+                ),
+            }),
         };
         let v = rec.encode();
         assert_eq!(SessionRecord::decode(&v).unwrap(), rec);
@@ -466,6 +538,16 @@ mod tests {
             left <= Duration::from_secs(15) && left > Duration::from_secs(14),
             "{left:?}"
         );
+        // Without a Will, and as version 1 (before Wills were kept) wrote it.
+        let no_will = SessionRecord {
+            will: None,
+            ..rec.clone()
+        };
+        assert_eq!(SessionRecord::decode(&no_will.encode()).unwrap(), no_will);
+        let mut v1 = no_will.encode();
+        v1[0] = 1;
+        v1.pop();
+        assert_eq!(SessionRecord::decode(&v1).unwrap(), no_will);
         let never = SessionRecord {
             expiry_secs: u32::MAX,
             ..rec
