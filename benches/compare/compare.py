@@ -40,6 +40,9 @@ BUILD_HINT = "cargo build --release -p vireo-server -p vireo-loadtest"
 PLOT_SCENARIOS = {"fanin-q0", "p2p-q1-10k", "fanout-500"}
 # What --tls appends to scenario names (files, table, --scenarios) and titles.
 TLS_SUFFIX, TLS_TITLE = "-tls", ", TLS"
+# --persistence MODE: where the brokers keep their state (a folder of the run's temporary
+# one), and Vireo's mode; None: in memory.
+PERSIST: "tuple[str, Path] | None" = None
 # What --ws appends (before --tls's: "fanout-q0-ws-tls").
 WS_SUFFIX, WS_TITLE = "-ws", ", WebSocket"
 
@@ -109,12 +112,16 @@ def over(scenarios: list[Scenario], suffix: str, title: str) -> list[Scenario]:
 
 
 def transport_suffix(args: argparse.Namespace) -> str:
-    """What --ws and --tls append to scenario names: '', '-ws', '-tls' or '-ws-tls'."""
-    return (WS_SUFFIX if args.ws else "") + (TLS_SUFFIX if args.tls else "")
+    """What --ws, --tls and --persistence append to scenario names: '', '-ws', '-tls',
+    '-ws-tls', then '-async' or '-sync'."""
+    persist = f"-{args.persistence}" if args.persistence else ""
+    return (WS_SUFFIX if args.ws else "") + (TLS_SUFFIX if args.tls else "") + persist
 
 
 def base_name(name: str) -> str:
     """A scenario's name without the --ws/--tls suffixes."""
+    for persist in ("-async", "-sync"):
+        name = name.removesuffix(persist)
     return name.removesuffix(TLS_SUFFIX).removesuffix(WS_SUFFIX)
 
 
@@ -224,6 +231,10 @@ def vireo_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -> st
         "max_queued_messages = 10000000",
         "max_queued_bytes = 4294967296",
     ]
+    if PERSIST is not None:
+        mode, folder = PERSIST
+        lines[0] = f'persistence = "{mode}"'
+        lines.insert(1, f'data_dir = "{folder}/vireo-{port}"')
     if tls is None and not ws:
         lines.insert(0, f'bind = "127.0.0.1:{port}"')
     else:  # a [[listener]] replaces `bind`; tables come after the top-level keys
@@ -249,7 +260,7 @@ def mosquitto_config(port: int, tls: TlsFiles | None = None, ws: bool = False) -
         *listener,
         "max_connections -1",  # per listener: unlimited
         "allow_anonymous true",
-        "persistence false",
+        *(["persistence false"] if PERSIST is None else mosquitto_persistence(port)),
         "max_queued_messages 0",  # 0 = no maximum; in 2.0 it also bounds QoS 0 to online clients
         "max_queued_bytes 0",  # 0 = no maximum
         "max_inflight_messages 0",  # outgoing QoS 1/2 in flight per client: 0 = no maximum
@@ -404,6 +415,17 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLK_TCK
 
 
+def storage_write_bytes(pid: int) -> int | None:
+    """Bytes the process caused to be written to storage so far (/proc/PID/io)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def status_kib(pid: int, key: str) -> int | None:
     """A `kB` field of /proc/PID/status, e.g. VmHWM (peak RSS) or VmRSS."""
     return kib_field(f"/proc/{pid}/status", key)
@@ -457,6 +479,9 @@ class RunResult:
     rss_per_conn_bytes: float | None = None
     broker_exit: int | None = None
     listen_overflows: int | None = None
+    # --persistence: bytes the broker had written to storage while the run lasted
+    # (/proc/PID/io write_bytes), per delivered message.
+    disk_bytes_per_msg: float | None = None
 
 
 _source_counter = itertools.count()
@@ -478,6 +503,17 @@ def fresh_source_ips(connections: int) -> list[str]:
     return ips
 
 
+def mosquitto_persistence(port: int) -> list[str]:
+    """--persistence: Mosquitto's snapshot persistence, in a folder of its own per run, at its
+    default autosave interval (1800 s): it writes the snapshot at exit, so a crash loses what
+    changed since the last one (Mosquitto has no per-message durability)."""
+    assert PERSIST is not None
+    folder = PERSIST[1] / f"mosquitto-{port}"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o777)  # Mosquitto may drop privileges before writing it
+    return ["persistence true", f"persistence_location {folder}/"]
+
+
 def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pid: int,
                      json_file: Path, plot_file: Path | None) -> list[str]:
     """The vireo-loadtest command line for one run."""
@@ -493,6 +529,8 @@ def loadtest_command(args: argparse.Namespace, scenario: Scenario, port: int, pi
         cmd += ["--tls", "--cafile", str(args.tls_files.ca)]
     if args.ws:
         cmd += ["--ws"]
+    if args.persistence:
+        cmd += ["--clean-session", "false"]  # persistent sessions: what gets stored
     if args.drain_timeout is not None:
         cmd += ["--drain-timeout", str(args.drain_timeout)]
     if plot_file is not None:
@@ -549,6 +587,8 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
     try:
         wait_listening(proc, port)
         cpu_before = cpu_seconds(proc.pid)
+        disk_before = storage_write_bytes(proc.pid)
+        disk_written = None
         overflows_before = listen_overflows()
         cmd = loadtest_command(args, scenario, port, proc.pid, json_file, plot_file)
         log = args.out / "logs" / f"{stem}.loadtest.txt"
@@ -570,6 +610,9 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
         if alive:
             result.broker_cpu_s = cpu_seconds(proc.pid) - cpu_before
             result.broker_peak_rss_kib = status_kib(proc.pid, "VmHWM")
+            disk_after = storage_write_bytes(proc.pid)
+            disk_written = (None if disk_before is None or disk_after is None
+                            else disk_after - disk_before)
         if json_file.exists():
             result.json_file = str(json_file.relative_to(args.out))
             read_report(result, json.loads(json_file.read_text()), scenario)
@@ -578,6 +621,8 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
         count = result.connected if scenario.is_connections else result.delivered
         if count and result.broker_cpu_s:
             result.per_broker_cpu_s = count / result.broker_cpu_s
+        if args.persistence and alive and disk_written is not None and result.delivered:
+            result.disk_bytes_per_msg = disk_written / result.delivered
         if not alive:
             result.reason = (f"broker exited with status {proc.returncode} during the run; "
                              + result.reason).rstrip("; ")
@@ -588,6 +633,8 @@ def run_once(args: argparse.Namespace, broker: Broker, scenario: Scenario, repea
         result.reason = str(err)
     finally:
         result.broker_exit = stop(proc)
+        if PERSIST is not None:  # this run's state: the next run starts empty
+            shutil.rmtree(PERSIST[1] / f"{broker.key}-{port}", ignore_errors=True)
         if listening(port):
             print(f"  warning: port {port} still has a listener after stopping {broker.label}",
                   file=sys.stderr)
@@ -609,7 +656,7 @@ def last_line(path: Path) -> str:
 
 METRICS = ("delivered_per_sec", "per_broker_cpu_s", "p50_us", "p99_us", "p999_us",
            "broker_peak_rss_kib", "gen_cpu_percent", "connect_rate", "rss_per_conn_bytes",
-           "lost", "connected", "listen_overflows")
+           "lost", "connected", "listen_overflows", "disk_bytes_per_msg")
 
 
 def median_of(runs: list[RunResult]) -> dict:
@@ -672,6 +719,8 @@ def status_cell(s: dict) -> str:
         text = "PASS"
     if not s["failed"] and s.get("lost"):
         text += f", undelivered {fmt_count(s['lost'])}"
+    if s.get("disk_bytes_per_msg") is not None:
+        text += f", disk {s['disk_bytes_per_msg']:.0f} B/msg"
     if s.get("listen_overflows"):
         text += f", accept queue overflowed {s['listen_overflows']:.0f}×"
     if s["gen_bound"]:
@@ -807,6 +856,9 @@ def find_tools(args: argparse.Namespace) -> list[Broker]:
     if rumqttd and args.protocol == "5":
         print("note: rumqttd is configured with a 3.1.1 listener only, so it is left out "
               "under --protocol 5", file=sys.stderr)
+    elif rumqttd and args.persistence:
+        print("note: rumqttd keeps nothing on disk, so it is left out under --persistence",
+              file=sys.stderr)
     elif rumqttd and (args.tls or args.ws):
         print("note: rumqttd is configured with a plain TCP listener only, so it is left out "
               "under --tls and --ws", file=sys.stderr)
@@ -862,6 +914,11 @@ def parse_args() -> argparse.Namespace:
                         "(Vireo's on /mqtt, Mosquitto's libwebsockets one), vireo-loadtest "
                         "--ws; scenario names get '-ws'; with --tls, wss and '-ws-tls' "
                         "(rumqttd is left out)")
+    p.add_argument("--persistence", choices=("async", "sync"),
+                   help="persistent sessions (clients connect with Clean Session 0) and a "
+                        "broker that keeps them on disk: Vireo with persistence = MODE, "
+                        "Mosquitto with `persistence true`; scenario names get '-MODE' "
+                        "(rumqttd is left out)")
     p.add_argument("--tls-key", choices=("rsa", "ec"), default="rsa",
                    help="--tls: the certificates' key, RSA-2048 or ECDSA P-256")
     p.add_argument("--threads", type=int, help="generator threads (default: loadtest's, cores)")
@@ -901,6 +958,12 @@ def main() -> int:
         all_scenarios = over_ws(all_scenarios)
     if args.tls:
         all_scenarios = over_tls(all_scenarios)
+    if args.persistence:
+        all_scenarios = over(all_scenarios, f"-{args.persistence}",
+                             f", persistent sessions ({args.persistence})")
+        # Each run's broker state, removed at the end (see the `finally`).
+        global PERSIST
+        PERSIST = (args.persistence, args.out / "state")
     scenarios = select_scenarios(all_scenarios, args.scenarios, transport_suffix(args))
     for sub in ("raw", "plots", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
@@ -918,6 +981,7 @@ def main() -> int:
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="vireo-compare-") as tmp:
         args.tls_files = make_certificates(Path(tmp), args.tls_key) if args.tls else None
+
         try:
             for sc in scenarios:
                 for repeat in range(1, args.repeats + 1):
