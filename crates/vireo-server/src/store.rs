@@ -324,11 +324,13 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
                 continue;
             };
             let remaining = record.remaining(&clocks);
-            if remaining == Some(Duration::ZERO) {
+            if remaining == Some(Duration::ZERO) && record.will.is_none() {
                 log.delete(&key); // expired while the broker was down
                 gone += 1;
                 continue;
             }
+            // Expired with a Will still to come: restored all the same, to end at once,
+            // which publishes the Will [MQTT-3.1.2-8] and removes the record.
             recovered.sessions.push(StoredSession {
                 client_id: client_id.to_owned(),
                 record,

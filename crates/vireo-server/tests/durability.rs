@@ -740,3 +740,61 @@ fn v311_the_will_of_a_client_connected_at_a_crash_is_published_after_the_restart
     let (mut s, _) = Client::connect_session(broker.addr(), "will-watcher", false);
     s.expect_nothing();
 }
+
+/// A session that expires while the broker is down, with its Will waiting out a longer Will
+/// Delay: the session ends at the restart, and its Will goes out then [MQTT-3.1.2-8].
+#[test]
+fn v5_a_session_that_expired_while_the_broker_was_down_publishes_its_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!("metrics_bind = \"{metrics}\"\n");
+    let (conf, _) = binary_config_in_mode(dir.path(), "sync", &extra);
+    let mut broker = Broker::spawn(&["--config", &conf]);
+    let addr = broker.addr();
+    let (mut s, _) = Client::connect_session(addr, "will-watcher", false);
+    s.subscribe(&[("wills/#", QoS::AtLeastOnce)]);
+    s.disconnect();
+    let mut connect = Client::v5("short-lived", &[Property::SessionExpiryInterval(1)]);
+    let mut will = vireo_codec::LastWill {
+        topic: topic("wills/expired"),
+        payload: vireo_codec::Bytes::from_static(b"ended"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.push(Property::WillDelayInterval(3600));
+    connect.will = Some(will);
+    let (c, _) = Client::connect_v5_with(addr, connect);
+    let written = || {
+        let (_, body) = http_get(metrics, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("vireo_store_written_bytes_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = written();
+    c.drop_connection(); // no DISCONNECT: the Will waits out its delay
+    // The session's record, offline with its Will, is on disk once the store wrote again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while written() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record was not written"
+        );
+    }
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    // Down for longer than the session's expiry: the behaviour under test is time passing.
+    std::thread::sleep(Duration::from_millis(1200));
+    let broker = Broker::spawn(&["--config", &conf]);
+    let (mut s, present) = Client::connect_session(broker.addr(), "will-watcher", false);
+    assert!(present);
+    let got = s.recv_publish_ack();
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("wills/expired", &b"ended"[..])
+    );
+}
