@@ -472,7 +472,7 @@ fn v311_messages_queued_for_an_offline_session_survive_a_restart() {
         .chain((0..5).map(|i| (QoS::ExactlyOnce, i.to_string())))
         .collect();
     assert_eq!(got, want, "[MQTT-4.6.0-2] in order, once each");
-    drop(c);
+    c.disconnect(); // once the broker has taken the last acknowledgement
     // Acknowledged: gone from the store as well.
     broker.shutdown();
     let broker = start_in(dir.path());
@@ -517,6 +517,10 @@ fn v311_inflight_state_survives_a_restart() {
         c.send(&Packet::PubComp(vireo_codec::Ack::new(
             got.qos.packet_id().unwrap(),
         )));
+        // Answered after the PUBCOMP, so the broker has taken it before it stops (else it
+        // rightly sends the PUBREL again after the restart).
+        c.send(&Packet::PingReq);
+        assert!(matches!(c.recv(), Some(Packet::PingResp)));
         drop(p);
         c.drop_connection();
         broker.shutdown();
