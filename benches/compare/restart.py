@@ -17,28 +17,21 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 
-def remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (free_port, wait_listening)
+from hostile import mqtt_str, vbi  # noqa: E402  (the raw packet encoding)
 
 
 def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + remaining_length(len(body)) + body
+    return bytes([first]) + vbi(len(body)) + body
 
 
 def string(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack(">H", len(b)) + b
+    return mqtt_str(s.encode())
 
 
 def connect(port: int, client_id: str, clean: bool) -> socket.socket:
@@ -52,44 +45,28 @@ def connect(port: int, client_id: str, clean: bool) -> socket.socket:
     return s
 
 
-def drain(s: socket.socket, stop: threading.Event) -> None:
-    s.settimeout(0.2)
-    while not stop.is_set():
-        try:
-            if not s.recv(1 << 16):
-                return
-        except socket.timeout:
-            continue
-        except OSError:
-            return
-
-
 def publish_many(port: int, client_id: str, topics, qos: int, retain: bool) -> None:
-    """Publishes one message per topic, acks read and dropped on a thread; returns once the
-    broker has read them all (a PINGREQ answered after them)."""
+    """Publishes one message per topic; returns once the broker has answered them all (a
+    PINGREQ answered after them)."""
     s = connect(port, client_id, True)
     first = 0x30 | (qos << 1) | (1 if retain else 0)
     chunk = bytearray()
-    for i, t in enumerate(topics):
-        pid = struct.pack(">H", i % 65535 + 1) if qos else b""
-        chunk += packet(first, string(t) + pid + b"payload-%08d" % i)
+    sent = 0
+    for sent, t in enumerate(topics, 1):
+        pid = struct.pack(">H", (sent - 1) % 65535 + 1) if qos else b""
+        chunk += packet(first, string(t) + pid + b"payload-%08d" % sent)
         if len(chunk) > 1 << 20:
             s.sendall(chunk)
             chunk.clear()
     s.sendall(chunk + b"\xc0\x00")  # PINGREQ last
-    # Acks and the PINGRESP come back in order: read until the PINGRESP (0xd0 0x00) ends the
-    # stream of 4-byte PUBACKs.
+    # Every PUBACK (4 bytes) and then the PINGRESP (2): the broker answers in order.
     s.settimeout(120)
-    tail = b""
-    while True:
+    left = 4 * sent * (1 if qos else 0) + 2
+    while left > 0:
         data = s.recv(1 << 16)
         if not data:
             raise SystemExit("broker closed the publisher")
-        tail = (tail + data)[-8:]
-        if qos == 0 and tail.endswith(b"\xd0\x00"):
-            break
-        if qos and b"\xd0\x00" in tail and (len(tail) < 2 or tail.endswith(b"\xd0\x00")):
-            break
+        left -= len(data)
     s.sendall(b"\xe0\x00")
     s.close()
 
@@ -101,17 +78,6 @@ def start(vireo: str, conf: Path, log: Path) -> tuple[subprocess.Popen, float]:
     return proc, t0
 
 
-def wait_port(port: int, limit: float) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise SystemExit("the broker did not listen in time")
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--vireo", default="target/release/vireo")
@@ -121,16 +87,14 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = compare.free_port()
         conf = tmp / "vireo.toml"
         conf.write_text(f'bind = "127.0.0.1:{port}"\npersistence = "async"\n'
                         f'data_dir = "{tmp}/data"\nmax_queued_messages = {args.queued * 2}\n'
                         f'max_queued_bytes = {args.queued * 200}\n'
                         f'max_retained_messages = {args.retained * 2}\n')
         proc, _ = start(args.vireo, conf, tmp / "first.log")
-        wait_port(port, 30)
+        compare.wait_listening(proc, port, 30)
         sub = connect(port, "restart-sub", False)
         sub.sendall(packet(0x82, struct.pack(">H", 1) + string("q/#") + bytes([1])))
         assert sub.recv(5)[0] == 0x90
@@ -145,7 +109,7 @@ def main() -> int:
         proc.wait(timeout=args.limit)
         size = sum(f.stat().st_size for f in (tmp / "data").iterdir())
         proc, t0 = start(args.vireo, conf, tmp / "second.log")
-        wait_port(port, args.limit)
+        compare.wait_listening(proc, port, args.limit)
         listening = time.monotonic() - t0
         sub = connect(port, "restart-sub", False)
         sub.settimeout(args.limit)

@@ -393,55 +393,17 @@ impl Session {
         }
     }
 
-    /// Makes the session durable: from now on its QoS 1/2 state is written to `journal`,
-    /// starting with what it holds already. `None` stops it (the store forgets the session
-    /// as a whole).
+    /// Makes the session durable: from now on its QoS 1/2 state is written to `journal`.
+    /// Called while it holds none (a new session, or one about to be [`Session::restore`]d:
+    /// the server makes a session durable when it first stores it). `None` stops it (the
+    /// store forgets the session as a whole).
     pub fn set_journal(&mut self, journal: Option<Arc<dyn Journal>>) {
-        if let (Some(j), Some(flow)) = (&journal, &mut self.flow)
-            && self.journal.is_none()
-        {
-            for (pid, state) in &flow.inflight {
-                match state {
-                    InflightState::AwaitingAck {
-                        seq,
-                        qos,
-                        retain,
-                        msg,
-                        sub_id,
-                    } => {
-                        j.record(Change::Added {
-                            seq: *seq,
-                            qos: *qos,
-                            retain: *retain,
-                            sub_id: *sub_id,
-                            msg: Arc::clone(msg),
-                        });
-                        j.record(Change::Sent {
-                            seq: *seq,
-                            pid: *pid,
-                        });
-                    }
-                    InflightState::AwaitingPubComp => {
-                        j.record(Change::Released {
-                            seq: u64::MAX,
-                            pid: *pid,
-                        });
-                    }
-                }
-            }
-            for q in &mut flow.queue {
-                q.ticket = j.record(Change::Added {
-                    seq: q.seq,
-                    qos: q.qos,
-                    retain: q.retain,
-                    sub_id: q.sub_id,
-                    msg: Arc::clone(&q.msg),
-                });
-            }
-            for pid in &flow.incoming_qos2 {
-                j.record(Change::InboundOpened { pid: *pid });
-            }
-        }
+        debug_assert!(
+            journal.is_none()
+                || self.journal.is_some()
+                || self.flow.as_ref().is_none_or(|f| f.is_idle()),
+            "made durable while holding QoS 1/2 state the journal would not have"
+        );
         self.journal = journal.map(Box::new);
     }
 

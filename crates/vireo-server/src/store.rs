@@ -48,7 +48,7 @@ enum Op {
 #[derive(Debug, Clone)]
 pub(crate) struct Persist {
     tx: Sender<(usize, Op)>,
-    /// Whose changes these are: a worker's id, or [`Durable::OTHERS`].
+    /// Whose changes these are: a worker's id, or [`Durable::others`].
     from: usize,
     durable: Arc<Durable>,
 }
@@ -544,15 +544,18 @@ fn run(
             }
         }
         coalesce(&mut burst, &mut bufs);
+        // Read once per burst: a message's expiry, an `Instant`, becomes wall time as well as
+        // the worker's clocks would have made it.
+        let clocks = Clocks::read();
         for op in burst.drain(..) {
-            if apply(&mut log, op, &mut bufs) {
+            if apply(&mut log, op, &mut bufs, &clocks) {
                 stop = true;
             }
         }
         if stop {
             // Everything sent before the stop is written too.
             for (_, op) in rx.try_iter() {
-                apply(&mut log, op, &mut bufs);
+                apply(&mut log, op, &mut bufs, &clocks);
             }
         }
         let synced_before = taken.clone();
@@ -718,18 +721,16 @@ fn coalesce(burst: &mut [Op], bufs: &mut Buffers) {
 }
 
 /// Applies one change; `true` for the stop.
-fn apply(log: &mut Log, op: Op, bufs: &mut Buffers) -> bool {
+fn apply(log: &mut Log, op: Op, bufs: &mut Buffers, clocks: &Clocks) -> bool {
     match op {
         Op::Retained(msg) => {
-            // The message's expiry is an `Instant`: the clocks read now turn it into wall
-            // time as well as the worker's would have.
-            records::encode_message_into(&msg, &Clocks::read(), &mut bufs.value);
+            records::encode_message_into(&msg, clocks, &mut bufs.value);
             log.put(&records::retained_key(&msg.topic), &bufs.value);
         }
         Op::Put(k, v) => log.put(&k, &v),
         Op::Delete(k) => log.delete(&k),
         Op::Change(client, change) => {
-            apply_change(log, &client, change, &mut bufs.key, &mut bufs.value);
+            apply_change(log, &client, change, bufs, clocks);
         }
         Op::SessionGone(client) => {
             log.delete(&records::session_key(&client));
@@ -752,14 +753,9 @@ fn apply(log: &mut Log, op: Op, bufs: &mut Buffers) -> bool {
 }
 
 /// Writes one change to a durable session's QoS 1/2 state (see `records` for the keys).
-/// `key` and `value` are buffers kept across changes.
-fn apply_change(
-    log: &mut Log,
-    client: &str,
-    change: Change,
-    key: &mut Vec<u8>,
-    value: &mut Vec<u8>,
-) {
+/// `bufs` holds the key and value buffers kept across changes.
+fn apply_change(log: &mut Log, client: &str, change: Change, bufs: &mut Buffers, clocks: &Clocks) {
+    let Buffers { key, value, .. } = bufs;
     let put = |log: &mut Log, k: QueueKey, v: &[u8], key: &mut Vec<u8>| {
         k.write_key(client, key);
         log.put(key, v);
@@ -776,7 +772,7 @@ fn apply_change(
             sub_id,
             msg,
         } => {
-            records::encode_queued(qos, retain, sub_id, &msg, &Clocks::read(), value);
+            records::encode_queued(qos, retain, sub_id, &msg, clocks, value);
             put(log, QueueKey::Message(seq), value, key);
         }
         Change::Sent { seq, pid } => {

@@ -13,19 +13,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use common::{Broker, pid, topic};
-use vireo_codec::{
-    Ack, Connect, Packet, ProtocolVersion, Publish, QoS, QosPid, Subscribe, SubscriptionOptions,
-    decode,
-};
+use common::{Broker, Client, pid, topic};
+use vireo_codec::{Ack, Packet, Publish, QoS, QosPid, Subscribe, SubscriptionOptions};
 
 /// The longest a whole run may take, restarts included.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -51,64 +46,12 @@ impl Rng {
     }
 }
 
-/// One connection of a client that outlives brokers: `None` from any call means the
-/// connection is gone (the broker was killed), and the caller connects again.
-struct Wire {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Wire {
-    /// Connects as `id` with a persistent session; the CONNACK's Session Present.
-    fn connect(addr: SocketAddr, id: &str) -> Option<(Self, bool)> {
-        let stream = TcpStream::connect(addr).ok()?;
-        stream.set_nodelay(true).ok()?;
-        let mut w = Self {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let mut connect = Connect::new(id);
-        connect.clean_start = false;
-        w.send(&Packet::Connect(Box::new(connect)))?;
-        match w.recv(SILENCE)? {
-            Packet::ConnAck(a) if a.code.0 == 0 => Some((w, a.session_present)),
-            other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
-        }
-    }
-
-    fn send(&mut self, p: &Packet) -> Option<()> {
-        let mut buf = BytesMut::new();
-        p.encode(ProtocolVersion::V311, &mut buf).unwrap();
-        self.stream.write_all(&buf).ok()
-    }
-
-    fn recv(&mut self, wait: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + wait;
-        loop {
-            match decode(&mut self.buf, ProtocolVersion::V311, usize::MAX) {
-                Ok(Some(p)) => return Some(p),
-                Ok(None) => {}
-                Err(e) => panic!("the broker sent a malformed packet: {e}"),
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .ok()?;
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
 /// Connects, retrying while the broker is down (it is being started again), until `end`.
-fn reconnect(addr: SocketAddr, id: &str, end: Instant) -> Option<(Wire, bool)> {
+/// A connection's calls fail quietly when the broker was killed: a send is lost, and the
+/// next `recv_within` says `None`, after which the caller connects again.
+fn reconnect(addr: SocketAddr, id: &str, end: Instant) -> Option<(Client, bool)> {
     while Instant::now() < end {
-        if let Some(c) = Wire::connect(addr, id) {
+        if let Some(c) = Client::try_connect_persistent(addr, id, SILENCE) {
             return Some(c);
         }
         // Refused: the broker is not listening yet. A client's reconnect back-off.
@@ -150,9 +93,7 @@ fn publisher(addr: SocketAddr, qos: QoS, stop: &AtomicBool, end: Instant) -> Pub
                 publish.dup = true;
                 Packet::Publish(publish)
             };
-            if w.send(&again).is_none() {
-                continue 'connection;
-            }
+            w.send(&again);
         }
         loop {
             if pending.is_none() {
@@ -167,15 +108,13 @@ fn publisher(addr: SocketAddr, qos: QoS, stop: &AtomicBool, end: Instant) -> Pub
                 );
                 publish.qos = QosPid::new(qos, pid(seq as u16 % 60_000 + 1));
                 pending = Some((seq, false));
-                if w.send(&Packet::Publish(publish)).is_none() {
-                    continue 'connection;
-                }
+                w.send(&Packet::Publish(publish));
             }
             let Some((seq, released)) = pending else {
                 continue;
             };
             let want = pid(seq as u16 % 60_000 + 1);
-            match w.recv(SILENCE) {
+            match w.recv_within(SILENCE) {
                 Some(Packet::PubAck(a)) if a.packet_id == want && qos == QoS::AtLeastOnce => {
                     out.acked.push(seq);
                     pending = None;
@@ -185,9 +124,7 @@ fn publisher(addr: SocketAddr, qos: QoS, stop: &AtomicBool, end: Instant) -> Pub
                         out.acked.push(seq);
                     }
                     pending = Some((seq, true));
-                    if w.send(&Packet::PubRel(Ack::new(want))).is_none() {
-                        continue 'connection;
-                    }
+                    w.send(&Packet::PubRel(Ack::new(want)));
                 }
                 Some(Packet::PubComp(a)) if a.packet_id == want && released => pending = None,
                 Some(other) => panic!("{id}: unexpected {other:?} while {pending:?}"),
@@ -231,10 +168,8 @@ fn subscriber(
                     SubscriptionOptions::qos(qos),
                 )],
             };
-            if w.send(&Packet::Subscribe(sub)).is_none() {
-                continue;
-            }
-            match w.recv(SILENCE) {
+            w.send(&Packet::Subscribe(sub));
+            match w.recv_within(SILENCE) {
                 Some(Packet::SubAck(_)) => {}
                 Some(other) => panic!("{id}: expected SUBACK, got {other:?}"),
                 None => continue,
@@ -245,10 +180,10 @@ fn subscriber(
             subscribed = true;
         }
         while !stop.load(Ordering::Relaxed) {
-            let Some(p) = w.recv(Duration::from_millis(100)).or_else(|| {
+            let Some(p) = w.recv_within(Duration::from_millis(100)).or_else(|| {
                 // Quiet or gone: a probe tells which.
-                w.send(&Packet::PingReq)?;
-                w.recv(SILENCE)
+                w.send(&Packet::PingReq);
+                w.recv_within(SILENCE)
             }) else {
                 continue 'connection;
             };
@@ -282,10 +217,8 @@ fn subscriber(
                 Packet::SubAck(_) | Packet::PingResp => None,
                 other => panic!("{id}: unexpected {other:?}"),
             };
-            if let Some(reply) = reply
-                && w.send(&reply).is_none()
-            {
-                continue 'connection;
+            if let Some(reply) = reply {
+                w.send(&reply);
             }
         }
     }

@@ -68,10 +68,14 @@ pub fn session_client(k: &[u8]) -> Option<&str> {
 /// The prefix every key of `client_id`'s QoS 1/2 state starts with.
 pub fn queue_prefix(client_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(client_id.len() + 12);
+    push_queue_prefix(client_id, &mut k);
+    k
+}
+
+fn push_queue_prefix(client_id: &str, k: &mut Vec<u8>) {
     k.push(QUEUE);
     k.extend_from_slice(client_id.as_bytes());
     k.push(0);
-    k
 }
 
 /// One key of a session's QoS 1/2 state (see the module's documentation).
@@ -98,26 +102,19 @@ impl QueueKey {
     /// [`QueueKey::key`] into `k` (cleared first), so one buffer serves every key.
     pub fn write_key(self, client_id: &str, k: &mut Vec<u8>) {
         k.clear();
-        k.push(QUEUE);
-        k.extend_from_slice(client_id.as_bytes());
-        k.push(0);
-        match self {
-            Self::Message(seq) => {
-                k.push(b'm');
-                k.extend_from_slice(&seq.to_be_bytes());
-            }
-            Self::Sent(seq) => {
-                k.push(b'p');
-                k.extend_from_slice(&seq.to_be_bytes());
-            }
-            Self::Released(pid) => {
-                k.push(b'r');
-                k.extend_from_slice(&pid.to_be_bytes());
-            }
-            Self::Inbound(pid) => {
-                k.push(b'i');
-                k.extend_from_slice(&pid.to_be_bytes());
-            }
+        push_queue_prefix(client_id, k);
+        let (tag, seq, pid) = match self {
+            Self::Message(seq) => (b'm', Some(seq), None),
+            Self::Sent(seq) => (b'p', Some(seq), None),
+            Self::Released(pid) => (b'r', None, Some(pid)),
+            Self::Inbound(pid) => (b'i', None, Some(pid)),
+        };
+        k.push(tag);
+        if let Some(seq) = seq {
+            k.extend_from_slice(&seq.to_be_bytes());
+        }
+        if let Some(pid) = pid {
+            k.extend_from_slice(&pid.to_be_bytes());
         }
     }
 

@@ -259,6 +259,23 @@ impl Client {
         Self::connect_session(addr, id, true).0
     }
 
+    /// Connects as `id` with a persistent session, if a broker is there and accepts (for
+    /// clients that outlive brokers); the CONNACK's Session Present.
+    pub fn try_connect_persistent(
+        addr: SocketAddr,
+        id: &str,
+        wait: Duration,
+    ) -> Option<(Self, bool)> {
+        let mut c = Self::over(TcpStream::connect(addr).ok()?);
+        let mut connect = Connect::new(id);
+        connect.clean_start = false;
+        c.send(&Packet::Connect(Box::new(connect)));
+        match c.recv_within(wait)? {
+            Packet::ConnAck(a) if a.code.0 == 0 => Some((c, a.session_present)),
+            other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
+        }
+    }
+
     /// Connects with the given clean-session flag; returns the session-present flag.
     pub fn connect_session(addr: SocketAddr, id: &str, clean: bool) -> (Self, bool) {
         let mut connect = Connect::new(id);
