@@ -90,6 +90,9 @@ impl Holds {
     /// `key`'s output (a CONNACK just pushed) waits for this iteration's changes.
     pub(crate) fn cork(&mut self, key: usize) {
         if self.on {
+            // Corked at once: a TLS or WebSocket flush within the iteration must not write
+            // the CONNACK either.
+            self.corked.insert(key, self.iteration);
             self.now.push(key);
         }
     }
@@ -118,6 +121,7 @@ impl Holds {
     pub(crate) fn forget(&mut self, key: usize) {
         if self.on {
             self.corked.remove(&key);
+            self.now.retain(|k| *k != key);
             self.now_acks.retain(|(k, _)| *k != key);
             for hold in &mut self.queue {
                 hold.acks.retain(|(k, _)| *k != key);
@@ -158,9 +162,6 @@ impl Holds {
                 }
             }
             let conns = std::mem::take(&mut self.now);
-            for &key in &conns {
-                self.corked.insert(key, self.iteration);
-            }
             self.queue.push_back(Hold {
                 iteration: self.iteration,
                 targets,

@@ -349,11 +349,18 @@ impl Worker {
             }
             self.send_outbox();
             if self.holds.on {
-                self.seal_and_release_holds();
+                self.release_holds();
             }
             self.flush_dirty();
             // Closes during the flush may have published Wills.
             self.send_outbox();
+            // Sealed after the iteration's last batch: every batch it sent carries its
+            // number, so a worker that marks it taken has taken them all.
+            if self.holds.on
+                && let Some(p) = &self.persist
+            {
+                self.holds.seal(self.id, p.durable());
+            }
             for key in std::mem::take(&mut self.connected) {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.release_idle_queue();
@@ -919,13 +926,12 @@ impl Worker {
         }
     }
 
-    /// `persistence = "sync"`: what this iteration acknowledged waits for its changes; what
-    /// earlier ones did and is now on disk goes out.
-    fn seal_and_release_holds(&mut self) {
+    /// `persistence = "sync"`: what earlier iterations acknowledged and is now on disk goes
+    /// out (this one's waits: it is sealed at the iteration's end).
+    fn release_holds(&mut self) {
         let Some(durable) = self.persist.as_ref().map(|p| Arc::clone(p.durable())) else {
             return;
         };
-        self.holds.seal(self.id, &durable);
         for key in self.holds.take_refills() {
             self.refill(key);
         }
