@@ -106,11 +106,18 @@ pub enum Change {
         seq: u64,
         /// Its packet id.
         pid: PacketId,
+        /// A sequence number of its own, taken when the PUBREC came: PUBRELs are re-sent
+        /// after a restart in the order of these, which is the order their PUBRECs arrived
+        /// in [MQTT-4.6.0-4].
+        order: u64,
     },
     /// The PUBCOMP for `pid` arrived: nothing more is owed for it.
     Completed {
         /// Its packet id.
         pid: PacketId,
+        /// The `order` of its [`Change::Released`] (`u64::MAX`: one restored from a store
+        /// that kept PUBRELs owed by packet id).
+        order: u64,
     },
     /// An inbound QoS 2 PUBLISH `pid` was taken; a repeat before PUBREL is not new.
     InboundOpened {
@@ -123,6 +130,11 @@ pub enum Change {
         pid: PacketId,
     },
 }
+
+/// The largest sequence number a restore takes: far above any a broker reaches (one a
+/// nanosecond for 290 years), far enough below `u64::MAX` (a marker, see
+/// [`Change::Released`]) that counting on from it cannot overflow.
+const MAX_SEQ: u64 = u64::MAX / 2;
 
 /// Where a durable session writes its [`Change`]s: the server's store, which makes them
 /// durable in the order they are recorded.
@@ -151,8 +163,13 @@ pub enum Restored {
         /// The id it was sent with, if it was.
         pid: Option<PacketId>,
     },
-    /// A QoS 2 delivery awaiting PUBCOMP.
-    Released(PacketId),
+    /// A QoS 2 delivery awaiting PUBCOMP, restored in `order` (see [`Change::Released`]).
+    Released {
+        /// Its packet id.
+        pid: PacketId,
+        /// Its `order` as recorded (`u64::MAX`: not known).
+        order: u64,
+    },
     /// An inbound QoS 2 id awaiting PUBREL.
     Inbound(PacketId),
 }
@@ -168,7 +185,8 @@ enum InflightState {
         sub_id: u32,
     },
     /// QoS 2 awaiting PUBCOMP: the PUBLISH is never sent again, only the PUBREL [MQTT-4.3.3-1].
-    AwaitingPubComp,
+    /// `order`: see [`Change::Released`].
+    AwaitingPubComp { order: u64 },
 }
 
 #[derive(Debug)]
@@ -259,7 +277,7 @@ impl Flow {
         self.used_pids.remove(&pid);
         match state {
             InflightState::AwaitingAck { seq, .. } => Some(seq),
-            InflightState::AwaitingPubComp => None,
+            InflightState::AwaitingPubComp { .. } => None,
         }
     }
 }
@@ -431,7 +449,10 @@ impl Session {
                 msg,
                 pid,
             } => {
-                flow.next_seq = flow.next_seq.max(seq.saturating_add(1));
+                if seq > MAX_SEQ {
+                    return; // not a number this broker writes: damage
+                }
+                flow.next_seq = flow.next_seq.max(seq + 1);
                 match pid {
                     Some(pid) if flow.used_pids.insert(pid) => {
                         flow.inflight.push_back((
@@ -458,10 +479,16 @@ impl Session {
                     }
                 }
             }
-            Restored::Released(pid) => {
+            Restored::Released { pid, order } => {
+                if order != u64::MAX {
+                    if order > MAX_SEQ {
+                        return;
+                    }
+                    flow.next_seq = flow.next_seq.max(order + 1);
+                }
                 if flow.used_pids.insert(pid) {
                     flow.inflight
-                        .push_back((pid, InflightState::AwaitingPubComp));
+                        .push_back((pid, InflightState::AwaitingPubComp { order }));
                 }
             }
             Restored::Inbound(pid) => {
@@ -690,15 +717,17 @@ impl Session {
                 ..
             } => {}
             // A repeated PUBREC: PUBREL again.
-            InflightState::AwaitingPubComp => return AckOutcome::Matched,
+            InflightState::AwaitingPubComp { .. } => return AckOutcome::Matched,
             InflightState::AwaitingAck { .. } => return AckOutcome::WrongStep,
         }
         // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order the
         // PUBRECs arrived in [MQTT-4.6.0-4].
         if let Some((_, InflightState::AwaitingAck { seq, .. })) = flow.inflight.remove(i) {
+            let order = flow.next_seq;
+            flow.next_seq += 1;
             flow.inflight
-                .push_back((pid, InflightState::AwaitingPubComp));
-            self.record(Change::Released { seq, pid });
+                .push_back((pid, InflightState::AwaitingPubComp { order }));
+            self.record(Change::Released { seq, pid, order });
         }
         AckOutcome::Matched
     }
@@ -746,12 +775,14 @@ impl Session {
             return AckOutcome::Unknown;
         };
         match flow.position(pid) {
-            Some(i) if matches!(flow.inflight[i].1, InflightState::AwaitingPubComp) => {
+            Some(i) => {
+                let InflightState::AwaitingPubComp { order } = flow.inflight[i].1 else {
+                    return AckOutcome::WrongStep;
+                };
                 flow.forget(i);
-                self.record(Change::Completed { pid });
+                self.record(Change::Completed { pid, order });
                 AckOutcome::Matched
             }
-            Some(_) => AckOutcome::WrongStep,
             None => AckOutcome::Unknown,
         }
     }
@@ -778,7 +809,7 @@ impl Session {
                     msg: Arc::clone(msg),
                     sub_id: *sub_id,
                 },
-                InflightState::AwaitingPubComp => Outgoing::PubRel(*pid),
+                InflightState::AwaitingPubComp { .. } => Outgoing::PubRel(*pid),
             })
     }
 
@@ -800,7 +831,7 @@ impl Session {
                     msg,
                     ..
                 } => Some((msg, QoS::AtLeastOnce)),
-                InflightState::AwaitingAck { .. } | InflightState::AwaitingPubComp => None,
+                InflightState::AwaitingAck { .. } | InflightState::AwaitingPubComp { .. } => None,
             });
         inflight
             .chain(flow.queue.into_iter().map(|q| (q.msg, q.qos)))
@@ -1012,7 +1043,7 @@ mod tests {
         use std::collections::BTreeMap;
         let mut msgs: BTreeMap<u64, (QoS, Arc<Message>)> = BTreeMap::new();
         let mut sent: BTreeMap<u64, PacketId> = BTreeMap::new();
-        let mut released: BTreeMap<u16, ()> = BTreeMap::new();
+        let mut released: BTreeMap<u64, PacketId> = BTreeMap::new();
         let mut inbound: BTreeMap<u16, ()> = BTreeMap::new();
         for c in changes {
             match c {
@@ -1026,13 +1057,13 @@ mod tests {
                     assert!(msgs.remove(seq).is_some(), "removed what was never added");
                     assert_eq!(sent.remove(seq).is_some(), *was, "sent as recorded");
                 }
-                Change::Released { seq, pid } => {
+                Change::Released { seq, pid, order } => {
                     assert!(msgs.remove(seq).is_some());
                     assert!(sent.remove(seq).is_some());
-                    released.insert(pid.get(), ());
+                    released.insert(*order, *pid);
                 }
-                Change::Completed { pid } => {
-                    assert!(released.remove(&pid.get()).is_some());
+                Change::Completed { pid, order } => {
+                    assert_eq!(released.remove(order), Some(*pid));
                 }
                 Change::InboundOpened { pid } => {
                     inbound.insert(pid.get(), ());
@@ -1055,8 +1086,8 @@ mod tests {
             .collect();
         out.extend(
             released
-                .keys()
-                .filter_map(|p| PacketId::new(*p).map(Restored::Released)),
+                .into_iter()
+                .map(|(order, pid)| Restored::Released { pid, order }),
         );
         out.extend(
             inbound
@@ -1158,6 +1189,40 @@ mod tests {
             _ => None,
         });
         assert!(added > restored_seqs.iter().max().copied());
+    }
+
+    /// PUBRELs owed are re-sent after a restart in the order their PUBRECs came, not in
+    /// packet id order [MQTT-4.6.0-4].
+    #[test]
+    fn v311_mqtt_4_6_0_4_pubrels_restored_in_pubrec_order() {
+        let journal = Arc::new(Recording::default());
+        let mut s = session(SessionLimits::default());
+        s.set_journal(Some(journal.clone()));
+        let now = Instant::now();
+        for n in 0..3 {
+            s.enqueue(msg(n), QoS::ExactlyOnce, false);
+        }
+        let pids: Vec<PacketId> = (0..3)
+            .map(|_| pid_of(&s.next_outgoing(now).unwrap()))
+            .collect();
+        for &i in &[2, 0, 1] {
+            assert_eq!(s.on_pubrec(pids[i]), AckOutcome::Matched);
+        }
+        let mut back = session(SessionLimits::default());
+        back.set_journal(Some(Arc::new(Recording::default())));
+        for item in replay(&journal.0.lock()) {
+            back.restore(item);
+        }
+        let order: Vec<u16> = resend_list(&back).iter().map(|r| r.0).collect();
+        assert_eq!(
+            order,
+            vec![pids[2].get(), pids[0].get(), pids[1].get()],
+            "PUBRELs in PUBREC order"
+        );
+        assert_eq!(resend_list(&back), resend_list(&s));
+        // A PUBCOMP after the restore completes the restored one.
+        assert_eq!(back.on_pubcomp(pids[0]), AckOutcome::Matched);
+        assert_eq!(back.inflight_len(), 2);
     }
 
     #[test]

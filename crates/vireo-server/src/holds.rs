@@ -49,6 +49,9 @@ pub(crate) struct Released {
     pub uncorked: Vec<usize>,
     /// Acknowledgements to push.
     pub acks: Vec<(usize, Packet)>,
+    /// Connections whose acknowledgement or CONNACK confirmed what the store gave up (see
+    /// `Durable::was_lost`): to close, unacknowledged.
+    pub lost: Vec<usize>,
 }
 
 /// One worker's held acknowledgements.
@@ -198,13 +201,22 @@ impl Holds {
             let Some(hold) = self.queue.pop_front() else {
                 break;
             };
+            let lost = hold.targets.iter().any(|&(w, t)| durable.was_lost(w, t));
             for key in hold.conns {
                 if self.corked.get(&key) == Some(&hold.iteration) {
                     self.corked.remove(&key);
-                    ready.uncorked.push(key);
+                    if lost {
+                        ready.lost.push(key);
+                    } else {
+                        ready.uncorked.push(key);
+                    }
                 }
             }
-            ready.acks.extend(hold.acks);
+            if lost {
+                ready.lost.extend(hold.acks.into_iter().map(|(key, _)| key));
+            } else {
+                ready.acks.extend(hold.acks);
+            }
         }
         ready
     }

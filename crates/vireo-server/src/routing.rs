@@ -558,6 +558,9 @@ impl Worker {
                 }
                 continue;
             }
+            if synced != u64::MAX && slot.session.waits_for_disk(synced) {
+                break; // the next goes once on disk: owed retained messages wait behind it
+            }
             // Retained messages owed after a SUBSCRIBE, paced by the same output limit.
             let Some((msg, qos, sub_id)) = conn.next_owed() else {
                 break;

@@ -250,6 +250,9 @@ impl Worker {
             }
         }
         let existing = self.by_client.get(&connect.client_id, &self.sessions);
+        // A stored session a Clean Start discards: its deletion is confirmed by the CONNACK
+        // too, or a crash could bring it back after the client was told it was gone.
+        let discards_stored = existing.is_some_and(|s| self.sessions.get(s).is_some_and(|s| s.stored));
         let (skey, session_present) = match (
             existing,
             lifecycle::resume(existing.is_some(), connect.clean_start),
@@ -371,8 +374,9 @@ impl Worker {
         };
         self.set_shared_online(skey, true);
         self.persist_session(skey);
-        if self.sessions.get(skey).is_some_and(|s| s.stored) {
-            // `sync`: the CONNACK of a persistent session waits for its record.
+        if discards_stored || self.sessions.get(skey).is_some_and(|s| s.stored) {
+            // `sync`: the CONNACK of a persistent session waits for its record (and one that
+            // discarded a stored session, for its deletion).
             self.holds.cork(key);
         }
         if session_present {

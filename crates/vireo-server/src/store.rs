@@ -73,6 +73,11 @@ pub(crate) struct Durable {
     /// sender whose batch the taker has taken, and how many changes the taker had sent then.
     processed: Vec<(AtomicU64, AtomicU64)>,
     workers: usize,
+    /// Per worker, the changes the store gave up on (a disk that stayed full past
+    /// `MAX_PENDING_BYTES`): counts in `(from, to]` are counted as synced, so that what waits
+    /// behind them goes on, but are not on disk. An acknowledgement that waited for one of
+    /// them is never sent; its connection is closed instead, and its client sends again.
+    lost: Vec<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -104,6 +109,14 @@ impl Durable {
     /// Whether `count` changes of worker `w` are on disk.
     pub fn is_synced(&self, w: usize, count: u64) -> bool {
         self.synced[w].load(Ordering::Acquire) >= count
+    }
+
+    /// Whether change `count` of worker `w` was given up (see [`Durable::lost`]): the latest
+    /// stretch of them only, which is all a hold still waiting can be behind.
+    pub fn was_lost(&self, w: usize, count: u64) -> bool {
+        self.lost.get(w).is_some_and(|(from, to)| {
+            count > from.load(Ordering::Acquire) && count <= to.load(Ordering::Acquire)
+        })
     }
 
     /// Changes worker `w` has sent so far.
@@ -298,9 +311,8 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
     }
     let clocks = Clocks::read();
     let mut recovered = Recovered::default();
-    let mut keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
-    // Sorted: a session's record before its state, its messages in sequence order.
-    keys.sort_unstable();
+    // In byte order: a session's record before its state, its messages in sequence order.
+    let keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
     let mut gone = 0;
     let mut queue_keys = Vec::new();
     for key in keys {
@@ -448,7 +460,19 @@ fn restore_queues(
                 }
             }
             QueueKey::Sent(_) => None, // taken with its message, or dropped below
-            QueueKey::Released(pid) => vireo_codec::PacketId::new(pid).map(Restored::Released),
+            QueueKey::Owed(order) => log
+                .get(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
+                .and_then(|pid| vireo_codec::PacketId::new(u16::from_le_bytes(pid)))
+                .map(|pid| Restored::Released { pid, order }),
+            QueueKey::Released(pid) => vireo_codec::PacketId::new(pid).map(|pid| {
+                Restored::Released {
+                    pid,
+                    order: u64::MAX,
+                }
+            }),
             QueueKey::Inbound(pid) => vireo_codec::PacketId::new(pid).map(Restored::Inbound),
         };
         if let Some(item) = item {
@@ -484,6 +508,9 @@ pub(crate) fn spawn(
             .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
             .collect(),
         workers,
+        lost: (0..=workers)
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect(),
     });
     let thread_durable = Arc::clone(&durable);
     let thread = std::thread::Builder::new()
@@ -507,6 +534,7 @@ fn run(
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut failures = 0u64;
+    let mut given_up = log.given_up();
     let mut bufs = Buffers::default();
     let mut burst: Vec<Op> = Vec::with_capacity(BURST);
     // Changes taken, per worker: synced up to these once a sync succeeds.
@@ -584,6 +612,17 @@ fn run(
                 Err(e) => {
                     // A full disk: the log cut the batch back out, stays consistent, and keeps
                     // the batch for the next try (within MAX_PENDING_BYTES).
+                    if log.given_up() != given_up {
+                        given_up = log.given_up();
+                        // What was taken so far is not on disk and never will be: marked
+                        // lost before it counts as synced, so the holds behind it let go
+                        // and close their connections instead of acknowledging.
+                        for (w, (from, to)) in durable.lost.iter().enumerate() {
+                            from.store(durable.synced_of(w), Ordering::Release);
+                            to.store(taken[w], Ordering::Release);
+                        }
+                        publish_synced(durable, &taken);
+                    }
                     failures += 1;
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     durable.failing.store(true, Ordering::Relaxed);
@@ -678,7 +717,7 @@ fn coalesce(burst: &mut [Op], bufs: &mut Buffers) {
                     cancel.extend(sent);
                 }
             }
-            Change::Released { seq, pid } => {
+            Change::Released { seq, pid, .. } => {
                 if let Some((a, sent)) = added.remove(&(c, seq)) {
                     cancel.push(a);
                     cancel.extend(sent);
@@ -689,7 +728,7 @@ fn coalesce(burst: &mut [Op], bufs: &mut Buffers) {
                 }
                 released.insert((c, u64::from(pid.get())), i);
             }
-            Change::Completed { pid } => {
+            Change::Completed { pid, .. } => {
                 if let Entry::Occupied(e) = released.entry((c, u64::from(pid.get()))) {
                     let r = e.remove();
                     cancel.push(i);
@@ -735,11 +774,11 @@ fn apply(log: &mut Log, op: Op, bufs: &mut Buffers, clocks: &Clocks) -> bool {
         Op::SessionGone(client) => {
             log.delete(&records::session_key(&client));
             let prefix = records::queue_prefix(&client);
-            // Those not committed yet too: a change can be in the same burst.
+            // Its own keys only (a range of the ordered index), and those not committed yet
+            // too: a change can be in the same burst.
             let keys: Vec<Vec<u8>> = log
-                .keys()
-                .chain(log.pending_keys())
-                .filter(|k| k.starts_with(&prefix))
+                .keys_from(&prefix, &prefix)
+                .chain(log.pending_keys().filter(|k| k.starts_with(&prefix)))
                 .map(<[u8]>::to_vec)
                 .collect();
             for k in keys {
@@ -784,14 +823,17 @@ fn apply_change(log: &mut Log, client: &str, change: Change, bufs: &mut Buffers,
                 delete(log, QueueKey::Sent(seq), key);
             }
         }
-        Change::Released { seq, pid } => {
+        Change::Released { seq, pid, order } => {
             if seq != u64::MAX {
                 delete(log, QueueKey::Message(seq), key);
                 delete(log, QueueKey::Sent(seq), key);
             }
-            put(log, QueueKey::Released(pid.get()), &[], key);
+            put(log, QueueKey::Owed(order), &pid.get().to_le_bytes(), key);
         }
-        Change::Completed { pid } => delete(log, QueueKey::Released(pid.get()), key),
+        Change::Completed { pid, order } => match order {
+            u64::MAX => delete(log, QueueKey::Released(pid.get()), key),
+            order => delete(log, QueueKey::Owed(order), key),
+        },
         Change::InboundOpened { pid } => put(log, QueueKey::Inbound(pid.get()), &[], key),
         Change::InboundClosed { pid } => delete(log, QueueKey::Inbound(pid.get()), key),
     }

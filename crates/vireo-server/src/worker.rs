@@ -947,6 +947,14 @@ impl Worker {
                 self.dirty.push(key);
             }
         }
+        for key in released.lost {
+            if self.conns.contains(key) {
+                tracing::warn!(
+                    "the store gave up changes this connection's acknowledgement confirmed: closed unacknowledged, so that its client sends again"
+                );
+                self.close(key, Close::Limit(ReasonCode::UNSPECIFIED_ERROR));
+            }
+        }
     }
 
     /// This worker took `from`'s batch of `iteration`: the changes it made of it are sent.

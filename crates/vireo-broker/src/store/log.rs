@@ -29,7 +29,7 @@
 //! **One owner.** An exclusive lock on `LOCK` in the directory: a second broker on the same
 //! directory gets an error at start instead of two writers.
 
-use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -55,10 +55,11 @@ struct Loc {
     len: u32,
 }
 
-/// Where each live key's latest record is.
-// foldhash, as the subscription index: keys are topics and client ids, which clients choose;
-// its per-process seed keeps them from choosing collisions, at a fifth of SipHash's cost.
-type Index = HashMap<Box<[u8]>, Loc>;
+/// Where each live key's latest record is. Ordered, so that the records under one prefix (a
+/// session's queue, in sequence order) are a range: a session that ends deletes its own keys
+/// without a scan of everyone's, and a queue kept on disk is read back from where it stopped.
+/// No hashing also means no keys a client could choose to collide.
+type Index = BTreeMap<Box<[u8]>, Loc>;
 
 /// A buffered record: its key, and for a put where it is in the buffer and its length.
 type Pending = (Box<[u8]>, Option<(usize, u32)>);
@@ -95,6 +96,8 @@ pub struct Log {
     index: Index,
     /// The buffer's records, for the index once they are written.
     pending: Vec<Pending>,
+    /// Batches given up (see [`Log::given_up`]).
+    given_up: u64,
 }
 
 /// Why the log cannot be used.
@@ -201,8 +204,9 @@ impl Log {
             buf: Vec::new(),
             tail_unknown: false,
             written_bytes: 0,
-            index: HashMap::new(),
+            index: BTreeMap::new(),
             pending: Vec::new(),
+            given_up: 0,
         };
         let mut recovery = Recovery::default();
         for n in numbers {
@@ -302,6 +306,12 @@ impl Log {
         self.pending.push((key.into(), None));
     }
 
+    /// How many times a failing commit gave its batch up (past [`MAX_PENDING_BYTES`]): what
+    /// was put and deleted before such a failure is not on disk, and never will be.
+    pub fn given_up(&self) -> u64 {
+        self.given_up
+    }
+
     /// Whether anything waits for [`Log::commit`].
     pub fn is_dirty(&self) -> bool {
         !self.buf.is_empty()
@@ -340,6 +350,7 @@ impl Log {
             if self.buf.len() > MAX_PENDING_BYTES {
                 self.buf.clear();
                 self.pending.clear();
+                self.given_up += 1;
                 return Err(io::Error::new(
                     e.kind(),
                     format!("{e}; over {MAX_PENDING_BYTES} bytes of changes waited: given up"),
@@ -422,9 +433,27 @@ impl Log {
         }
     }
 
-    /// Every committed key, in no order.
+    /// Every committed key, in byte order.
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.index.keys().map(|k| &**k)
+    }
+
+    /// The committed keys from `from` on (included) that start with `prefix`, in byte order.
+    pub fn keys_from<'a>(
+        &'a self,
+        from: &[u8],
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        use std::ops::Bound;
+        self.index
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .map(|(k, _)| &**k)
+            .take_while(move |k| k.starts_with(prefix))
+    }
+
+    /// The size on disk of `key`'s committed record (its value and a few bytes more).
+    pub fn record_len(&self, key: &[u8]) -> Option<u32> {
+        self.index.get(key).map(|loc| loc.len)
     }
 
     /// Keys put since the last commit (not yet in [`Log::keys`]), in the order put.
@@ -509,7 +538,7 @@ impl Log {
     /// in `written`; returns the new index and the last segment's length.
     fn write_compacted(&self, n: &mut u32, written: &mut Vec<u32>) -> io::Result<(Index, u64)> {
         let mut out = Vec::new();
-        let mut index = HashMap::with_capacity(self.index.len());
+        let mut index = BTreeMap::new();
         for (key, &loc) in &self.index {
             if !out.is_empty() && out.len() as u64 + u64::from(loc.len) > SEGMENT_BYTES {
                 self.write_temp(*n, &out)?;

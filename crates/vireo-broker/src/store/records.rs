@@ -85,7 +85,11 @@ pub enum QueueKey {
     Message(u64),
     /// The packet id message `seq` was sent with.
     Sent(u64),
-    /// A QoS 2 delivery awaiting PUBCOMP.
+    /// A QoS 2 delivery awaiting PUBCOMP, by the order its PUBREC came in (the value is its
+    /// packet id, little-endian).
+    Owed(u64),
+    /// A QoS 2 delivery awaiting PUBCOMP, by packet id: how the first stores kept them (read,
+    /// and deleted on PUBCOMP, but no longer written).
     Released(u16),
     /// An inbound QoS 2 id awaiting PUBREL.
     Inbound(u16),
@@ -106,6 +110,7 @@ impl QueueKey {
         let (tag, seq, pid) = match self {
             Self::Message(seq) => (b'm', Some(seq), None),
             Self::Sent(seq) => (b'p', Some(seq), None),
+            Self::Owed(order) => (b'o', Some(order), None),
             Self::Released(pid) => (b'r', None, Some(pid)),
             Self::Inbound(pid) => (b'i', None, Some(pid)),
         };
@@ -131,6 +136,7 @@ impl QueueKey {
         let key = match tag {
             b'm' => Self::Message(seq()?),
             b'p' => Self::Sent(seq()?),
+            b'o' => Self::Owed(seq()?),
             b'r' => Self::Released(pid()?),
             b'i' => Self::Inbound(pid()?),
             _ => return None,
@@ -560,6 +566,7 @@ mod tests {
             QueueKey::Message(u64::MAX),
             QueueKey::Sent(7),
             QueueKey::Released(1),
+            QueueKey::Owed(3),
             QueueKey::Inbound(65535),
         ] {
             let k = key.key("client/é");
