@@ -28,6 +28,11 @@ pub struct SessionLimits {
     pub drop_oldest: bool,
     /// Inbound QoS 2 ids awaiting PUBREL; a client past this is disconnected.
     pub max_incoming_qos2: usize,
+    /// Bytes of a durable session's queue kept in memory: the messages queued past them are
+    /// on disk only (their journal's records), read back as the queue drains (see
+    /// [`Session::unspill`]). So `max_queued_bytes` can be far above the machine's memory.
+    /// Sessions that are not durable keep their whole queue in memory.
+    pub queue_memory_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -38,6 +43,7 @@ impl Default for SessionLimits {
             max_queued_bytes: 64 * 1024 * 1024,
             drop_oldest: false,
             max_incoming_qos2: 1024,
+            queue_memory_bytes: 1024 * 1024,
         }
     }
 }
@@ -143,6 +149,29 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// can later say is on disk (see [`Session::next_outgoing_durable`]), 0 when it keeps
     /// no such count.
     fn record(&self, change: Change) -> u64;
+
+    /// Asks for the queued messages numbered `from` up to (not including) `end`, recorded
+    /// as [`Change::Added`] and not removed, in sequence order and up to about `max_bytes`
+    /// of them: the answer comes back as a [`Loaded`] for [`Session::unspill`]. Asked again
+    /// only once that came. A journal that keeps nothing never sees this asked: a session
+    /// spills only while it has a journal.
+    fn load(&self, from: u64, end: u64, max_bytes: usize);
+}
+
+/// What a [`Journal`] read back of a session's queue on disk (see [`Journal::load`]).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The messages, in sequence order: `Restored::Message` with no packet id.
+    pub messages: Vec<Restored>,
+    /// Where the next load starts: past the last record looked at.
+    pub next: u64,
+    /// Records looked at that are gone now (expired while on disk, or not readable), with
+    /// their bytes: out of the queue's count too.
+    pub dropped: usize,
+    /// Their bytes (topic and payload; estimated for one not readable).
+    pub dropped_bytes: usize,
+    /// Whether the range asked for was read to its end.
+    pub done: bool,
 }
 
 /// What a restart hands back to a session (see [`Session::restore`]).
@@ -172,6 +201,19 @@ pub enum Restored {
     },
     /// An inbound QoS 2 id awaiting PUBREL.
     Inbound(PacketId),
+    /// Queued messages left on disk (past the session's `queue_memory_bytes`): numbered
+    /// `first` to `last`, `count` of them, about `bytes` of topic and payload. After every
+    /// `Message` of the session.
+    Spilled {
+        /// The lowest sequence number.
+        first: u64,
+        /// The highest.
+        last: u64,
+        /// How many.
+        count: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -260,11 +302,31 @@ struct Flow {
     /// The next message's sequence number (see [`Change`]). Starting again at 0 when the
     /// state is freed is safe: nothing of the old numbers is held then.
     next_seq: u64,
+    /// The queue's tail that is on disk only (durable sessions).
+    spill: Spill,
+}
+
+/// The part of a durable session's queue that is on disk only: messages numbered from
+/// `first` up to `Flow::next_seq`, all behind those in memory. While any are, every new
+/// message joins them, so the queue keeps its order.
+#[derive(Debug, Default)]
+struct Spill {
+    first: u64,
+    /// Messages on disk (0: none, nothing spills).
+    count: usize,
+    /// Their bytes (topic and payload), for `max_queued_bytes`.
+    bytes: usize,
+    /// A [`Journal::load`] is on its way.
+    loading: bool,
 }
 
 impl Flow {
     fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+        self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.incoming_qos2.is_empty()
+            && self.spill.count == 0
+            && !self.spill.loading
     }
 
     fn position(&self, pid: PacketId) -> Option<usize> {
@@ -494,7 +556,107 @@ impl Session {
             Restored::Inbound(pid) => {
                 flow.incoming_qos2.insert(pid);
             }
+            Restored::Spilled {
+                first,
+                last,
+                count,
+                bytes,
+            } => {
+                if last > MAX_SEQ || count == 0 || first > last {
+                    return;
+                }
+                flow.next_seq = flow.next_seq.max(last + 1);
+                flow.spill = Spill {
+                    first,
+                    count,
+                    bytes,
+                    loading: false,
+                };
+            }
         }
+    }
+
+    /// Takes back what a [`Journal::load`] read of the queue on disk: the messages join the
+    /// queue in memory, behind those already there. Then asks for more if the queue is
+    /// still short.
+    pub fn unspill(&mut self, loaded: Loaded) {
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        let spill = &mut flow.spill;
+        spill.loading = false;
+        let mut count = loaded.dropped;
+        let mut bytes = loaded.dropped_bytes;
+        for item in loaded.messages {
+            let Restored::Message {
+                seq,
+                qos,
+                retain,
+                sub_id,
+                msg,
+                ..
+            } = item
+            else {
+                continue;
+            };
+            if seq < spill.first || seq >= flow.next_seq {
+                continue; // not what was asked for
+            }
+            count += 1;
+            bytes += msg.weight();
+            flow.queued_bytes += msg.weight();
+            flow.queue.push_back(Queued {
+                seq,
+                ticket: 0,
+                qos,
+                retain,
+                msg,
+                sub_id,
+            });
+        }
+        spill.first = spill.first.max(loaded.next);
+        spill.count = spill.count.saturating_sub(count);
+        spill.bytes = spill.bytes.saturating_sub(bytes);
+        if spill.first >= flow.next_seq || (loaded.done && loaded.next >= flow.next_seq) {
+            // All read back (a record that was not there counts as read).
+            spill.count = 0;
+        }
+        if spill.count == 0 {
+            spill.bytes = 0;
+        }
+        self.want_load();
+    }
+
+    /// Asks the journal for the queue's tail on disk once the part in memory is under half
+    /// its budget.
+    fn want_load(&mut self) {
+        let budget = self.limits.queue_memory_bytes;
+        let (Some(journal), Some(flow)) = (&self.journal, self.flow.as_mut()) else {
+            return;
+        };
+        let spill = &mut flow.spill;
+        if spill.count == 0 || spill.loading || flow.queued_bytes > budget / 2 {
+            return;
+        }
+        spill.loading = true;
+        journal.load(
+            spill.first,
+            flow.next_seq,
+            budget.saturating_sub(flow.queued_bytes).max(1),
+        );
+    }
+
+    /// Whether part of the queue is on disk only, or on its way back from it: the journal
+    /// still holds messages this session is to deliver.
+    pub fn has_spill(&self) -> bool {
+        self.flow
+            .as_ref()
+            .is_some_and(|f| f.spill.count != 0 || f.spill.loading)
+    }
+
+    /// Queued messages on disk only (see [`SessionLimits::queue_memory_bytes`]).
+    pub fn spilled_len(&self) -> usize {
+        self.flow.as_ref().map_or(0, |f| f.spill.count)
     }
 
     /// Sets the client's Receive Maximum (v5 CONNECT; 0 for none), which bounds the window
@@ -546,14 +708,18 @@ impl Session {
         }
         let flow = self.flow.get_or_insert_with(Box::default);
         let mut outcome = Enqueued::Queued;
-        while flow.queue.len() >= limits.max_queued_messages
-            || (flow.queued_bytes + weight > limits.max_queued_bytes && !flow.queue.is_empty())
+        while flow.queue.len() + flow.spill.count >= limits.max_queued_messages
+            || (flow.queued_bytes + flow.spill.bytes + weight > limits.max_queued_bytes
+                && flow.queue.len() + flow.spill.count > 0)
         {
             if !limits.drop_oldest {
                 outcome = Enqueued::Dropped;
                 break;
             }
+            // The oldest in memory (with the rest on disk and none in memory, a load is on
+            // its way: the new message is dropped instead).
             let Some(old) = flow.queue.pop_front() else {
+                outcome = Enqueued::Dropped;
                 break;
             };
             flow.queued_bytes -= old.msg.weight();
@@ -566,9 +732,32 @@ impl Session {
             outcome = Enqueued::QueuedDroppedOldest;
         }
         if outcome != Enqueued::Dropped {
-            flow.queued_bytes += weight;
             let seq = flow.next_seq;
             flow.next_seq += 1;
+            if self.journal.is_some()
+                && (flow.spill.count > 0
+                    || (flow.queued_bytes + weight > limits.queue_memory_bytes
+                        && !flow.queue.is_empty()))
+            {
+                // On disk only: its record is all there is of it until it is read back.
+                if flow.spill.count == 0 {
+                    flow.spill.first = seq;
+                }
+                flow.spill.count += 1;
+                flow.spill.bytes += weight;
+                self.record(Change::Added {
+                    seq,
+                    qos,
+                    retain,
+                    sub_id,
+                    msg,
+                });
+                if outcome == Enqueued::QueuedDroppedOldest {
+                    self.want_load();
+                }
+                return outcome;
+            }
+            flow.queued_bytes += weight;
             let ticket = match &self.journal {
                 Some(j) => j.record(Change::Added {
                     seq,
@@ -623,6 +812,9 @@ impl Session {
             }
         }
         if flow.queue.is_empty() {
+            if flow.spill.count != 0 {
+                self.want_load();
+            }
             return None;
         }
         let pid = if self.journal.is_none() {
@@ -640,9 +832,14 @@ impl Session {
         let flow = self.flow.get_or_insert_with(Box::default);
         let q = flow.queue.pop_front()?;
         flow.queued_bytes -= q.msg.weight();
+        let spilled = flow.spill.count != 0;
         if let Some(j) = &self.journal {
             j.record(Change::Sent { seq: q.seq, pid });
         }
+        if spilled {
+            self.want_load();
+        }
+        let flow = self.flow.get_or_insert_with(Box::default);
         flow.inflight.push_back((
             pid,
             InflightState::AwaitingAck {
@@ -880,9 +1077,11 @@ impl Session {
         self.flow.as_ref().map_or(0, |f| f.inflight.len())
     }
 
-    /// Messages waiting to be sent.
+    /// Messages waiting to be sent (those on disk only too).
     pub fn queued_len(&self) -> usize {
-        self.flow.as_ref().map_or(0, |f| f.queue.len())
+        self.flow
+            .as_ref()
+            .map_or(0, |f| f.queue.len() + f.spill.count)
     }
 
     /// Whether the next message is a QoS 2 one whose `Added` is not on disk yet (its
@@ -1028,13 +1227,64 @@ mod tests {
     /// What a store would hold after a journal's changes: applied as the server's store
     /// thread applies them, keyed the same way.
     #[derive(Debug, Default)]
-    struct Recording(parking_lot::Mutex<Vec<Change>>);
+    #[allow(clippy::type_complexity)]
+    struct Recording(
+        parking_lot::Mutex<Vec<Change>>,
+        parking_lot::Mutex<Vec<(u64, u64, usize)>>,
+    );
 
     impl Journal for Recording {
         fn record(&self, change: Change) -> u64 {
             let mut changes = self.0.lock();
             changes.push(change);
             changes.len() as u64
+        }
+
+        fn load(&self, from: u64, end: u64, max_bytes: usize) {
+            self.1.lock().push((from, end, max_bytes));
+        }
+    }
+
+    impl Recording {
+        /// Answers the load asked for, as the store would: the messages added in its range
+        /// and not removed since, up to its bytes.
+        fn answer(&self) -> Option<Loaded> {
+            let (from, end, max_bytes) = self.1.lock().pop()?;
+            let mut live: std::collections::BTreeMap<u64, Arc<Message>> = Default::default();
+            for c in self.0.lock().iter() {
+                match c {
+                    Change::Added { seq, msg, .. } => {
+                        live.insert(*seq, Arc::clone(msg));
+                    }
+                    Change::Removed { seq, .. } | Change::Released { seq, .. } => {
+                        live.remove(seq);
+                    }
+                    _ => {}
+                }
+            }
+            let mut loaded = Loaded {
+                next: end,
+                done: true,
+                ..Loaded::default()
+            };
+            let mut bytes = 0;
+            for (&seq, msg) in live.range(from..end) {
+                if bytes >= max_bytes {
+                    loaded.next = seq;
+                    loaded.done = false;
+                    break;
+                }
+                bytes += msg.weight();
+                loaded.messages.push(Restored::Message {
+                    seq,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    sub_id: 0,
+                    msg: Arc::clone(msg),
+                    pid: None,
+                });
+            }
+            Some(loaded)
         }
     }
 
@@ -1223,6 +1473,103 @@ mod tests {
         // A PUBCOMP after the restore completes the restored one.
         assert_eq!(back.on_pubcomp(pids[0]), AckOutcome::Matched);
         assert_eq!(back.inflight_len(), 2);
+    }
+
+    /// A durable session keeps `queue_memory_bytes` of its queue in memory and the rest on
+    /// disk only; draining it reads the rest back, in order, and every message arrives once.
+    #[test]
+    fn a_queue_past_its_memory_budget_spills_and_comes_back_in_order() {
+        let journal = Arc::new(Recording::default());
+        let mut s = session(SessionLimits {
+            max_inflight: 2,
+            queue_memory_bytes: 8, // four 2-byte messages
+            ..SessionLimits::default()
+        });
+        s.set_journal(Some(journal.clone()));
+        for n in 0..40 {
+            assert_eq!(s.enqueue(msg(n), QoS::AtLeastOnce, false), Enqueued::Queued);
+        }
+        assert_eq!(s.queued_len(), 40);
+        assert_eq!(s.spilled_len(), 36, "four in memory, the rest on disk only");
+        let now = Instant::now();
+        let mut got = Vec::new();
+        let mut loads = 0;
+        for _ in 0..1000 {
+            match s.next_outgoing(now) {
+                Some(out) => {
+                    let Outgoing::Publish { msg: m, pid, .. } = out else {
+                        panic!("a PUBLISH");
+                    };
+                    got.push(m.payload[0]);
+                    assert_eq!(s.on_puback(pid), AckOutcome::Matched);
+                    // New messages meanwhile join the tail on disk, behind the rest.
+                    if got.len() == 10 {
+                        s.enqueue(msg(40), QoS::AtLeastOnce, false);
+                    }
+                }
+                None => match journal.answer() {
+                    Some(loaded) => {
+                        loads += 1;
+                        s.unspill(loaded);
+                    }
+                    None => break,
+                },
+            }
+        }
+        assert_eq!(got, (0..=40).collect::<Vec<u8>>(), "each once, in order");
+        assert!(loads >= 9, "read back a budget at a time ({loads} loads)");
+        assert_eq!((s.queued_len(), s.spilled_len()), (0, 0));
+        // Back to memory only once drained.
+        s.enqueue(msg(1), QoS::AtLeastOnce, false);
+        assert_eq!(s.spilled_len(), 0);
+    }
+
+    /// A restart hands the tail on disk back as `Spilled`: counted in the queue, read back
+    /// as it drains, and new messages numbered after it.
+    #[test]
+    fn a_restored_spill_is_read_back() {
+        let journal = Arc::new(Recording::default());
+        let mut s = session(SessionLimits {
+            queue_memory_bytes: 4,
+            ..SessionLimits::default()
+        });
+        s.set_journal(Some(journal.clone()));
+        for n in 0..6 {
+            s.enqueue(msg(n), QoS::AtLeastOnce, false);
+        }
+        let mut back = session(SessionLimits {
+            queue_memory_bytes: 4,
+            ..SessionLimits::default()
+        });
+        back.set_journal(Some(journal.clone()));
+        for item in replay(&journal.0.lock())[..2].iter().cloned() {
+            back.restore(item);
+        }
+        back.restore(Restored::Spilled {
+            first: 2,
+            last: 5,
+            count: 4,
+            bytes: 8,
+        });
+        assert_eq!((back.queued_len(), back.spilled_len()), (6, 4));
+        back.enqueue(msg(6), QoS::AtLeastOnce, false);
+        assert_eq!(back.spilled_len(), 5, "behind the spill, numbered after it");
+        let now = Instant::now();
+        let mut got = Vec::new();
+        journal.1.lock().clear(); // the first session's loads
+        for _ in 0..100 {
+            match back.next_outgoing(now) {
+                Some(Outgoing::Publish { msg, pid, .. }) => {
+                    got.push(msg.payload[0]);
+                    back.on_puback(pid);
+                }
+                _ => match journal.answer() {
+                    Some(l) => back.unspill(l),
+                    None => break,
+                },
+            }
+        }
+        assert_eq!(got, (0..=6).collect::<Vec<u8>>());
     }
 
     #[test]

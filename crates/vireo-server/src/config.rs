@@ -187,6 +187,10 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// When a session queue is full, drop the oldest message instead of the newest.
     pub queue_drop_oldest: bool,
+    /// Bytes of a persistent session's queue kept in memory (with `persistence` on): the
+    /// rest is on disk only, read back as the queue drains, so `max_queued_bytes` and
+    /// `max_queued_messages` can be far above the machine's memory.
+    pub queue_memory_bytes: usize,
     /// Subscriptions per client.
     pub max_subscriptions: usize,
     /// Topic name / filter length in bytes.
@@ -290,6 +294,7 @@ impl Default for Config {
             max_queued_messages: 10_000,
             max_queued_bytes: 16 * 1024 * 1024,
             queue_drop_oldest: false,
+            queue_memory_bytes: 1024 * 1024,
             max_subscriptions: 1024,
             max_topic_length: 65_535,
             max_topic_levels: 128,
@@ -583,6 +588,7 @@ impl Config {
             max_queued_bytes: self.max_queued_bytes,
             drop_oldest: self.queue_drop_oldest,
             max_incoming_qos2: usize::from(self.receive_maximum),
+            queue_memory_bytes: self.queue_memory_bytes,
         }
     }
 }

@@ -27,6 +27,10 @@ use vireo_codec::Packet;
 
 use crate::store::Durable;
 
+/// Acknowledgements a worker holds at most before it stops reading (a few tens of
+/// milliseconds of a fast publisher's; a disk slower than that pushes back on publishers).
+const MAX_HELD: usize = 64 * 1024;
+
 /// A target not known yet: the other worker has not taken the batch.
 const UNRESOLVED: u64 = u64::MAX;
 
@@ -73,6 +77,8 @@ pub(crate) struct Holds {
     pub inbox_from: Option<(usize, u64)>,
     /// Connections whose next QoS 2 delivery waits for the disk: refilled at each turn.
     refill: foldhash::HashSet<usize>,
+    /// Acknowledgements held, in `now_acks` and `queue`.
+    held: usize,
 }
 
 impl Holds {
@@ -87,6 +93,7 @@ impl Holds {
             corked: HashMap::new(),
             inbox_from: None,
             refill: foldhash::HashSet::default(),
+            held: 0,
         }
     }
 
@@ -103,6 +110,7 @@ impl Holds {
     /// `ack` for `key` waits for this iteration's changes (holds are on).
     pub(crate) fn hold_ack(&mut self, key: usize, ack: Packet) {
         debug_assert!(self.on);
+        self.held += 1;
         self.now_acks.push((key, ack));
     }
 
@@ -129,7 +137,14 @@ impl Holds {
             for hold in &mut self.queue {
                 hold.acks.retain(|(k, _)| *k != key);
             }
+            self.held = self.now_acks.len() + self.queue.iter().map(|h| h.acks.len()).sum::<usize>();
         }
+    }
+
+    /// Whether so many acknowledgements wait that the worker stops reading its clients until
+    /// the disk catches up.
+    pub(crate) fn is_full(&self) -> bool {
+        self.held > MAX_HELD
     }
 
     /// Whether anything waits (the loop then polls at least every millisecond).
@@ -202,6 +217,7 @@ impl Holds {
                 break;
             };
             let lost = hold.targets.iter().any(|&(w, t)| durable.was_lost(w, t));
+            self.held -= hold.acks.len();
             for key in hold.conns {
                 if self.corked.get(&key) == Some(&hold.iteration) {
                     self.corked.remove(&key);

@@ -709,8 +709,13 @@ impl Worker {
         // 0x92).
         let comp = acks::pubcomp(a.packet_id, known, version);
         // `sync`: once the id is released on disk too, or a re-used id would look like a
-        // repeat after a crash and be dropped.
-        self.push_ack(key, Packet::PubComp(comp));
+        // repeat after a crash and be dropped. An unknown id changed nothing: nothing to
+        // wait for (and a flood of them holds nothing).
+        if known {
+            self.push_ack(key, Packet::PubComp(comp));
+        } else {
+            self.push_packet(key, &Packet::PubComp(comp));
+        }
         Ok(())
     }
 

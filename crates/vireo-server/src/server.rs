@@ -154,7 +154,7 @@ impl Server {
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
             crate::config::Persistence::Async | crate::config::Persistence::Sync => {
-                let (mut log, recovered) = crate::store::open(&config.data_dir)?;
+                let (mut log, recovered) = crate::store::open(&config.data_dir, config.queue_memory_bytes)?;
                 let mut refused = 0;
                 for msg in recovered.retained {
                     let key = vireo_broker::store::records::retained_key(&msg.topic);
@@ -279,6 +279,13 @@ impl Server {
             config,
         });
         if let Some(p) = &shared.persist {
+            // A queue read back from disk goes to the worker that asked.
+            let weak = Arc::downgrade(&shared);
+            let _ = p.durable().deliver.set(Box::new(move |w, reply| {
+                if let Some(m) = weak.upgrade().as_ref().and_then(|s| s.mailboxes.get(w)) {
+                    m.send(crate::shared::WorkerMsg::Loaded(reply));
+                }
+            }));
             // `sync`: a worker holding acknowledgements hears of each sync at once.
             let weak = Arc::downgrade(&shared);
             let _ = p.durable().wake.set(Box::new(move || {

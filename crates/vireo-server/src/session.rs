@@ -521,7 +521,12 @@ impl Worker {
             return;
         };
         if slot.expiry_secs == 0 {
-            if std::mem::take(&mut slot.stored) {
+            if slot.stored && slot.session.has_spill() {
+                // Part of its queue is on disk only, still to be delivered on this
+                // connection: only the record goes now (a restart drops the rest), the
+                // queue when the session ends.
+                persist.session_record_deleted(&slot.session.client_id);
+            } else if std::mem::take(&mut slot.stored) {
                 persist.session_deleted(&slot.session.client_id);
                 slot.session.set_journal(None);
             }
@@ -539,10 +544,29 @@ impl Worker {
         );
         if !slot.session.is_durable() {
             // Its QoS 1/2 state follows the record (what it holds already first).
-            let journal = persist.journal(&slot.session.client_id);
+            let journal = persist.journal(&slot.session.client_id, slot.session.id);
             slot.session.set_journal(Some(journal));
         }
         slot.stored = true;
+    }
+
+    /// Part of a session's queue, read back from disk as it asked: joins its queue in memory
+    /// (an answer for an earlier session of the same client id is not its own: dropped).
+    pub(crate) fn on_loaded(&mut self, reply: crate::store::LoadReply) {
+        let Some(skey) = self.by_client.get(&reply.client, &self.sessions) else {
+            return;
+        };
+        let Some(slot) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if slot.session.id != reply.session {
+            return;
+        }
+        slot.session.unspill(reply.loaded);
+        if let Some(key) = slot.conn() {
+            self.refill(key);
+        }
+        self.update_backlog(skey);
     }
 
     /// Brings back the persistent sessions the store held at start: offline, with their
@@ -582,7 +606,7 @@ impl Worker {
             }
             if let Some(persist) = &self.persist {
                 // Durable before it is filled: what the store gave back is not written again.
-                session.set_journal(Some(persist.journal(&stored.client_id)));
+                session.set_journal(Some(persist.journal(&stored.client_id, id)));
             }
             for item in stored.state {
                 session.restore(item);

@@ -29,6 +29,8 @@ pub(crate) enum WorkerMsg {
     Deliver(Vec<Delivery>, usize, u64),
     /// A connection whose CONNECT names a client id owned by the receiving worker.
     Adopt(Box<Adoption>),
+    /// Messages of a session's queue read back from disk (see `Journal::load`).
+    Loaded(Box<crate::store::LoadReply>),
 }
 
 /// One message and the receiving worker's sessions it goes to. Most messages reach one or two

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use vireo_broker::store::records::{self, Clocks, QueueKey, Unusable};
 use vireo_broker::store::{Log, OpenError};
-use vireo_broker::{Change, Journal, Message, Restored};
+use vireo_broker::{Change, Journal, Loaded, Message, Restored, SessionId};
 
 /// Changes taken per write at most: a burst bigger than this is written in several.
 const BURST: usize = 16_384;
@@ -26,6 +26,9 @@ const BURST: usize = 16_384;
 /// tick of arriving is never written at all (see `coalesce`). A kill -9 loses what one tick
 /// holds; a crash of the machine what `sync_interval_ms` does, as before.
 const TICK: Duration = Duration::from_millis(5);
+/// Changes waiting for the thread past which workers stop reading their clients: about a
+/// second of the fastest QoS 1 fan-in's.
+const BACKLOG: usize = 1 << 20;
 /// How soon a failed write is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -38,6 +41,9 @@ enum Op {
     Change(Arc<str>, Change),
     /// A persistent session ended: its record and all its QoS 1/2 state go.
     SessionGone(Box<str>),
+    /// A session's queue on disk is wanted back (see `Journal::load`): read after the
+    /// changes before it are written, and answered to worker `worker`.
+    Load(Box<LoadRequest>),
     /// What `coalesce` left of a change it cancelled: nothing.
     Nothing,
     Stop,
@@ -64,6 +70,8 @@ pub(crate) struct Durable {
     pub synced: Vec<AtomicU64>,
     /// Wakes the workers after a sync (set once the workers exist).
     pub wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Hands a worker what it asked to load (set once the workers exist).
+    pub deliver: std::sync::OnceLock<Box<dyn Fn(usize, Box<LoadReply>) + Send + Sync>>,
     /// Whether acknowledgements wait for the disk (`sync`).
     pub sync: bool,
     /// The last write failed (a full disk): new QoS 1/2 messages are refused until one
@@ -150,6 +158,7 @@ impl std::fmt::Debug for Op {
             Op::Delete(_) => "Delete",
             Op::Change(..) => "Change",
             Op::SessionGone(_) => "SessionGone",
+            Op::Load(_) => "Load",
             Op::Nothing => "Nothing",
             Op::Stop => "Stop",
         })
@@ -170,6 +179,12 @@ impl Persist {
             from: w,
             durable: Arc::clone(&self.durable),
         }
+    }
+
+    /// Whether the store's thread is so far behind (a slow disk) that workers should stop
+    /// reading their clients until it catches up: the changes waiting for it are bounded.
+    pub(crate) fn is_behind(&self) -> bool {
+        self.tx.len() > BACKLOG
     }
 
     /// How far each worker's changes are on disk.
@@ -195,15 +210,21 @@ impl Persist {
         self.send(Op::Put(records::session_key(client_id), record));
     }
 
+    /// The record of `client_id`'s session goes, its QoS 1/2 state stays (for now).
+    pub(crate) fn session_record_deleted(&self, client_id: &str) {
+        self.send(Op::Delete(records::session_key(client_id)));
+    }
+
     /// The persistent session of `client_id` ended: its record and its QoS 1/2 state go.
     pub(crate) fn session_deleted(&self, client_id: &str) {
         self.send(Op::SessionGone(client_id.into()));
     }
 
     /// Where the durable session of `client_id` writes the changes to its QoS 1/2 state.
-    pub(crate) fn journal(&self, client_id: &str) -> Arc<dyn Journal> {
+    pub(crate) fn journal(&self, client_id: &str, session: SessionId) -> Arc<dyn Journal> {
         Arc::new(SessionJournal {
             client: client_id.into(),
+            session,
             persist: self.clone(),
         })
     }
@@ -221,6 +242,9 @@ fn send(tx: &Sender<(usize, Op)>, durable: &Durable, from: usize, op: Op) -> u64
 #[derive(Debug)]
 struct SessionJournal {
     client: Arc<str>,
+    /// The session it journals: a load's answer goes to it, not to a later session of the
+    /// same client id.
+    session: SessionId,
     persist: Persist,
 }
 
@@ -229,6 +253,97 @@ impl Journal for SessionJournal {
         self.persist
             .send(Op::Change(Arc::clone(&self.client), change))
     }
+
+    fn load(&self, from: u64, end: u64, max_bytes: usize) {
+        // Not counted: a load changes nothing on disk.
+        let _ = self.persist.tx.send((
+            self.persist.from,
+            Op::Load(Box::new(LoadRequest {
+                client: Arc::clone(&self.client),
+                session: self.session,
+                from,
+                end,
+                max_bytes,
+                worker: self.persist.from,
+            })),
+        ));
+    }
+}
+
+/// A session's queue on disk, wanted back.
+#[derive(Debug)]
+pub(crate) struct LoadRequest {
+    client: Arc<str>,
+    session: SessionId,
+    from: u64,
+    end: u64,
+    max_bytes: usize,
+    worker: usize,
+}
+
+/// What a worker gets back for a [`LoadRequest`].
+#[derive(Debug)]
+pub(crate) struct LoadReply {
+    pub client: Arc<str>,
+    pub session: SessionId,
+    pub loaded: Loaded,
+}
+
+/// Reads the queued messages `req` asks for out of the committed log (expired or unreadable
+/// ones are deleted on the way, and counted).
+fn load(log: &mut Log, req: &LoadRequest, clocks: &Clocks) -> Loaded {
+    let mut start = Vec::new();
+    QueueKey::Message(req.from).write_key(&req.client, &mut start);
+    let prefix = &start[..start.len() - 8];
+    let mut loaded = Loaded {
+        next: req.end,
+        done: true,
+        ..Loaded::default()
+    };
+    let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    for key in log.keys_from(&start, prefix) {
+        let Some((_, QueueKey::Message(seq))) = QueueKey::parse(key) else {
+            break;
+        };
+        if seq >= req.end {
+            break;
+        }
+        if bytes >= req.max_bytes {
+            loaded.next = seq;
+            loaded.done = false;
+            break;
+        }
+        bytes += log.record_len(key).map_or(0, |n| n as usize);
+        keys.push((seq, key.to_vec()));
+    }
+    for (seq, key) in keys {
+        match log
+            .get(&key)
+            .map(|v| v.map(|v| records::decode_queued(&v, clocks)))
+        {
+            Ok(Some(Ok((qos, retain, sub_id, msg)))) => loaded.messages.push(Restored::Message {
+                seq,
+                qos,
+                retain,
+                sub_id,
+                msg,
+                pid: None,
+            }),
+            other => {
+                if !matches!(other, Ok(Some(Err(Unusable::Expired)))) {
+                    tracing::warn!(
+                        client = &*req.client,
+                        "a queued message on disk is not readable: dropped"
+                    );
+                }
+                loaded.dropped += 1;
+                loaded.dropped_bytes += log.record_len(&key).map_or(0, |n| n as usize);
+                log.delete(&key);
+            }
+        }
+    }
+    loaded
 }
 
 impl Persist {
@@ -297,7 +412,7 @@ pub(crate) struct Recovered {
 
 /// Opens the store in `dir` and reads back what it holds. Damage in the files is logged and
 /// skipped, never an error; an unusable directory or a second broker on it is.
-pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
+pub(crate) fn open(dir: &Path, queue_memory_bytes: usize) -> Result<(Log, Recovered), OpenError> {
     let started = Instant::now();
     let (mut log, recovery) = Log::open(dir)?;
     if recovery.damaged > 0 {
@@ -373,7 +488,13 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
             }
         }
     }
-    gone += restore_queues(&mut log, queue_keys, &mut recovered.sessions, &clocks);
+    gone += restore_queues(
+        &mut log,
+        queue_keys,
+        &mut recovered.sessions,
+        &clocks,
+        queue_memory_bytes,
+    );
     if gone > 0
         && let Err(e) = log.commit(true)
     {
@@ -398,12 +519,18 @@ pub(crate) fn open(dir: &Path) -> Result<(Log, Recovered), OpenError> {
 /// Attaches the stored QoS 1/2 state (`keys`, sorted) to its sessions. Returns how many
 /// records were deleted: a message expired while the broker was down, a record that is not
 /// readable, or state whose session is not stored (it ended before its state was written).
+/// A session's queued messages past `queue_memory_bytes` are not read: they stay on disk,
+/// handed back as one `Restored::Spilled`, and are read as the queue drains.
 fn restore_queues(
     log: &mut Log,
     keys: Vec<Vec<u8>>,
     sessions: &mut [StoredSession],
     clocks: &Clocks,
+    queue_memory_bytes: usize,
 ) -> usize {
+    // Per session: bytes restored to memory so far, and what stays on disk.
+    let mut in_memory: Vec<usize> = vec![0; sessions.len()];
+    let mut spilled: Vec<Option<(u64, u64, usize, usize)>> = vec![None; sessions.len()];
     let index: std::collections::HashMap<String, usize> = sessions
         .iter()
         .enumerate()
@@ -433,6 +560,19 @@ fn restore_queues(
             QueueKey::Message(seq) => {
                 let sent_key = QueueKey::Sent(seq).key(client);
                 let pid = sent.remove(&sent_key).and_then(vireo_codec::PacketId::new);
+                let len = log.record_len(&key).map_or(0, |n| n as usize);
+                if pid.is_none()
+                    && (spilled[at].is_some()
+                        || (in_memory[at] > 0 && in_memory[at] + len > queue_memory_bytes))
+                {
+                    // Past the budget: left on disk, and all after it too (the queue's order).
+                    let s = spilled[at].get_or_insert((seq, seq, 0, 0));
+                    s.1 = seq;
+                    s.2 += 1;
+                    s.3 += len;
+                    continue;
+                }
+                in_memory[at] += len;
                 let value = log.get(&key).ok().flatten();
                 match value.map(|v| records::decode_queued(&v, clocks)) {
                     Some(Ok((qos, retain, sub_id, msg))) => Some(Restored::Message {
@@ -479,6 +619,16 @@ fn restore_queues(
             sessions[at].state.push(item);
         }
     }
+    for (at, spill) in spilled.into_iter().enumerate() {
+        if let Some((first, last, count, bytes)) = spill {
+            sessions[at].state.push(Restored::Spilled {
+                first,
+                last,
+                count,
+                bytes,
+            });
+        }
+    }
     // Ids whose message is gone (written by a crash between the two): dropped.
     for key in sent.into_keys() {
         log.delete(&key);
@@ -502,6 +652,7 @@ pub(crate) fn spawn(
         sent: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
         synced: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
         wake: std::sync::OnceLock::new(),
+        deliver: std::sync::OnceLock::new(),
         sync,
         failing: std::sync::atomic::AtomicBool::new(false),
         processed: (0..workers * workers)
@@ -537,6 +688,8 @@ fn run(
     let mut given_up = log.given_up();
     let mut bufs = Buffers::default();
     let mut burst: Vec<Op> = Vec::with_capacity(BURST);
+    // Loads asked for, answered once what was sent before them is written.
+    let mut loads: Vec<Box<LoadRequest>> = Vec::new();
     // Changes taken, per worker: synced up to these once a sync succeeds.
     let mut taken: Vec<u64> = vec![0; durable.sent.len()];
     let take = |taken: &mut Vec<u64>, burst: &mut Vec<Op>, (from, op): (usize, Op)| {
@@ -576,8 +729,9 @@ fn run(
         // the worker's clocks would have made it.
         let clocks = Clocks::read();
         for op in burst.drain(..) {
-            if apply(&mut log, op, &mut bufs, &clocks) {
-                stop = true;
+            match op {
+                Op::Load(req) => loads.push(req),
+                op => stop |= apply(&mut log, op, &mut bufs, &clocks),
             }
         }
         if stop {
@@ -641,6 +795,23 @@ fn run(
             // Everything taken is on disk: written and synced, or cancelled in its burst
             // (nothing to write is durable too).
             publish_synced(durable, &synced_before);
+        }
+        if !log.is_dirty() && !loads.is_empty() {
+            // Written (synced or not): the records they ask for are in the log now. A
+            // failing disk keeps them waiting with the writes.
+            for req in loads.drain(..) {
+                let loaded = load(&mut log, &req, &clocks);
+                if let Some(deliver) = durable.deliver.get() {
+                    deliver(
+                        req.worker,
+                        Box::new(LoadReply {
+                            client: req.client,
+                            session: req.session,
+                            loaded,
+                        }),
+                    );
+                }
+            }
         }
         if stop {
             return;
@@ -785,7 +956,7 @@ fn apply(log: &mut Log, op: Op, bufs: &mut Buffers, clocks: &Clocks) -> bool {
                 log.delete(&k);
             }
         }
-        Op::Nothing => {}
+        Op::Nothing | Op::Load(_) => {}
         Op::Stop => return true,
     }
     false

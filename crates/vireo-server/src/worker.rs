@@ -270,6 +270,11 @@ impl Worker {
                 .iter()
                 .enumerate()
                 .any(|(i, m)| i != id && m.is_congested());
+            // The disk behind: no more reading until it catches up, so that neither the
+            // acknowledgements waiting for it nor the changes on their way to it grow
+            // without bound.
+            self.congested |= self.holds.is_full()
+                || self.persist.as_ref().is_some_and(crate::store::Persist::is_behind);
             self.backlogged = holds_back_anywhere(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
@@ -869,6 +874,7 @@ impl Worker {
                         }
                     }
                     Ok(WorkerMsg::Adopt(adoption)) => self.adopt(*adoption),
+                    Ok(WorkerMsg::Loaded(reply)) => self.on_loaded(*reply),
                     Err(_) => break,
                 }
                 continue;

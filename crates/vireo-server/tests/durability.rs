@@ -802,3 +802,52 @@ fn v5_a_session_that_expired_while_the_broker_was_down_publishes_its_will() {
         ("wills/expired", &b"ended"[..])
     );
 }
+
+/// A persistent session's queue past `queue_memory_bytes` is on disk only: it is still
+/// delivered whole, in order and once each [MQTT-3.1.2-5] [MQTT-4.6.0-2], read back as it
+/// drains, across a reconnect, more messages behind it, and a restart.
+#[test]
+fn v311_a_queue_past_its_memory_budget_is_delivered_whole_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || Config {
+        queue_memory_bytes: 512, // a few dozen messages
+        max_queued_messages: 100_000,
+        max_queued_bytes: 1 << 30,
+        ..config(dir.path())
+    };
+    let publish = |addr, from: u16, to: u16| {
+        let mut p = Client::connect(addr, "spill-pub");
+        for i in from..to {
+            p.publish("q/n", i.to_string().as_bytes(), QoS::AtLeastOnce, false, i + 1);
+        }
+        p.disconnect();
+    };
+    let mut next = 0u16;
+    let mut take = |c: &mut Client, n: u16| {
+        for _ in 0..n {
+            let p = c.recv_publish_ack();
+            let got: u16 = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+            assert_eq!(got, next, "in order, once each");
+            next += 1;
+        }
+    };
+    {
+        let broker = Server::start(cfg()).expect("broker starts");
+        let addr = broker.local_addr();
+        let (mut c, _) = Client::connect_session(addr, "spilled", false);
+        c.subscribe(&[("q/#", QoS::AtLeastOnce)]);
+        c.disconnect();
+        publish(addr, 0, 3000);
+        let (mut c, present) = Client::connect_session(addr, "spilled", false);
+        assert!(present);
+        take(&mut c, 1000);
+        c.disconnect();
+        publish(addr, 3000, 4000);
+        broker.shutdown();
+    }
+    let broker = Server::start(cfg()).expect("broker starts");
+    let (mut c, present) = Client::connect_session(broker.local_addr(), "spilled", false);
+    assert!(present);
+    take(&mut c, 3000);
+    c.expect_nothing();
+}

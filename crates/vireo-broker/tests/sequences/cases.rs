@@ -307,6 +307,7 @@ impl Broker {
             drop_oldest: rng.chance(50),
             // As the server's `Config::session_limits` sets it.
             max_incoming_qos2: usize::from(receive_maximum),
+            ..SessionLimits::default()
         };
         Self {
             limits,
