@@ -168,7 +168,7 @@ impl Store for Log {
     fn scan(&mut self) -> usize {
         // Opening already read every record; reading the values back is what a restart
         // that rebuilds its queues does.
-        let keys: Vec<Vec<u8>> = self.0.keys().map(<[u8]>::to_vec).collect();
+        let keys: Vec<Vec<u8>> = self.0.keys();
         keys.iter()
             .filter(|k| self.0.get(k).is_ok_and(|v| v.is_some()))
             .count()

@@ -24,7 +24,7 @@ pub use index::{Recipient, Recipients, SubscriptionIndex};
 pub use message::Message;
 pub use retained::{RetainOutcome, RetainedStore};
 pub use session::{
-    AckOutcome, Change, Enqueued, Journal, Loaded, Outgoing, Restored, Session, SessionLimits, Subscribed,
-    Subscriptions,
+    AckOutcome, Change, Enqueued, Journal, Loaded, Outgoing, Restored, Session, SessionLimits,
+    Subscribed, Subscriptions,
 };
 pub use shared::SharedSubscriptions;

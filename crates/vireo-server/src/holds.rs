@@ -137,7 +137,8 @@ impl Holds {
             for hold in &mut self.queue {
                 hold.acks.retain(|(k, _)| *k != key);
             }
-            self.held = self.now_acks.len() + self.queue.iter().map(|h| h.acks.len()).sum::<usize>();
+            self.held =
+                self.now_acks.len() + self.queue.iter().map(|h| h.acks.len()).sum::<usize>();
         }
     }
 

@@ -154,7 +154,8 @@ impl Server {
         let (persist, store_thread) = match config.persistence {
             crate::config::Persistence::Off => (None, None),
             crate::config::Persistence::Async | crate::config::Persistence::Sync => {
-                let (mut log, recovered) = crate::store::open(&config.data_dir, config.queue_memory_bytes)?;
+                let (mut log, recovered) =
+                    crate::store::open(&config.data_dir, config.queue_memory_bytes)?;
                 let mut refused = 0;
                 for msg in recovered.retained {
                     let key = vireo_broker::store::records::retained_key(&msg.topic);

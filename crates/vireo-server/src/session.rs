@@ -252,7 +252,8 @@ impl Worker {
         let existing = self.by_client.get(&connect.client_id, &self.sessions);
         // A stored session a Clean Start discards: its deletion is confirmed by the CONNACK
         // too, or a crash could bring it back after the client was told it was gone.
-        let discards_stored = existing.is_some_and(|s| self.sessions.get(s).is_some_and(|s| s.stored));
+        let discards_stored =
+            existing.is_some_and(|s| self.sessions.get(s).is_some_and(|s| s.stored));
         let (skey, session_present) = match (
             existing,
             lifecycle::resume(existing.is_some(), connect.clean_start),

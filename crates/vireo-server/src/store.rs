@@ -26,9 +26,10 @@ const BURST: usize = 16_384;
 /// tick of arriving is never written at all (see `coalesce`). A kill -9 loses what one tick
 /// holds; a crash of the machine what `sync_interval_ms` does, as before.
 const TICK: Duration = Duration::from_millis(5);
-/// Changes waiting for the thread past which workers stop reading their clients: about a
-/// second of the fastest QoS 1 fan-in's.
-const BACKLOG: usize = 1 << 20;
+/// Changes waiting for the thread past which workers stop reading their clients: a tenth of
+/// a second of the fastest QoS 1 fan-in's. Each may hold a message that is nowhere else (one
+/// queued past `queue_memory_bytes`), so this bounds what a slow disk costs in memory.
+const BACKLOG: usize = 256 * 1024;
 /// How soon a failed write is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -59,6 +60,9 @@ pub(crate) struct Persist {
     durable: Arc<Durable>,
 }
 
+/// Hands worker `w` the answer to its load.
+pub(crate) type Deliver = Box<dyn Fn(usize, Box<LoadReply>) + Send + Sync>;
+
 /// How far each worker's changes are on disk, for `persistence = "sync"`: a worker counts
 /// the changes it sends, the store counts those it synced, per worker; an acknowledgement
 /// waits until the count it needs is synced. Changes of one worker reach the store in the
@@ -71,7 +75,7 @@ pub(crate) struct Durable {
     /// Wakes the workers after a sync (set once the workers exist).
     pub wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Hands a worker what it asked to load (set once the workers exist).
-    pub deliver: std::sync::OnceLock<Box<dyn Fn(usize, Box<LoadReply>) + Send + Sync>>,
+    pub deliver: std::sync::OnceLock<Deliver>,
     /// Whether acknowledgements wait for the disk (`sync`).
     pub sync: bool,
     /// The last write failed (a full disk): new QoS 1/2 messages are refused until one
@@ -292,20 +296,17 @@ pub(crate) struct LoadReply {
 /// Reads the queued messages `req` asks for out of the committed log (expired or unreadable
 /// ones are deleted on the way, and counted).
 fn load(log: &mut Log, req: &LoadRequest, clocks: &Clocks) -> Loaded {
-    let mut start = Vec::new();
-    QueueKey::Message(req.from).write_key(&req.client, &mut start);
-    let prefix = &start[..start.len() - 8];
+    let mut key = Vec::new();
+    QueueKey::Message(req.from).write_key(&req.client, &mut key);
+    let prefix = &key[..key.len() - 8];
     let mut loaded = Loaded {
         next: req.end,
         done: true,
         ..Loaded::default()
     };
-    let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut seqs: Vec<u64> = Vec::new();
     let mut bytes = 0usize;
-    for key in log.keys_from(&start, prefix) {
-        let Some((_, QueueKey::Message(seq))) = QueueKey::parse(key) else {
-            break;
-        };
+    for (seq, len) in log.numbers_from(prefix, req.from) {
         if seq >= req.end {
             break;
         }
@@ -314,10 +315,11 @@ fn load(log: &mut Log, req: &LoadRequest, clocks: &Clocks) -> Loaded {
             loaded.done = false;
             break;
         }
-        bytes += log.record_len(key).map_or(0, |n| n as usize);
-        keys.push((seq, key.to_vec()));
+        bytes += len as usize;
+        seqs.push(seq);
     }
-    for (seq, key) in keys {
+    for seq in seqs {
+        QueueKey::Message(seq).write_key(&req.client, &mut key);
         match log
             .get(&key)
             .map(|v| v.map(|v| records::decode_queued(&v, clocks)))
@@ -426,8 +428,9 @@ pub(crate) fn open(dir: &Path, queue_memory_bytes: usize) -> Result<(Log, Recove
     }
     let clocks = Clocks::read();
     let mut recovered = Recovered::default();
-    // In byte order: a session's record before its state, its messages in sequence order.
-    let keys: Vec<Vec<u8>> = log.keys().map(<[u8]>::to_vec).collect();
+    // In byte order: sessions, retained messages, plain queue keys; the numbered ones (a
+    // queue can be millions) are walked by `restore_queues` without a copy each.
+    let keys = log.plain_keys();
     let mut gone = 0;
     let mut queue_keys = Vec::new();
     for key in keys {
@@ -516,11 +519,13 @@ pub(crate) fn open(dir: &Path, queue_memory_bytes: usize) -> Result<(Log, Recove
     Ok((log, recovered))
 }
 
-/// Attaches the stored QoS 1/2 state (`keys`, sorted) to its sessions. Returns how many
-/// records were deleted: a message expired while the broker was down, a record that is not
-/// readable, or state whose session is not stored (it ended before its state was written).
-/// A session's queued messages past `queue_memory_bytes` are not read: they stay on disk,
-/// handed back as one `Restored::Spilled`, and are read as the queue drains.
+/// Attaches the stored QoS 1/2 state to its sessions: `keys` are the plain ones (PUBRELs
+/// owed by packet id, inbound ids), the numbered ones (messages, their sent ids, PUBRELs owed
+/// in order) are walked per prefix without a copy of each key. Returns how many records were
+/// deleted: a message expired while the broker was down, a record that is not readable, or
+/// state whose session is not stored (it ended before its state was written). A session's
+/// queued messages past `queue_memory_bytes` are not read: they stay on disk, handed back
+/// as one `Restored::Spilled`, and are read as the queue drains.
 fn restore_queues(
     log: &mut Log,
     keys: Vec<Vec<u8>>,
@@ -528,110 +533,167 @@ fn restore_queues(
     clocks: &Clocks,
     queue_memory_bytes: usize,
 ) -> usize {
-    // Per session: bytes restored to memory so far, and what stays on disk.
-    let mut in_memory: Vec<usize> = vec![0; sessions.len()];
-    let mut spilled: Vec<Option<(u64, u64, usize, usize)>> = vec![None; sessions.len()];
+    use vireo_codec::PacketId;
     let index: std::collections::HashMap<String, usize> = sessions
         .iter()
         .enumerate()
         .map(|(i, s)| (s.client_id.clone(), i))
         .collect();
-    // The sent ids first, so that each message finds its own.
-    let mut sent: std::collections::HashMap<Vec<u8>, u16> = std::collections::HashMap::new();
-    for key in &keys {
-        if let Some((_, QueueKey::Sent(_))) = QueueKey::parse(key)
-            && let Ok(Some(v)) = log.get(key)
-            && let Ok(pid) = <[u8; 2]>::try_from(v.as_slice())
-        {
-            sent.insert(key.clone(), u16::from_le_bytes(pid));
+    let mut gone = 0;
+    // Each numbered prefix as (session, kind), its state dropped if it has no session.
+    let mut prefixes: Vec<(usize, QueueKey, Vec<u8>)> = Vec::new();
+    for prefix in log.numbered_prefixes() {
+        let mut probe = prefix.clone();
+        probe.extend_from_slice(&0u64.to_be_bytes());
+        let Some((client, kind)) = QueueKey::parse(&probe) else {
+            continue;
+        };
+        match index.get(client) {
+            Some(&at) => prefixes.push((at, kind, prefix)),
+            None => {
+                // Its session ended, or never was stored.
+                for k in log.keys_with_prefix(&prefix) {
+                    log.delete(&k);
+                    gone += 1;
+                }
+            }
         }
     }
-    let mut gone = 0;
+    let read = |log: &Log, prefix: &[u8], n: u64| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&n.to_be_bytes());
+        let v = log.get(&k).ok().flatten();
+        (k, v)
+    };
+    // The sent ids first, so that each message finds its own.
+    let mut sent: std::collections::HashMap<(usize, u64), u16> = std::collections::HashMap::new();
+    for (at, kind, prefix) in &prefixes {
+        if let QueueKey::Sent(_) = kind {
+            let seqs: Vec<u64> = log.numbers_from(prefix, 0).map(|(n, _)| n).collect();
+            for seq in seqs {
+                match read(log, prefix, seq) {
+                    (_, Some(v)) if v.len() == 2 => {
+                        sent.insert((*at, seq), u16::from_le_bytes([v[0], v[1]]));
+                    }
+                    (k, _) => {
+                        log.delete(&k);
+                        gone += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (at, kind, prefix) in &prefixes {
+        let at = *at;
+        match kind {
+            QueueKey::Message(_) => {
+                // Which to read into memory (all that were sent, then up to the budget), and
+                // what stays on disk: decided on the index alone.
+                let mut in_memory = 0usize;
+                let mut wanted: Vec<u64> = Vec::new();
+                let mut spill: Option<(u64, u64, usize, usize)> = None;
+                for (seq, len) in log.numbers_from(prefix, 0) {
+                    let len = len as usize;
+                    if !sent.contains_key(&(at, seq))
+                        && (spill.is_some()
+                            || (in_memory > 0 && in_memory + len > queue_memory_bytes))
+                    {
+                        // Past the budget: left on disk, and all after it (the queue's order).
+                        let s = spill.get_or_insert((seq, seq, 0, 0));
+                        s.1 = seq;
+                        s.2 += 1;
+                        s.3 += len;
+                        continue;
+                    }
+                    in_memory += len;
+                    wanted.push(seq);
+                }
+                for seq in wanted {
+                    let pid = sent.remove(&(at, seq)).and_then(PacketId::new);
+                    let (k, value) = read(log, prefix, seq);
+                    match value.map(|v| records::decode_queued(&v, clocks)) {
+                        Some(Ok((qos, retain, sub_id, msg))) => {
+                            sessions[at].state.push(Restored::Message {
+                                seq,
+                                qos,
+                                retain,
+                                sub_id,
+                                msg,
+                                pid,
+                            });
+                        }
+                        other => {
+                            if !matches!(other, Some(Err(Unusable::Expired))) {
+                                tracing::warn!(
+                                    client = sessions[at].client_id,
+                                    "a stored queued message is not readable: dropped"
+                                );
+                            }
+                            log.delete(&k);
+                            if pid.is_some() {
+                                let mut sk = Vec::new();
+                                QueueKey::Sent(seq).write_key(&sessions[at].client_id, &mut sk);
+                                log.delete(&sk);
+                            }
+                            gone += 1;
+                        }
+                    }
+                }
+                if let Some((first, last, count, bytes)) = spill {
+                    sessions[at].state.push(Restored::Spilled {
+                        first,
+                        last,
+                        count,
+                        bytes,
+                    });
+                }
+            }
+            QueueKey::Owed(_) => {
+                let orders: Vec<u64> = log.numbers_from(prefix, 0).map(|(n, _)| n).collect();
+                for order in orders {
+                    let (k, v) = read(log, prefix, order);
+                    match v
+                        .filter(|v| v.len() == 2)
+                        .and_then(|v| PacketId::new(u16::from_le_bytes([v[0], v[1]])))
+                    {
+                        Some(pid) => sessions[at].state.push(Restored::Released { pid, order }),
+                        None => {
+                            log.delete(&k);
+                            gone += 1;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The plain keys: PUBRELs owed as the first stores kept them, inbound ids.
     for key in keys {
         let Some((client, what)) = QueueKey::parse(&key) else {
             continue;
         };
         let Some(&at) = index.get(client) else {
-            log.delete(&key); // its session ended, or never was stored
+            log.delete(&key);
             gone += 1;
             continue;
         };
         let item = match what {
-            QueueKey::Message(seq) => {
-                let sent_key = QueueKey::Sent(seq).key(client);
-                let pid = sent.remove(&sent_key).and_then(vireo_codec::PacketId::new);
-                let len = log.record_len(&key).map_or(0, |n| n as usize);
-                if pid.is_none()
-                    && (spilled[at].is_some()
-                        || (in_memory[at] > 0 && in_memory[at] + len > queue_memory_bytes))
-                {
-                    // Past the budget: left on disk, and all after it too (the queue's order).
-                    let s = spilled[at].get_or_insert((seq, seq, 0, 0));
-                    s.1 = seq;
-                    s.2 += 1;
-                    s.3 += len;
-                    continue;
-                }
-                in_memory[at] += len;
-                let value = log.get(&key).ok().flatten();
-                match value.map(|v| records::decode_queued(&v, clocks)) {
-                    Some(Ok((qos, retain, sub_id, msg))) => Some(Restored::Message {
-                        seq,
-                        qos,
-                        retain,
-                        sub_id,
-                        msg,
-                        pid,
-                    }),
-                    other => {
-                        if !matches!(other, Some(Err(Unusable::Expired))) {
-                            tracing::warn!(
-                                client,
-                                "a stored queued message is not readable: dropped"
-                            );
-                        }
-                        log.delete(&key);
-                        if pid.is_some() {
-                            log.delete(&sent_key);
-                        }
-                        gone += 1;
-                        None
-                    }
-                }
-            }
-            QueueKey::Sent(_) => None, // taken with its message, or dropped below
-            QueueKey::Owed(order) => log
-                .get(&key)
-                .ok()
-                .flatten()
-                .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
-                .and_then(|pid| vireo_codec::PacketId::new(u16::from_le_bytes(pid)))
-                .map(|pid| Restored::Released { pid, order }),
-            QueueKey::Released(pid) => vireo_codec::PacketId::new(pid).map(|pid| {
-                Restored::Released {
-                    pid,
-                    order: u64::MAX,
-                }
+            QueueKey::Released(pid) => PacketId::new(pid).map(|pid| Restored::Released {
+                pid,
+                order: u64::MAX,
             }),
-            QueueKey::Inbound(pid) => vireo_codec::PacketId::new(pid).map(Restored::Inbound),
+            QueueKey::Inbound(pid) => PacketId::new(pid).map(Restored::Inbound),
+            _ => None,
         };
         if let Some(item) = item {
             sessions[at].state.push(item);
         }
     }
-    for (at, spill) in spilled.into_iter().enumerate() {
-        if let Some((first, last, count, bytes)) = spill {
-            sessions[at].state.push(Restored::Spilled {
-                first,
-                last,
-                count,
-                bytes,
-            });
-        }
-    }
     // Ids whose message is gone (written by a crash between the two): dropped.
-    for key in sent.into_keys() {
-        log.delete(&key);
+    for ((at, seq), _) in sent {
+        let mut k = Vec::new();
+        QueueKey::Sent(seq).write_key(&sessions[at].client_id, &mut k);
+        log.delete(&k);
         gone += 1;
     }
     gone
@@ -717,7 +779,9 @@ fn run(
         if !stop {
             if log.is_dirty() {
                 std::thread::sleep(RETRY);
-            } else if !durable.sync {
+            } else if !durable.sync && rx.len() < BURST {
+                // (A full burst already waiting is taken at once: under a load faster than
+                // a burst a tick, sleeping would only let the channel grow.)
                 std::thread::sleep(TICK);
             }
             for op in rx.try_iter().take(BURST - burst.len()) {
@@ -947,11 +1011,12 @@ fn apply(log: &mut Log, op: Op, bufs: &mut Buffers, clocks: &Clocks) -> bool {
             let prefix = records::queue_prefix(&client);
             // Its own keys only (a range of the ordered index), and those not committed yet
             // too: a change can be in the same burst.
-            let keys: Vec<Vec<u8>> = log
-                .keys_from(&prefix, &prefix)
-                .chain(log.pending_keys().filter(|k| k.starts_with(&prefix)))
-                .map(<[u8]>::to_vec)
-                .collect();
+            let mut keys = log.keys_with_prefix(&prefix);
+            keys.extend(
+                log.pending_keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .map(<[u8]>::to_vec),
+            );
             for k in keys {
                 log.delete(&k);
             }

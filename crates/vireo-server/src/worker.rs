@@ -274,7 +274,10 @@ impl Worker {
             // acknowledgements waiting for it nor the changes on their way to it grow
             // without bound.
             self.congested |= self.holds.is_full()
-                || self.persist.as_ref().is_some_and(crate::store::Persist::is_behind);
+                || self
+                    .persist
+                    .as_ref()
+                    .is_some_and(crate::store::Persist::is_behind);
             self.backlogged = holds_back_anywhere(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)

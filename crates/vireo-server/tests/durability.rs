@@ -818,7 +818,13 @@ fn v311_a_queue_past_its_memory_budget_is_delivered_whole_across_a_restart() {
     let publish = |addr, from: u16, to: u16| {
         let mut p = Client::connect(addr, "spill-pub");
         for i in from..to {
-            p.publish("q/n", i.to_string().as_bytes(), QoS::AtLeastOnce, false, i + 1);
+            p.publish(
+                "q/n",
+                i.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                i + 1,
+            );
         }
         p.disconnect();
     };

@@ -29,7 +29,7 @@
 //! **One owner.** An exclusive lock on `LOCK` in the directory: a second broker on the same
 //! directory gets an error at start instead of two writers.
 
-use std::collections::BTreeMap;
+use super::index::{Index, Loc};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -46,20 +46,6 @@ const HEADER: usize = 12;
 /// A failed write keeps its batch to try again; past this much waiting, the oldest changes
 /// are given up (logged), so a disk that stays full cannot make the broker's memory grow.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
-
-/// Where a live record is.
-#[derive(Debug, Clone, Copy)]
-struct Loc {
-    segment: u32,
-    offset: u32,
-    len: u32,
-}
-
-/// Where each live key's latest record is. Ordered, so that the records under one prefix (a
-/// session's queue, in sequence order) are a range: a session that ends deletes its own keys
-/// without a scan of everyone's, and a queue kept on disk is read back from where it stopped.
-/// No hashing also means no keys a client could choose to collide.
-type Index = BTreeMap<Box<[u8]>, Loc>;
 
 /// A buffered record: its key, and for a put where it is in the buffer and its length.
 type Pending = (Box<[u8]>, Option<(usize, u32)>);
@@ -204,7 +190,7 @@ impl Log {
             buf: Vec::new(),
             tail_unknown: false,
             written_bytes: 0,
-            index: BTreeMap::new(),
+            index: Index::default(),
             pending: Vec::new(),
             given_up: 0,
         };
@@ -254,7 +240,7 @@ impl Log {
     fn apply(&mut self, segment: u32, offset: usize, record: &[u8]) {
         let body = &record[HEADER..];
         let klen = usize::from(u16::from_le_bytes([body[1], body[2]]));
-        let key: Box<[u8]> = body[3..3 + klen].into();
+        let key = &body[3..3 + klen];
         let old = if body[0] == 1 {
             self.live_bytes += record.len() as u64;
             self.index.insert(
@@ -266,7 +252,7 @@ impl Log {
                 },
             )
         } else {
-            self.index.remove(&key)
+            self.index.remove(key)
         };
         if let Some(old) = old {
             self.live_bytes -= u64::from(old.len);
@@ -364,7 +350,7 @@ impl Log {
                 Some((start, len)) => {
                     self.live_bytes += u64::from(len);
                     self.index.insert(
-                        key,
+                        &key,
                         Loc {
                             segment,
                             offset: (base + start as u64) as u32,
@@ -416,7 +402,7 @@ impl Log {
 
     /// The committed value of `key`.
     pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let Some(&loc) = self.index.get(key) else {
+        let Some(loc) = self.index.get(key) else {
             return Ok(None);
         };
         let rec = self.read(loc)?;
@@ -434,21 +420,36 @@ impl Log {
     }
 
     /// Every committed key, in byte order.
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.index.keys().map(|k| &**k)
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = self.index.iter().map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        keys
     }
 
-    /// The committed keys from `from` on (included) that start with `prefix`, in byte order.
-    pub fn keys_from<'a>(
+    /// Every committed key that is not numbered (see [`Log::numbers_from`]), in byte order.
+    pub fn plain_keys(&self) -> Vec<Vec<u8>> {
+        self.index.plain_keys()
+    }
+
+    /// The prefixes of the numbered keys, in byte order.
+    pub fn numbered_prefixes(&self) -> Vec<Vec<u8>> {
+        self.index.numbered_prefixes()
+    }
+
+    /// The committed keys that start with `prefix`, in byte order.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.index.keys_with_prefix(prefix)
+    }
+
+    /// For keys `prefix` + a big-endian `u64` whose `prefix` ends in a NUL and one more byte
+    /// (a session's queue records): the committed numbers from `from` on, in order, with
+    /// their records' sizes.
+    pub fn numbers_from<'a>(
         &'a self,
-        from: &[u8],
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = &'a [u8]> + 'a {
-        use std::ops::Bound;
-        self.index
-            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
-            .map(|(k, _)| &**k)
-            .take_while(move |k| k.starts_with(prefix))
+        prefix: &[u8],
+        from: u64,
+    ) -> impl Iterator<Item = (u64, u32)> + 'a {
+        self.index.numbers_from(prefix, from)
     }
 
     /// The size on disk of `key`'s committed record (its value and a few bytes more).
@@ -471,7 +472,7 @@ impl Log {
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// Bytes in the segments on disk.
@@ -536,36 +537,42 @@ impl Log {
 
     /// Writes the live records to temporary segments numbered from `*n`, recording each
     /// in `written`; returns the new index and the last segment's length.
+    /// Streamed through a small buffer: a compaction holds one record and 1 MiB, not a
+    /// segment.
     fn write_compacted(&self, n: &mut u32, written: &mut Vec<u32>) -> io::Result<(Index, u64)> {
-        let mut out = Vec::new();
-        let mut index = BTreeMap::new();
-        for (key, &loc) in &self.index {
-            if !out.is_empty() && out.len() as u64 + u64::from(loc.len) > SEGMENT_BYTES {
-                self.write_temp(*n, &out)?;
-                written.push(*n);
-                out.clear();
+        let temp = |n: u32| -> io::Result<io::BufWriter<File>> {
+            Ok(io::BufWriter::with_capacity(
+                1 << 20,
+                File::create(temp_path(&self.dir, n))?,
+            ))
+        };
+        let finish = |out: io::BufWriter<File>| -> io::Result<()> {
+            out.into_inner().map_err(|e| e.into_error())?.sync_data()
+        };
+        let mut out = temp(*n)?;
+        written.push(*n);
+        let mut len = 0u64;
+        let mut index = Index::default();
+        for (key, loc) in self.index.iter() {
+            if len > 0 && len + u64::from(loc.len) > SEGMENT_BYTES {
+                finish(std::mem::replace(&mut out, temp(*n + 1)?))?;
                 *n += 1;
+                written.push(*n);
+                len = 0;
             }
-            let offset = out.len() as u32;
-            out.extend_from_slice(&self.read(loc)?);
+            out.write_all(&self.read(loc)?)?;
             index.insert(
-                key.clone(),
+                &key,
                 Loc {
                     segment: *n,
-                    offset,
+                    offset: len as u32,
                     len: loc.len,
                 },
             );
+            len += u64::from(loc.len);
         }
-        self.write_temp(*n, &out)?;
-        written.push(*n);
-        Ok((index, out.len() as u64))
-    }
-
-    fn write_temp(&self, n: u32, data: &[u8]) -> io::Result<()> {
-        let mut file = File::create(temp_path(&self.dir, n))?;
-        file.write_all(data)?;
-        file.sync_data()
+        finish(out)?;
+        Ok((index, len))
     }
 }
 

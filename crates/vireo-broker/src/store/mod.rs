@@ -3,6 +3,7 @@
 //! our own. `docs/architecture.md` ("Durability: the store") has the measurements against
 //! redb and fjall that chose it.
 
+mod index;
 mod log;
 
 pub use log::{COMPACT_MIN_BYTES, Log, MAX_RECORD, OpenError, Recovery, SEGMENT_BYTES};
