@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use foldhash::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use smallvec::SmallVec;
 
 use crate::Message;
@@ -32,12 +34,16 @@ pub enum RetainOutcome {
     Refused,
 }
 
-/// One topic level. The path from the root spells a topic's levels.
+/// One topic level. The path from the root spells a topic's levels. Children are ordered, so
+/// that a walk can stop anywhere and go on later from the topic it stopped at (see
+/// [`RetainedStore::matching_after`]).
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: BTreeMap<Box<str>, Node>,
     /// The retained message whose topic ends here.
     message: Option<Arc<Message>>,
+    /// When it was set, in [`RetainedStore::seq`]'s count.
+    set_at: u64,
 }
 
 impl Node {
@@ -64,6 +70,8 @@ pub struct RetainedStore {
     /// both limits keep that growth bounded.
     max_messages: usize,
     max_bytes: usize,
+    /// Messages set so far (see [`RetainedStore::seq`]).
+    seq: u64,
 }
 
 impl RetainedStore {
@@ -75,6 +83,7 @@ impl RetainedStore {
             bytes: 0,
             max_messages,
             max_bytes,
+            seq: 0,
         }
     }
 
@@ -101,8 +110,11 @@ impl RetainedStore {
                 if bytes > self.max_bytes {
                     return RetainOutcome::Refused;
                 }
-                let slot = self.slot(topic);
-                *slot = Some(msg);
+                self.seq += 1;
+                let seq = self.seq;
+                let node = self.slot(topic);
+                node.message = Some(msg);
+                node.set_at = seq;
                 self.bytes = bytes;
                 RetainOutcome::Replaced
             }
@@ -111,8 +123,11 @@ impl RetainedStore {
                 if self.len >= self.max_messages || bytes > self.max_bytes {
                     return RetainOutcome::Refused;
                 }
-                let slot = self.slot(topic);
-                *slot = Some(msg);
+                self.seq += 1;
+                let seq = self.seq;
+                let node = self.slot(topic);
+                node.message = Some(msg);
+                node.set_at = seq;
                 self.bytes = bytes;
                 self.len += 1;
                 RetainOutcome::Stored
@@ -181,60 +196,122 @@ impl RetainedStore {
         }
     }
 
+    /// How many messages were set so far: a walk that passes this as `until` to
+    /// [`RetainedStore::matching_after`] skips those set after it.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The node of `topic`, created if need be.
-    fn slot(&mut self, topic: &str) -> &mut Option<Arc<Message>> {
+    fn slot(&mut self, topic: &str) -> &mut Node {
         let mut node = &mut self.root;
         for level in topic.split('/') {
             // `entry` wants an owned key even when the level exists; retained PUBLISH is rare.
             node = node.children.entry(level.into()).or_default();
         }
-        &mut node.message
+        node
     }
 
     /// Appends the retained messages whose topic matches `filter` [MQTT-3.3.1-6], at most
     /// `limit` of them: the walk stops there, so a `#` over a large store costs what the caller
     /// can take, not the whole store (under the store's read lock). A filter starting with `+`
     /// or `#` does not match topics starting with `$` [MQTT-4.7.2-1]. The filter must be
-    /// valid; the order of the messages is unspecified.
+    /// valid. The messages come in the store's order (see [`RetainedStore::matching_after`]).
     pub fn matching(&self, filter: &str, out: &mut Vec<Arc<Message>>, limit: usize) {
+        self.matching_after(filter, None, u64::MAX, out, limit);
+    }
+
+    /// [`RetainedStore::matching`] from where an earlier walk stopped: only topics after
+    /// `after` (the last topic it took) in the store's order, which compares topics level by
+    /// level, and only messages set by `until` (a [`RetainedStore::seq`]). Returns whether
+    /// the walk may have more. A subscriber can so take a large store a batch at a time as its
+    /// connection drains, each batch a short walk under the lock, as of when it subscribed:
+    /// what is set later reaches it live (its subscription is in the index by then), and a
+    /// message it replaced is gone, so none is sent twice and none is missed.
+    pub fn matching_after(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        until: u64,
+        out: &mut Vec<Arc<Message>>,
+        limit: usize,
+    ) -> bool {
         let end = out.len().saturating_add(limit);
-        // (node reached, the filter's levels left: `None` once the filter ends at this node,
-        // whether the node is the root: then `$` levels are hidden from wildcards).
-        let mut stack: SmallVec<[(&Node, Option<&str>, bool); 16]> = SmallVec::new();
-        stack.push((&self.root, Some(filter), true));
-        while let Some((node, rest, at_root)) = stack.pop() {
+        let after: SmallVec<[&str; 8]> = after.map(|t| t.split('/').collect()).unwrap_or_default();
+        // Each entry: a node, the filter's levels left (`None` once it ended there), its
+        // depth, and whether its path is a prefix of `after` (then it and its children up to
+        // `after`'s are behind the cursor).
+        struct Entry<'a> {
+            node: &'a Node,
+            rest: Option<&'a str>,
+            depth: usize,
+            on_path: bool,
+        }
+        let mut stack: SmallVec<[Entry<'_>; 16]> = SmallVec::new();
+        stack.push(Entry {
+            node: &self.root,
+            rest: Some(filter),
+            depth: 0,
+            on_path: !after.is_empty(),
+        });
+        while let Some(e) = stack.pop() {
             if out.len() >= end {
-                return;
+                return true;
             }
-            let Some(rest) = rest else {
-                out.extend(node.message.iter().cloned());
+            // Its own message: behind the cursor while on its path.
+            let own = |out: &mut Vec<Arc<Message>>| {
+                if !e.on_path && e.node.set_at <= until {
+                    out.extend(e.node.message.iter().cloned());
+                }
+            };
+            let Some(rest) = e.rest else {
+                own(out);
                 continue;
             };
             let (level, next) = match rest.split_once('/') {
                 Some((level, next)) => (level, Some(next)),
                 None => (rest, None),
             };
-            let visible = |name: &str| !(at_root && name.starts_with('$'));
-            match level {
+            let at_root = e.depth == 0;
+            let (child_rest, only) = match level {
+                // The parent level too: `a/#` matches `a`.
                 "#" => {
-                    // The parent level too: `a/#` matches `a`.
-                    out.extend(node.message.iter().cloned());
-                    let below = node.children.iter().filter(|(name, _)| visible(name));
-                    for (_, child) in below {
-                        collect_subtree(child, out, end);
-                    }
+                    own(out);
+                    (Some("#"), None)
                 }
-                "+" => {
-                    let below = node.children.iter().filter(|(name, _)| visible(name));
-                    stack.extend(below.map(|(_, child)| (child, next, false)));
+                "+" => (next, None),
+                literal => (next, Some(literal)),
+            };
+            // The children not behind the cursor: from its level at this depth on.
+            let floor = if e.on_path {
+                after.get(e.depth).copied()
+            } else {
+                None
+            };
+            let from = match (only, floor) {
+                (Some(l), Some(f)) if l < f => continue,
+                (Some(l), _) => Bound::Included(l),
+                (None, Some(f)) => Bound::Included(f),
+                (None, None) => Bound::Unbounded,
+            };
+            let to = match only {
+                Some(l) => Bound::Included(l),
+                None => Bound::Unbounded,
+            };
+            let children = e.node.children.range::<str, _>((from, to)).rev();
+            for (name, child) in children {
+                if only.is_none() && at_root && name.starts_with('$') {
+                    continue; // [MQTT-4.7.2-1]
                 }
-                literal => {
-                    if let Some(child) = node.children.get(literal) {
-                        stack.push((child, next, false));
-                    }
-                }
+                stack.push(Entry {
+                    node: child,
+                    rest: child_rest,
+                    depth: e.depth + 1,
+                    on_path: floor == Some(&**name),
+                });
             }
         }
+        false
     }
 
     /// Retained messages stored.
@@ -255,20 +332,6 @@ impl RetainedStore {
     /// Trie nodes (the root not counted): zero once every message is gone. O(nodes).
     pub fn node_count(&self) -> usize {
         self.root.descendants()
-    }
-}
-
-/// Appends every message at or below `node`.
-/// Appends the messages under `node` while `out` is shorter than `end`.
-fn collect_subtree(node: &Node, out: &mut Vec<Arc<Message>>, end: usize) {
-    let mut stack: SmallVec<[&Node; 16]> = SmallVec::new();
-    stack.push(node);
-    while let Some(node) = stack.pop() {
-        if out.len() >= end {
-            return;
-        }
-        out.extend(node.message.iter().cloned());
-        stack.extend(node.children.values());
     }
 }
 
@@ -320,6 +383,57 @@ mod tests {
                 assert_eq!(got, want, "{filter} {limit}");
             }
         }
+    }
+
+    /// A walk resumed from where it stopped, a batch at a time, gives every match once, in
+    /// the same order as one walk; a message set behind the cursor meanwhile is not in it, one
+    /// set ahead of it is.
+    #[test]
+    fn matching_after_resumes_where_it_stopped() {
+        let mut store = big();
+        let topics = [
+            "a", "a/b", "a/c", "a/b/c", "a-c", "b", "x/y", "x/y/z", "$SYS/z", "a/$x", "c/a/c",
+        ];
+        for t in topics {
+            store.set(msg(t, "p"));
+        }
+        for filter in ["#", "a/#", "+/+", "a/+/c", "+/a/#", "x/y", "$SYS/#", "+"] {
+            let mut all = Vec::new();
+            assert!(!store.matching_after(filter, None, u64::MAX, &mut all, usize::MAX));
+            for batch in 1..4 {
+                let mut got: Vec<Arc<Message>> = Vec::new();
+                let mut after: Option<String> = None;
+                for _ in 0..100 {
+                    let mut b = Vec::new();
+                    let more =
+                        store.matching_after(filter, after.as_deref(), u64::MAX, &mut b, batch);
+                    if let Some(last) = b.last() {
+                        after = Some(last.topic.to_string());
+                    }
+                    got.extend(b);
+                    if !more {
+                        break;
+                    }
+                }
+                let names = |v: &[Arc<Message>]| -> Vec<String> {
+                    v.iter().map(|m| m.topic.to_string()).collect()
+                };
+                assert_eq!(names(&got), names(&all), "{filter} in batches of {batch}");
+            }
+        }
+        let until = store.seq();
+        let mut first = Vec::new();
+        store.matching_after("#", None, until, &mut first, 3);
+        let cursor = first.last().unwrap().topic.to_string();
+        assert_eq!(cursor, "a/b", "level-wise order: a, a/$x, a/b");
+        // Set after the walk began: not in it, wherever they are (they go out live).
+        store.set(msg("a/a", "behind"));
+        store.set(msg("a/d", "ahead"));
+        store.set(msg("x/y", "replaced"));
+        let mut rest = Vec::new();
+        store.matching_after("#", Some(&cursor), until, &mut rest, usize::MAX);
+        let rest: Vec<String> = rest.iter().map(|m| m.topic.to_string()).collect();
+        assert_eq!(rest, ["a/b/c", "a/c", "a-c", "b", "c/a/c", "x/y/z"]);
     }
 
     /// An expired message leaves the store only if it is still the topic's message: a newer

@@ -208,10 +208,39 @@ pub(crate) struct Conn {
     pub bridge: bool,
     /// Retained messages owed to this connection after a SUBSCRIBE, sent as the output queue
     /// drains so that a large retained set is paced, not dropped. Boxed and only while some
-    /// are owed: 8 bytes per connection instead of an empty queue's 32.
-    #[allow(clippy::box_collection)] // the point: 8 bytes in every Conn, not 32
-    retained_backlog: Option<Box<VecDeque<Owed>>>,
+    /// are owed: 8 bytes per connection.
+    retained_backlog: Option<Box<Owing>>,
 }
+
+/// Retained messages a connection is owed: walks of the retained store, each taken a batch
+/// at a time as the output drains (see `RetainedStore::matching_after`), so that a `#` over
+/// a million retained messages neither walks them all inside the worker at once nor holds a
+/// copy of the list per subscriber.
+#[derive(Debug, Default)]
+pub(crate) struct Owing {
+    /// Taken from the store, not yet sent.
+    ready: VecDeque<Owed>,
+    walks: VecDeque<Walk>,
+}
+
+#[derive(Debug)]
+struct Walk {
+    filter: Box<str>,
+    /// The subscription's granted QoS (a message goes at the lower of it and its own).
+    qos: QoS,
+    sub_id: u32,
+    /// The last topic taken.
+    after: Option<Box<str>>,
+    /// The retained store's `seq` once the subscription was in the index: messages set
+    /// later reach it live, not from the walk.
+    until: u64,
+}
+
+/// Retained messages taken from the store per step of a walk.
+const OWED_BATCH: usize = 64;
+/// Walks a connection may have going; a SUBSCRIBE past it sends no retained messages for the
+/// filters over (a client repeating distinct filters cannot make the list grow without bound).
+const MAX_WALKS: usize = 1024;
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr, liveness: Liveness) -> Self {
@@ -242,24 +271,65 @@ impl Conn {
         }
     }
 
-    /// Retained messages still owed.
-    pub(crate) fn owed_len(&self) -> usize {
-        self.retained_backlog.as_ref().map_or(0, |b| b.len())
-    }
-
-    /// Adds retained messages to those owed.
-    pub(crate) fn owe(&mut self, owed: impl IntoIterator<Item = Owed>) {
-        let mut owed = owed.into_iter().peekable();
-        if owed.peek().is_some() {
-            self.retained_backlog.get_or_insert_default().extend(owed);
+    /// Owes the retained messages matching `filter` as of `until` (the store's `seq`, read
+    /// once the subscription is in the index), at the lower of their QoS and `qos`
+    /// [MQTT-3.3.1-6]: from the start again if the filter was owed already. Returns false if
+    /// the connection has too many walks going (`MAX_WALKS`).
+    pub(crate) fn owe(&mut self, filter: &str, qos: QoS, sub_id: u32, until: u64) -> bool {
+        let owing = self.retained_backlog.get_or_insert_default();
+        if let Some(walk) = owing.walks.iter_mut().find(|w| &*w.filter == filter) {
+            walk.after = None;
+            walk.qos = qos;
+            walk.sub_id = sub_id;
+            walk.until = until;
+            return true;
         }
+        if owing.walks.len() >= MAX_WALKS {
+            return false;
+        }
+        owing.walks.push_back(Walk {
+            filter: filter.into(),
+            qos,
+            sub_id,
+            after: None,
+            until,
+        });
+        true
     }
 
-    /// The next retained message owed; the queue is dropped once empty.
-    pub(crate) fn next_owed(&mut self) -> Option<Owed> {
-        let backlog = self.retained_backlog.as_mut()?;
-        let next = backlog.pop_front();
-        if backlog.is_empty() {
+    /// The next retained message owed, taken from `retained` a batch at a time; the list is
+    /// dropped once empty.
+    pub(crate) fn next_owed(
+        &mut self,
+        retained: &parking_lot::RwLock<vireo_broker::RetainedStore>,
+    ) -> Option<Owed> {
+        let owing = self.retained_backlog.as_mut()?;
+        let mut batch = Vec::new();
+        while owing.ready.is_empty() {
+            let Some(walk) = owing.walks.front_mut() else {
+                break;
+            };
+            let more = retained.read().matching_after(
+                &walk.filter,
+                walk.after.as_deref(),
+                walk.until,
+                &mut batch,
+                OWED_BATCH,
+            );
+            if let Some(last) = batch.last() {
+                walk.after = Some(last.topic.as_str().into());
+            }
+            let (qos, sub_id) = (walk.qos, walk.sub_id);
+            owing.ready.extend(batch.drain(..).map(|m| {
+                let q = m.qos.min(qos);
+                (m, q, sub_id)
+            }));
+            if !more {
+                owing.walks.pop_front();
+            }
+        }
+        let next = owing.ready.pop_front();
+        if owing.ready.is_empty() && owing.walks.is_empty() {
             self.retained_backlog = None;
         }
         next

@@ -562,7 +562,7 @@ impl Worker {
                 break; // the next goes once on disk: owed retained messages wait behind it
             }
             // Retained messages owed after a SUBSCRIBE, paced by the same output limit.
-            let Some((msg, qos, sub_id)) = conn.next_owed() else {
+            let Some((msg, qos, sub_id)) = conn.next_owed(&self.shared.retained) else {
                 break;
             };
             if msg.expired(now) {
@@ -731,8 +731,6 @@ impl Worker {
         let version = self.version(key);
         let bridge = self.conns.get(key).is_some_and(|c| c.bridge);
         let limits = self.shared.limits;
-        // Owed retained messages per connection are bounded like the retained store itself.
-        let max_owed = self.shared.config.max_retained_messages;
         let sub_id = sub
             .properties
             .find(|p| match p {
@@ -745,7 +743,6 @@ impl Worker {
         };
         let id = slot.session.id;
         let mut codes = Vec::with_capacity(sub.filters.len());
-        let mut retained = Vec::new();
         // Filters of this SUBSCRIBE already owed their retained messages: a set, since the
         // client chooses how many filters a SUBSCRIBE repeats.
         let mut matched: HashSet<&str> = HashSet::new();
@@ -803,24 +800,17 @@ impl Worker {
             }
             codes.push(grant.code());
             // [MQTT-3.3.1-6] retained messages matching the new subscription (5.0: as its
-            // Retain Handling says): once per distinct filter of this SUBSCRIBE, and not past
-            // `max_owed` already owed (a SUBSCRIBE repeating `#` must not copy the whole store
-            // per repetition).
-            let owed_now = self.conns.get(key).map_or(0, |c| c.owed_len());
-            if !grant.sends_retained(existed) || !matched.insert(filter) || owed_now >= max_owed {
+            // Retain Handling says): once per distinct filter of this SUBSCRIBE, taken from
+            // the store a batch at a time as the output drains (`Conn::next_owed`), so a
+            // SUBSCRIBE to `#` over a large store costs its first batch here, not the store.
+            if !grant.sends_retained(existed) || !matched.insert(filter) {
                 continue;
             }
-            let room = max_owed.saturating_sub(owed_now);
-            self.shared
-                .retained
-                .read()
-                .matching(filter, &mut retained, room);
-            if let Some(conn) = self.conns.get_mut(key) {
-                let owed = retained.drain(..).map(|m| {
-                    let q = m.qos.min(granted.qos);
-                    (m, q, granted.sub_id)
-                });
-                conn.owe(owed);
+            let until = self.shared.retained.read().seq();
+            if let Some(conn) = self.conns.get_mut(key)
+                && !conn.owe(filter, granted.qos, granted.sub_id, until)
+            {
+                tracing::debug!(%filter, "too many retained walks owed: none sent for this filter");
             }
         }
         // [MQTT-3.8.4-1] [MQTT-3.8.4-2] one SUBACK, codes in order [MQTT-3.9.3-1].

@@ -482,9 +482,16 @@ impl Worker {
         // Retained messages a SUBSCRIBE still owed this connection, paced by its output,
         // belong to the session: the QoS 1/2 ones wait in its queue for the next connection
         // (QoS 0 is not kept for offline sessions), instead of going with this one.
-        while let Some((msg, qos, sub_id)) = conn.next_owed() {
-            if qos != QoS::AtMostOnce && !slot.session.clean {
-                slot.session.enqueue_with(msg, qos, true, sub_id);
+        // Walked to the end here (bounded by the queue's limits: the walk stops once the
+        // queue refuses).
+        while !slot.session.clean
+            && let Some((msg, qos, sub_id)) = conn.next_owed(&self.shared.retained)
+        {
+            if qos != QoS::AtMostOnce
+                && slot.session.enqueue_with(msg, qos, true, sub_id)
+                    == vireo_broker::Enqueued::Dropped
+            {
+                break;
             }
         }
         slot.session.shrink_if_idle();

@@ -188,3 +188,35 @@ fn retained_owed_to_a_persistent_session_survive_its_disconnect() {
     }
     s.expect_nothing();
 }
+
+/// The retained messages a SUBSCRIBE is owed are those retained when it was made
+/// [MQTT-3.3.1-6], taken from the store a batch at a time as the subscriber reads: a topic
+/// retained or replaced while the walk is under way reaches the subscriber once, live, not a
+/// second time from the walk.
+#[test]
+fn v311_a_retained_walk_is_as_of_the_subscribe() {
+    const N: u16 = 2000;
+    let broker = start_with(|c| c.max_output_bytes = 4 * 1024);
+    let addr = broker.local_addr();
+    let mut p = Client::connect(addr, "walk-pub");
+    for i in 0..N {
+        p.publish(&format!("w/{i:04}"), b"old", QoS::AtLeastOnce, true, i + 1);
+    }
+    let mut s = Client::connect(addr, "walk-sub");
+    s.subscribe(&[("w/#", QoS::AtLeastOnce)]);
+    // The subscriber reads nothing yet: the walk waits on its output, far from the end.
+    p.publish("w/1999", b"new", QoS::AtLeastOnce, true, 1);
+    p.publish("w/zzzz", b"new", QoS::AtLeastOnce, true, 2);
+    let mut seen: std::collections::HashMap<String, Vec<(bool, Vec<u8>)>> = Default::default();
+    for _ in 0..N + 1 {
+        let m = s.recv_publish_ack();
+        seen.entry(m.topic.to_string())
+            .or_default()
+            .push((m.retain, m.payload.to_vec()));
+    }
+    s.expect_nothing();
+    assert_eq!(seen.len(), usize::from(N) + 1, "every topic");
+    assert_eq!(seen["w/1999"], [(false, b"new".to_vec())], "replaced during the walk: once, live");
+    assert_eq!(seen["w/zzzz"], [(false, b"new".to_vec())], "new during the walk: once, live");
+    assert_eq!(seen["w/0000"], [(true, b"old".to_vec())], "[MQTT-3.3.1-8] RETAIN set");
+}
