@@ -370,7 +370,8 @@ impl Worker {
                     self.outbox_reliable[home]
                 };
                 let mailbox = &self.shared.mailboxes[home];
-                throttle |= mailbox.holds_back(self.shared.in_transit_limit, unsent);
+                throttle |=
+                    self.store_behind || mailbox.holds_back(self.shared.in_transit_limit, unsent);
             }
             if home == self.id {
                 self.latency.offer(msg.received);

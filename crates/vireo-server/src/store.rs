@@ -779,7 +779,7 @@ fn run(
         if !stop {
             if log.is_dirty() {
                 std::thread::sleep(RETRY);
-            } else if !durable.sync && rx.len() < BURST {
+            } else if !durable.sync {
                 // (A full burst already waiting is taken at once: under a load faster than
                 // a burst a tick, sleeping would only let the channel grow.)
                 std::thread::sleep(TICK);

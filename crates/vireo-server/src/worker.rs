@@ -143,6 +143,8 @@ pub(crate) struct Worker {
     pub congested: bool,
     /// Some worker has a backlogged session: publishers marked `throttled` pause.
     pub backlogged: bool,
+    /// The disk is behind (see `store_behind`): QoS 1/2 publishers are throttled.
+    pub store_behind: bool,
     /// Recipients added to the outbox this iteration; past the high-water mark reads stop at
     /// once instead of at the next iteration's congestion check.
     pub outbox_pending: usize,
@@ -239,6 +241,7 @@ impl Worker {
             inbox: Vec::new().into_iter(),
             congested: false,
             backlogged: false,
+            store_behind: false,
             outbox_pending: 0,
             outbox_reliable: vec![0; workers],
             accept_retry: false,
@@ -270,14 +273,11 @@ impl Worker {
                 .iter()
                 .enumerate()
                 .any(|(i, m)| i != id && m.is_congested());
-            // The disk behind: no more reading until it catches up, so that neither the
-            // acknowledgements waiting for it nor the changes on their way to it grow
-            // without bound.
-            self.congested |= self.holds.is_full()
-                || self
-                    .persist
-                    .as_ref()
-                    .is_some_and(crate::store::Persist::is_behind);
+            // The disk behind: QoS 1/2 publishers wait until it catches up (throttled, as for
+            // a backlogged session), so that neither the acknowledgements waiting for it nor
+            // the changes on their way to it grow without bound. Not all reads: subscribers'
+            // acknowledgements must go on, or the changes they cancel would be written too.
+            self.store_behind = self.holds.is_full() || store_behind(&self.shared);
             self.backlogged = holds_back_anywhere(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
@@ -1253,7 +1253,15 @@ fn read_into_spare(stream: &mio::net::TcpStream, buf: &mut BytesMut) -> io::Resu
 /// transit to it).
 fn holds_back_anywhere(shared: &Shared) -> bool {
     let limit = shared.in_transit_limit;
-    shared.mailboxes.iter().any(|m| m.holds_back(limit, 0))
+    shared.mailboxes.iter().any(|m| m.holds_back(limit, 0)) || store_behind(shared)
+}
+
+/// Whether the store's thread has more changes waiting than it should (a slow disk).
+fn store_behind(shared: &Shared) -> bool {
+    shared
+        .persist
+        .as_ref()
+        .is_some_and(crate::store::Persist::is_behind)
 }
 
 pub(crate) fn home_of_session(id: SessionId) -> usize {

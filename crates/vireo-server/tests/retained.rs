@@ -216,7 +216,19 @@ fn v311_a_retained_walk_is_as_of_the_subscribe() {
     }
     s.expect_nothing();
     assert_eq!(seen.len(), usize::from(N) + 1, "every topic");
-    assert_eq!(seen["w/1999"], [(false, b"new".to_vec())], "replaced during the walk: once, live");
-    assert_eq!(seen["w/zzzz"], [(false, b"new".to_vec())], "new during the walk: once, live");
-    assert_eq!(seen["w/0000"], [(true, b"old".to_vec())], "[MQTT-3.3.1-8] RETAIN set");
+    assert_eq!(
+        seen["w/1999"],
+        [(false, b"new".to_vec())],
+        "replaced during the walk: once, live"
+    );
+    assert_eq!(
+        seen["w/zzzz"],
+        [(false, b"new".to_vec())],
+        "new during the walk: once, live"
+    );
+    assert_eq!(
+        seen["w/0000"],
+        [(true, b"old".to_vec())],
+        "[MQTT-3.3.1-8] RETAIN set"
+    );
 }
