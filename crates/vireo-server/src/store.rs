@@ -19,7 +19,7 @@ use vireo_broker::store::{Log, OpenError};
 use vireo_broker::{Change, Journal, Loaded, Message, Restored, SessionId};
 
 /// Changes taken per write at most: a burst bigger than this is written in several.
-const BURST: usize = 16_384;
+const BURST: usize = 65_536;
 /// How often the thread takes what the workers sent. It sleeps between, rather than waiting
 /// on the channel: a worker's send then never has a sleeping thread to wake (a futex call per
 /// change, which cost QoS 1 fan-in a third of its rate), and a message acknowledged within a
@@ -779,7 +779,7 @@ fn run(
         if !stop {
             if log.is_dirty() {
                 std::thread::sleep(RETRY);
-            } else if !durable.sync {
+            } else if !durable.sync && rx.len() < BURST {
                 // (A full burst already waiting is taken at once: under a load faster than
                 // a burst a tick, sleeping would only let the channel grow.)
                 std::thread::sleep(TICK);
