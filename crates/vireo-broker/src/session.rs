@@ -1475,6 +1475,36 @@ mod tests {
         assert_eq!(back.inflight_len(), 2);
     }
 
+    /// Takes every message `s` has, acknowledging each and answering its loads from
+    /// `journal`; `each` runs after every message with how many came. Returns the payloads'
+    /// first bytes in the order sent, and how many loads were answered.
+    fn drain_spilled(
+        s: &mut Session,
+        journal: &Recording,
+        mut each: impl FnMut(&mut Session, usize),
+    ) -> (Vec<u8>, usize) {
+        let now = Instant::now();
+        let (mut got, mut loads) = (Vec::new(), 0);
+        for _ in 0..1000 {
+            match s.next_outgoing(now) {
+                Some(Outgoing::Publish { msg: m, pid, .. }) => {
+                    got.push(m.payload[0]);
+                    assert_eq!(s.on_puback(pid), AckOutcome::Matched);
+                    each(s, got.len());
+                }
+                Some(Outgoing::PubRel(_)) => panic!("a PUBLISH"),
+                None => match journal.answer() {
+                    Some(loaded) => {
+                        loads += 1;
+                        s.unspill(loaded);
+                    }
+                    None => break,
+                },
+            }
+        }
+        (got, loads)
+    }
+
     /// A durable session keeps `queue_memory_bytes` of its queue in memory and the rest on
     /// disk only; draining it reads the rest back, in order, and every message arrives once.
     #[test]
@@ -1491,31 +1521,12 @@ mod tests {
         }
         assert_eq!(s.queued_len(), 40);
         assert_eq!(s.spilled_len(), 36, "four in memory, the rest on disk only");
-        let now = Instant::now();
-        let mut got = Vec::new();
-        let mut loads = 0;
-        for _ in 0..1000 {
-            match s.next_outgoing(now) {
-                Some(out) => {
-                    let Outgoing::Publish { msg: m, pid, .. } = out else {
-                        panic!("a PUBLISH");
-                    };
-                    got.push(m.payload[0]);
-                    assert_eq!(s.on_puback(pid), AckOutcome::Matched);
-                    // New messages meanwhile join the tail on disk, behind the rest.
-                    if got.len() == 10 {
-                        s.enqueue(msg(40), QoS::AtLeastOnce, false);
-                    }
-                }
-                None => match journal.answer() {
-                    Some(loaded) => {
-                        loads += 1;
-                        s.unspill(loaded);
-                    }
-                    None => break,
-                },
+        let (got, loads) = drain_spilled(&mut s, &journal, |s, got| {
+            // New messages meanwhile join the tail on disk, behind the rest.
+            if got == 10 {
+                s.enqueue(msg(40), QoS::AtLeastOnce, false);
             }
-        }
+        });
         assert_eq!(got, (0..=40).collect::<Vec<u8>>(), "each once, in order");
         assert!(loads >= 9, "read back a budget at a time ({loads} loads)");
         assert_eq!((s.queued_len(), s.spilled_len()), (0, 0));
@@ -1554,21 +1565,8 @@ mod tests {
         assert_eq!((back.queued_len(), back.spilled_len()), (6, 4));
         back.enqueue(msg(6), QoS::AtLeastOnce, false);
         assert_eq!(back.spilled_len(), 5, "behind the spill, numbered after it");
-        let now = Instant::now();
-        let mut got = Vec::new();
         journal.1.lock().clear(); // the first session's loads
-        for _ in 0..100 {
-            match back.next_outgoing(now) {
-                Some(Outgoing::Publish { msg, pid, .. }) => {
-                    got.push(msg.payload[0]);
-                    back.on_puback(pid);
-                }
-                _ => match journal.answer() {
-                    Some(l) => back.unspill(l),
-                    None => break,
-                },
-            }
-        }
+        let (got, _) = drain_spilled(&mut back, &journal, |_, _| {});
         assert_eq!(got, (0..=6).collect::<Vec<u8>>());
     }
 
