@@ -4,9 +4,10 @@
 //!
 //! Order: a change is sent while the lock that orders it is held (the retained store's write
 //! lock for a retained message), so the log sees the changes of one key in the order memory
-//! did. The channel is unbounded: a send never blocks a worker, and the thread only does a
-//! buffered write per burst, far faster than workers can make changes; what waits in it is
-//! what the next write takes.
+//! did. A send never blocks a worker; the channel is bounded by back-pressure instead: past
+//! `BACKLOG` waiting changes the workers throttle their QoS 1/2 publishers (a QoS 1 fan-in
+//! into a persistent session can outrun this thread, which then writes nearly every message,
+//! see docs/benchmarks.md).
 
 use std::path::Path;
 use std::sync::Arc;
