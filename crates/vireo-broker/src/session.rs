@@ -333,6 +333,19 @@ impl Flow {
         self.inflight.iter().position(|(p, _)| *p == pid)
     }
 
+    /// Queues message `seq`, read back from the journal (on disk already: no ticket).
+    fn queue_stored(&mut self, seq: u64, qos: QoS, retain: bool, sub_id: u32, msg: Arc<Message>) {
+        self.queued_bytes += msg.weight();
+        self.queue.push_back(Queued {
+            seq,
+            ticket: 0,
+            qos,
+            retain,
+            msg,
+            sub_id,
+        });
+    }
+
     /// Removes entry `i` of the window; returns the sequence number of the message it held.
     fn forget(&mut self, i: usize) -> Option<u64> {
         let (pid, state) = self.inflight.remove(i)?;
@@ -528,17 +541,7 @@ impl Session {
                             },
                         ));
                     }
-                    _ => {
-                        flow.queued_bytes += msg.weight();
-                        flow.queue.push_back(Queued {
-                            seq,
-                            ticket: 0,
-                            qos,
-                            retain,
-                            msg,
-                            sub_id,
-                        });
-                    }
+                    _ => flow.queue_stored(seq, qos, retain, sub_id, msg),
                 }
             }
             Restored::Released { pid, order } => {
@@ -583,8 +586,7 @@ impl Session {
         let Some(flow) = self.flow.as_mut() else {
             return;
         };
-        let spill = &mut flow.spill;
-        spill.loading = false;
+        flow.spill.loading = false;
         let mut count = loaded.dropped;
         let mut bytes = loaded.dropped_bytes;
         for item in loaded.messages {
@@ -599,21 +601,14 @@ impl Session {
             else {
                 continue;
             };
-            if seq < spill.first || seq >= flow.next_seq {
+            if seq < flow.spill.first || seq >= flow.next_seq {
                 continue; // not what was asked for
             }
             count += 1;
             bytes += msg.weight();
-            flow.queued_bytes += msg.weight();
-            flow.queue.push_back(Queued {
-                seq,
-                ticket: 0,
-                qos,
-                retain,
-                msg,
-                sub_id,
-            });
+            flow.queue_stored(seq, qos, retain, sub_id, msg);
         }
+        let spill = &mut flow.spill;
         spill.first = spill.first.max(loaded.next);
         spill.count = spill.count.saturating_sub(count);
         spill.bytes = spill.bytes.saturating_sub(bytes);
