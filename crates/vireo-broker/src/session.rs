@@ -33,6 +33,11 @@ pub struct SessionLimits {
     /// [`Session::unspill`]). So `max_queued_bytes` can be far above the machine's memory.
     /// Sessions that are not durable keep their whole queue in memory.
     pub queue_memory_bytes: usize,
+    /// A durable session journals a QoS 1 message only once it has stayed a while (see
+    /// [`Session::write_deferred`]), rather than as it is queued: one delivered and
+    /// acknowledged before then is never written at all (`persistence = "async"`, where a
+    /// crash may lose the last moments anyway). Off, every change is journaled at once.
+    pub defer_writes: bool,
 }
 
 impl Default for SessionLimits {
@@ -44,6 +49,7 @@ impl Default for SessionLimits {
             drop_oldest: false,
             max_incoming_qos2: 1024,
             queue_memory_bytes: 1024 * 1024,
+            defer_writes: false,
         }
     }
 }
@@ -225,6 +231,8 @@ enum InflightState {
         retain: bool,
         msg: Arc<Message>,
         sub_id: u32,
+        /// Journaled (see [`Queued::written`]).
+        written: bool,
     },
     /// QoS 2 awaiting PUBCOMP: the PUBLISH is never sent again, only the PUBREL [MQTT-4.3.3-1].
     /// `order`: see [`Change::Released`].
@@ -240,6 +248,9 @@ struct Queued {
     retain: bool,
     msg: Arc<Message>,
     sub_id: u32,
+    /// Its `Added` is journaled (or it came from the journal). A deferred one (see
+    /// [`SessionLimits::defer_writes`]) is not yet: nothing about it is written until it is.
+    written: bool,
 }
 
 /// What an acknowledgement from the client (PUBACK, PUBREC, PUBCOMP) matched.
@@ -304,6 +315,18 @@ struct Flow {
     next_seq: u64,
     /// The queue's tail that is on disk only (durable sessions).
     spill: Spill,
+    /// QoS 1 messages held whose journaling is deferred (see [`Session::write_deferred`]).
+    deferred: Deferred,
+}
+
+/// Where the deferred messages are: every message numbered below `low` is journaled (or
+/// gone); those from `low` up to `mark` were there at the last [`Session::write_deferred`]
+/// and are journaled by the next one.
+#[derive(Debug, Default)]
+struct Deferred {
+    count: usize,
+    low: u64,
+    mark: u64,
 }
 
 /// The part of a durable session's queue that is on disk only: messages numbered from
@@ -343,16 +366,29 @@ impl Flow {
             retain,
             msg,
             sub_id,
+            written: true,
         });
     }
 
-    /// Removes entry `i` of the window; returns the sequence number of the message it held.
+    /// Removes entry `i` of the window; returns the sequence number of the message it held,
+    /// if it was journaled (one deferred is forgotten here, and never written).
     fn forget(&mut self, i: usize) -> Option<u64> {
         let (pid, state) = self.inflight.remove(i)?;
         self.used_pids.remove(&pid);
         match state {
-            InflightState::AwaitingAck { seq, .. } => Some(seq),
+            InflightState::AwaitingAck { seq, written, .. } => self.journaled(seq, written),
             InflightState::AwaitingPubComp { .. } => None,
+        }
+    }
+
+    /// `seq` leaves the session: `Some(seq)` if the journal has it (and is to be told),
+    /// `None` if it was deferred (counted out).
+    fn journaled(&mut self, seq: u64, written: bool) -> Option<u64> {
+        if written {
+            Some(seq)
+        } else {
+            self.deferred.count -= 1;
+            None
         }
     }
 }
@@ -459,6 +495,8 @@ pub struct Session {
     /// at a million of them.
     #[allow(clippy::redundant_allocation)]
     journal: Option<Box<Arc<dyn Journal>>>,
+    /// A client is connected to it (see [`Session::set_connected`]).
+    connected: bool,
 }
 
 impl Session {
@@ -483,6 +521,7 @@ impl Session {
             next_pid: 0,
             receive_maximum: 0,
             journal: None,
+            connected: false,
         }
     }
 
@@ -498,6 +537,16 @@ impl Session {
             "made durable while holding QoS 1/2 state the journal would not have"
         );
         self.journal = journal.map(Box::new);
+    }
+
+    /// Whether a client is connected. A connected session's queue stays in memory (up to
+    /// `max_queued_bytes`, as a session that is not durable): it is being drained, and
+    /// spilling it would write and read back every message while the subscriber catches up
+    /// (under a QoS 1 fan-in that halved the rate, and the slower drain spilled more). Only
+    /// while offline do messages past `queue_memory_bytes` go to disk only; once any are,
+    /// every new one joins them, connected or not, so the queue keeps its order.
+    pub fn set_connected(&mut self, connected: bool) {
+        self.connected = connected;
     }
 
     /// Whether the store keeps this session's QoS 1/2 state.
@@ -538,6 +587,7 @@ impl Session {
                                 retain,
                                 msg,
                                 sub_id,
+                                written: true,
                             },
                         ));
                     }
@@ -718,11 +768,8 @@ impl Session {
                 break;
             };
             flow.queued_bytes -= old.msg.weight();
-            if let Some(j) = &self.journal {
-                j.record(Change::Removed {
-                    seq: old.seq,
-                    sent: false,
-                });
+            if let (Some(j), Some(seq)) = (&self.journal, flow.journaled(old.seq, old.written)) {
+                j.record(Change::Removed { seq, sent: false });
             }
             outcome = Enqueued::QueuedDroppedOldest;
         }
@@ -731,7 +778,8 @@ impl Session {
             flow.next_seq += 1;
             if self.journal.is_some()
                 && (flow.spill.count > 0
-                    || (flow.queued_bytes + weight > limits.queue_memory_bytes
+                    || (!self.connected
+                        && flow.queued_bytes + weight > limits.queue_memory_bytes
                         && !flow.queue.is_empty()))
             {
                 // On disk only: its record is all there is of it until it is read back.
@@ -753,7 +801,14 @@ impl Session {
                 return outcome;
             }
             flow.queued_bytes += weight;
+            // QoS 2 is never deferred: it goes out only once journaled (see
+            // `next_outgoing_durable`).
+            let defer = limits.defer_writes && qos == QoS::AtLeastOnce && self.journal.is_some();
             let ticket = match &self.journal {
+                Some(_) if defer => {
+                    flow.deferred.count += 1;
+                    0
+                }
                 Some(j) => j.record(Change::Added {
                     seq,
                     qos,
@@ -770,6 +825,7 @@ impl Session {
                 retain,
                 msg,
                 sub_id,
+                written: !defer,
             });
         }
         outcome
@@ -798,11 +854,9 @@ impl Session {
         while flow.queue.front().is_some_and(|q| q.msg.expired(now)) {
             if let Some(old) = flow.queue.pop_front() {
                 flow.queued_bytes -= old.msg.weight();
-                if let Some(j) = &self.journal {
-                    j.record(Change::Removed {
-                        seq: old.seq,
-                        sent: false,
-                    });
+                if let (Some(j), Some(seq)) = (&self.journal, flow.journaled(old.seq, old.written))
+                {
+                    j.record(Change::Removed { seq, sent: false });
                 }
             }
         }
@@ -828,7 +882,9 @@ impl Session {
         let q = flow.queue.pop_front()?;
         flow.queued_bytes -= q.msg.weight();
         let spilled = flow.spill.count != 0;
-        if let Some(j) = &self.journal {
+        if let Some(j) = &self.journal
+            && q.written
+        {
             j.record(Change::Sent { seq: q.seq, pid });
         }
         if spilled {
@@ -843,6 +899,7 @@ impl Session {
                 retain: q.retain,
                 msg: Arc::clone(&q.msg),
                 sub_id: q.sub_id,
+                written: q.written,
             },
         ));
         Some(Outgoing::Publish {
@@ -914,7 +971,10 @@ impl Session {
         }
         // Moved to the back: PUBRELs, sent now and re-sent on reconnect, follow the order the
         // PUBRECs arrived in [MQTT-4.6.0-4].
-        if let Some((_, InflightState::AwaitingAck { seq, .. })) = flow.inflight.remove(i) {
+        if let Some((_, InflightState::AwaitingAck { seq, written, .. })) = flow.inflight.remove(i)
+        {
+            // (QoS 2 is never deferred; `u64::MAX`, nothing of the message written, in case.)
+            let seq = flow.journaled(seq, written).unwrap_or(u64::MAX);
             let order = flow.next_seq;
             flow.next_seq += 1;
             flow.inflight
@@ -1088,6 +1148,88 @@ impl Session {
             .is_some_and(|q| {
                 q.qos == QoS::ExactlyOnce && q.ticket > synced && self.journal.is_some()
             })
+    }
+
+    /// Whether some QoS 1 messages held are not journaled yet (see
+    /// [`SessionLimits::defer_writes`]).
+    pub fn has_deferred(&self) -> bool {
+        self.flow.as_ref().is_some_and(|f| f.deferred.count > 0)
+    }
+
+    /// Journals the deferred messages that were already held at the last call (`all`: every
+    /// one, for a shutdown). Called at a fixed period, so a message is journaled between one
+    /// and two periods after it was queued, unless it was delivered and acknowledged first:
+    /// then nothing of it is ever written. Returns whether some are still deferred.
+    pub fn write_deferred(&mut self, all: bool) -> bool {
+        let (Some(journal), Some(flow)) = (&self.journal, self.flow.as_mut()) else {
+            return false;
+        };
+        let Flow {
+            inflight,
+            queue,
+            deferred,
+            next_seq,
+            ..
+        } = &mut **flow;
+        if deferred.count == 0 {
+            deferred.low = *next_seq;
+            deferred.mark = *next_seq;
+            return false;
+        }
+        let upto = if all { u64::MAX } else { deferred.mark };
+        let low = deferred.low;
+        // Both in sequence order, the window's before the queue's: walked back from the
+        // newest to `low`, under which all is journaled.
+        for q in queue.iter_mut().rev() {
+            if q.seq < low {
+                break;
+            }
+            if !q.written && q.seq < upto {
+                q.written = true;
+                deferred.count -= 1;
+                q.ticket = journal.record(Change::Added {
+                    seq: q.seq,
+                    qos: q.qos,
+                    retain: q.retain,
+                    sub_id: q.sub_id,
+                    msg: Arc::clone(&q.msg),
+                });
+            }
+        }
+        for (pid, state) in inflight.iter_mut().rev() {
+            let InflightState::AwaitingAck {
+                seq,
+                qos,
+                retain,
+                msg,
+                sub_id,
+                written,
+            } = state
+            else {
+                continue; // a PUBREL owed: journaled already
+            };
+            if *seq < low {
+                break;
+            }
+            if !*written && *seq < upto {
+                *written = true;
+                deferred.count -= 1;
+                journal.record(Change::Added {
+                    seq: *seq,
+                    qos: *qos,
+                    retain: *retain,
+                    sub_id: *sub_id,
+                    msg: Arc::clone(msg),
+                });
+                journal.record(Change::Sent {
+                    seq: *seq,
+                    pid: *pid,
+                });
+            }
+        }
+        deferred.low = upto.min(*next_seq);
+        deferred.mark = *next_seq;
+        deferred.count > 0
     }
 
     /// Whether anything is waiting that the window would let through now.
@@ -1355,6 +1497,84 @@ mod tests {
     /// session that re-sends the same PUBLISHes (same ids, DUP) and PUBRELs [MQTT-4.4.0-1],
     /// queues the same messages in order, and still knows its inbound QoS 2 ids
     /// [MQTT-4.3.3-2].
+    /// Deferred writes: a QoS 1 message acknowledged before the second `write_deferred`
+    /// after it was queued is never journaled; one still held then is, with its packet id
+    /// if it was sent, and its removal after that is journaled too. QoS 2 never waits.
+    #[test]
+    fn deferred_qos1_is_written_only_if_it_stays() {
+        let journal = Arc::new(Recording::default());
+        let limits = SessionLimits {
+            defer_writes: true,
+            ..SessionLimits::default()
+        };
+        let mut s = Session::new(SessionId(1), "c", false, Arc::new(limits));
+        s.set_journal(Some(journal.clone()));
+        s.set_connected(true);
+        let now = Instant::now();
+        s.enqueue(msg(1), QoS::AtLeastOnce, false);
+        s.enqueue(msg(2), QoS::AtLeastOnce, false);
+        let Some(Outgoing::Publish { pid: first, .. }) = s.next_outgoing(now) else {
+            panic!("sent")
+        };
+        assert!(s.has_deferred());
+        assert!(journal.0.lock().is_empty(), "nothing journaled yet");
+        // The first period: both were queued after the last call, so neither is written.
+        assert!(s.write_deferred(false));
+        assert!(journal.0.lock().is_empty());
+        assert_eq!(s.on_puback(first), AckOutcome::Matched);
+        // Acknowledged in time: gone without a trace. The second was sent and stays.
+        let Some(Outgoing::Publish { pid: second, .. }) = s.next_outgoing(now) else {
+            panic!("sent")
+        };
+        s.enqueue(msg(3), QoS::ExactlyOnce, false);
+        assert!(
+            matches!(
+                &journal.0.lock()[..],
+                [Change::Added {
+                    seq: 2,
+                    qos: QoS::ExactlyOnce,
+                    ..
+                }]
+            ),
+            "QoS 2 is journaled at once"
+        );
+        assert!(!s.write_deferred(false), "all written");
+        let written = journal.0.lock().clone();
+        assert!(matches!(
+            &written[1..],
+            [Change::Added { seq: 1, .. }, Change::Sent { seq: 1, pid }] if *pid == second
+        ));
+        assert_eq!(s.on_puback(second), AckOutcome::Matched);
+        assert!(matches!(
+            journal.0.lock().last(),
+            Some(Change::Removed { seq: 1, sent: true })
+        ));
+        // Replayed, the journal gives back the QoS 2 message only.
+        let back = replay(&journal.0.lock());
+        assert!(matches!(&back[..], [Restored::Message { seq: 2, .. }]));
+    }
+
+    /// A connected durable session keeps its queue in memory past `queue_memory_bytes`;
+    /// offline, the same queue spills.
+    #[test]
+    fn only_an_offline_queue_spills() {
+        let limits = SessionLimits {
+            queue_memory_bytes: 4,
+            ..SessionLimits::default()
+        };
+        for connected in [true, false] {
+            let journal = Arc::new(Recording::default());
+            let mut s = Session::new(SessionId(1), "c", false, Arc::new(limits));
+            s.set_journal(Some(journal.clone()));
+            s.set_connected(connected);
+            for n in 0..10 {
+                s.enqueue(msg(n), QoS::AtLeastOnce, false);
+            }
+            assert_eq!(s.queued_len(), 10);
+            assert_eq!(s.spilled_len() > 0, !connected, "connected: {connected}");
+        }
+    }
+
     #[test]
     fn a_journal_replayed_gives_the_session_back() {
         let journal = Arc::new(Recording::default());

@@ -275,6 +275,10 @@ pub struct Config {
     /// Longest time, in milliseconds, between a change reaching the store and its
     /// `fdatasync` in `async` mode.
     pub sync_interval_ms: u64,
+    /// `async`: how long a QoS 1 message queued for a durable session may stay in memory
+    /// only, at most, before it is written (0: written at once). One delivered and
+    /// acknowledged within it is never written; a kill -9 can lose what it holds.
+    pub write_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -327,6 +331,7 @@ impl Default for Config {
             persistence: Persistence::Off,
             data_dir: PathBuf::from("vireo-data"),
             sync_interval_ms: 1000,
+            write_delay_ms: 100,
         }
     }
 }
@@ -462,6 +467,11 @@ impl Config {
                 "sync_interval_ms must be between 1 and 60000",
             ));
         }
+        if self.write_delay_ms > self.sync_interval_ms {
+            return Err(ConfigError::Invalid(
+                "write_delay_ms must be at most sync_interval_ms",
+            ));
+        }
         if self.sys_interval > 86_400 {
             return Err(ConfigError::Invalid(
                 "sys_interval must be at most 86400 seconds",
@@ -589,6 +599,7 @@ impl Config {
             drop_oldest: self.queue_drop_oldest,
             max_incoming_qos2: usize::from(self.receive_maximum),
             queue_memory_bytes: self.queue_memory_bytes,
+            defer_writes: self.persistence == Persistence::Async && self.write_delay_ms > 0,
         }
     }
 }

@@ -521,6 +521,7 @@ impl Worker {
         if let Some(key) = slot.conn() {
             self.refill(key);
         }
+        self.note_deferred(skey);
         self.update_backlog(skey);
     }
 
@@ -609,6 +610,10 @@ impl Worker {
         }
         if synced != u64::MAX && slot.session.waits_for_disk(synced) {
             self.holds.refill_later(key);
+        }
+        if !slot.deferred && slot.session.has_deferred() {
+            slot.deferred = true;
+            self.deferred.push(skey);
         }
         if newly_dirty {
             self.dirty.push(key);

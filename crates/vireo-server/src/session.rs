@@ -290,6 +290,7 @@ impl Worker {
                     backlogged: false,
                     stored: false,
                     last_progress: self.now,
+                    deferred: false,
                 });
                 self.by_client.insert(skey, &self.sessions);
                 (skey, false)
@@ -494,6 +495,10 @@ impl Worker {
                 break;
             }
         }
+        if !slot.deferred && slot.session.has_deferred() {
+            slot.deferred = true;
+            self.deferred.push(session);
+        }
         slot.session.shrink_if_idle();
         let fate = lifecycle::after_close(self.now, will.is_some(), will_delay, slot.expiry_secs);
         match (will, fate.will) {
@@ -642,6 +647,7 @@ impl Worker {
                 backlogged: false,
                 stored: true,
                 last_progress: self.now,
+                deferred: false,
             });
             self.by_client.insert(skey, &self.sessions);
             self.shared.stats.sessions.fetch_add(1, Ordering::Relaxed);

@@ -89,6 +89,8 @@ pub(crate) struct SessionSlot {
     pub stored: bool,
     /// Last time the client acknowledged a QoS 1/2 delivery (or connected).
     pub last_progress: Instant,
+    /// In the worker's `deferred` list: holds QoS 1 messages not journaled yet.
+    pub deferred: bool,
 }
 
 pub(crate) struct Worker {
@@ -167,6 +169,12 @@ pub(crate) struct Worker {
     pub recipients: Recipients,
     pub now: Instant,
     last_sweep: Instant,
+    /// Sessions holding messages whose journaling is deferred (`SessionLimits::defer_writes`),
+    /// by slab key, and when they were last written: every `write_period`, so that a message
+    /// is written between one and two periods after it was queued.
+    pub deferred: Vec<usize>,
+    last_deferred_write: Instant,
+    write_period: Duration,
     sweeps: u64,
     /// Bytes held in unfinished packets, bounded by this worker's share of
     /// `max_unfinished_bytes`.
@@ -183,6 +191,7 @@ impl SessionSlot {
     pub(crate) fn set_conn(&mut self, key: Option<usize>) {
         // Connection slab keys fit 32 bits, as `ConnState::connected` already assumes.
         self.conn_key = key.map(|k| k as u32);
+        self.session.set_connected(key.is_some());
     }
 }
 
@@ -203,6 +212,8 @@ impl Worker {
         }
         let workers = shared.mailboxes.len();
         let now = Instant::now();
+        let write_period =
+            Duration::from_millis(shared.config.write_delay_ms / 2).max(Duration::from_millis(1));
         let session_limits = Arc::new(shared.config.session_limits());
         let unfinished_budget = shared.config.unfinished_budget_per_worker();
         let rate_limits_on = shared.rate_limits_ever.load(Ordering::Relaxed);
@@ -252,6 +263,9 @@ impl Worker {
             recipients: Recipients::new(),
             now,
             last_sweep: now,
+            deferred: Vec::new(),
+            last_deferred_write: now,
+            write_period,
             sweeps: 0,
             unfinished: Unfinished::new(unfinished_budget),
         })
@@ -296,6 +310,12 @@ impl Worker {
                 timeout.map(|t| t.min(HOLD_POLL))
             } else {
                 timeout
+            };
+            let timeout = if self.deferred.is_empty() {
+                timeout
+            } else {
+                let due = self.last_deferred_write + self.write_period;
+                timeout.map(|t| t.min(due.saturating_duration_since(self.now)))
             };
             let timeout = match self.rate_waits.peek() {
                 Some(Reverse((at, _))) => {
@@ -354,6 +374,11 @@ impl Worker {
             if self.now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
                 self.last_sweep = self.now;
                 self.sweep();
+            }
+            if !self.deferred.is_empty()
+                && self.now.duration_since(self.last_deferred_write) >= self.write_period
+            {
+                self.write_deferred(false);
             }
             self.send_outbox();
             if self.holds.on {
@@ -1228,6 +1253,37 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, Close::Shutdown);
+        }
+        // Before the store stops (after every worker has): nothing acknowledged is lost to
+        // a SIGTERM.
+        self.write_deferred(true);
+    }
+
+    /// Journals what the sessions in `deferred` held at the last call (`all`: everything).
+    fn write_deferred(&mut self, all: bool) {
+        self.last_deferred_write = self.now;
+        let mut keys = std::mem::take(&mut self.deferred);
+        keys.retain(|&skey| match self.sessions.get_mut(skey) {
+            // (A key whose slot was freed and taken again: that session has its own entry.)
+            Some(slot) if slot.deferred => {
+                slot.deferred = slot.session.write_deferred(all);
+                slot.deferred
+            }
+            _ => false,
+        });
+        keys.sort_unstable();
+        keys.dedup();
+        self.deferred = keys;
+    }
+
+    /// Puts session `skey` in the `deferred` list if it now holds messages not journaled.
+    pub(crate) fn note_deferred(&mut self, skey: usize) {
+        if let Some(slot) = self.sessions.get_mut(skey)
+            && !slot.deferred
+            && slot.session.has_deferred()
+        {
+            slot.deferred = true;
+            self.deferred.push(skey);
         }
     }
 }

@@ -254,6 +254,8 @@ struct Outcome {
     q1: (usize, usize, usize),
     q2: (usize, usize, usize),
     sessions_lost: u32,
+    /// How long the load ran, in seconds.
+    secs: f64,
     /// QoS 2 packet ids the broker used again while the subscriber still held them.
     ids_reused: u32,
 }
@@ -275,6 +277,7 @@ fn run(mode: &str, cycles: usize) -> Outcome {
     eprintln!("{mode}: {cycles} cycles, seed {seed}");
     let mut rng = Rng(seed);
     let mut broker = start(dir.path(), port, mode);
+    let began = Instant::now();
     let stop_pub = Arc::new(AtomicBool::new(false));
     let stop_sub = Arc::new(AtomicBool::new(false));
     let got: Vec<Arc<Mutex<HashMap<u64, u32>>>> = (0..2).map(|_| Arc::default()).collect();
@@ -353,6 +356,7 @@ fn run(mode: &str, cycles: usize) -> Outcome {
         q1: tally(0),
         q2: tally(1),
         sessions_lost,
+        secs: began.elapsed().as_secs_f64(),
         ids_reused,
     };
     eprintln!(
@@ -384,8 +388,9 @@ fn sync_loses_nothing_acknowledged_across_kill_9_in_a_loop() {
     );
 }
 
-/// `async`: the loss is counted, and bounded by what a few milliseconds of changes hold at
-/// each kill; sessions survive.
+/// `async`: the loss is counted, and bounded at each kill by what a few milliseconds of
+/// changes hold, and for QoS 1 by what `write_delay_ms` (100 by default) of messages does;
+/// sessions survive.
 #[test]
 fn async_loss_across_kill_9_in_a_loop_is_counted() {
     let n = cycles();
@@ -393,6 +398,7 @@ fn async_loss_across_kill_9_in_a_loop_is_counted() {
     assert!(o.q1.0 > 0 && o.q2.0 > 0, "load ran");
     // One publisher per QoS, one message in flight each: a kill can lose the messages of
     // one store tick, at the rate of one round trip each.
-    let bound = n * 200;
+    let q1_per_sec = o.q1.0 as f64 / o.secs.max(0.001);
+    let bound = n * 200 + (q1_per_sec * 0.1 * n as f64) as usize;
     assert!(o.q1.1 + o.q2.1 <= bound, "lost more than {bound}");
 }
