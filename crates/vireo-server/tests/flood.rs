@@ -169,6 +169,14 @@ fn publisher_flooding_10000_silent_subscribers_does_not_hurt_a_quiet_client() {
         })
     };
 
+    // The flood under way first (its thread may not have run yet on a loaded machine):
+    // the broker has taken some batches, so it is reading them.
+    let started = Instant::now();
+    while sent.load(Ordering::Relaxed) < 4 * 64 {
+        assert!(started.elapsed() < WAIT, "the flood did not start");
+        std::thread::yield_now();
+    }
+
     // Round trips while the flood runs: each within the usual deadline (before the fix in
     // `Worker::read_deferred`, the third waited for the whole flood), none lost.
     let mut worst = Duration::ZERO;
