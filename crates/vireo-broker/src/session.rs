@@ -1493,10 +1493,6 @@ mod tests {
             .collect()
     }
 
-    /// A durable session's journal, replayed after a "crash" at any point, gives back a
-    /// session that re-sends the same PUBLISHes (same ids, DUP) and PUBRELs [MQTT-4.4.0-1],
-    /// queues the same messages in order, and still knows its inbound QoS 2 ids
-    /// [MQTT-4.3.3-2].
     /// Deferred writes: a QoS 1 message acknowledged before the second `write_deferred`
     /// after it was queued is never journaled; one still held then is, with its packet id
     /// if it was sent, and its removal after that is journaled too. QoS 2 never waits.
@@ -1575,6 +1571,10 @@ mod tests {
         }
     }
 
+    /// A durable session's journal, replayed after a "crash" at any point, gives back a
+    /// session that re-sends the same PUBLISHes (same ids, DUP) and PUBRELs [MQTT-4.4.0-1],
+    /// queues the same messages in order, and still knows its inbound QoS 2 ids
+    /// [MQTT-4.3.3-2].
     #[test]
     fn a_journal_replayed_gives_the_session_back() {
         let journal = Arc::new(Recording::default());

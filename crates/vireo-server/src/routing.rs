@@ -509,6 +509,7 @@ impl Worker {
             Arc::clone(msg)
         };
         let outcome = slot.session.enqueue_with(stored, qos, retain, sub_id);
+        slot.note_deferred(skey, &mut self.deferred);
         if outcome != Enqueued::Dropped {
             self.delivered += 1;
         }
@@ -521,7 +522,6 @@ impl Worker {
         if let Some(key) = slot.conn() {
             self.refill(key);
         }
-        self.note_deferred(skey);
         self.update_backlog(skey);
     }
 
@@ -611,10 +611,7 @@ impl Worker {
         if synced != u64::MAX && slot.session.waits_for_disk(synced) {
             self.holds.refill_later(key);
         }
-        if !slot.deferred && slot.session.has_deferred() {
-            slot.deferred = true;
-            self.deferred.push(skey);
-        }
+        slot.note_deferred(skey, &mut self.deferred);
         if newly_dirty {
             self.dirty.push(key);
         }

@@ -495,10 +495,7 @@ impl Worker {
                 break;
             }
         }
-        if !slot.deferred && slot.session.has_deferred() {
-            slot.deferred = true;
-            self.deferred.push(session);
-        }
+        slot.note_deferred(session, &mut self.deferred);
         slot.session.shrink_if_idle();
         let fate = lifecycle::after_close(self.now, will.is_some(), will_delay, slot.expiry_secs);
         match (will, fate.will) {

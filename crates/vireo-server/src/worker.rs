@@ -193,6 +193,15 @@ impl SessionSlot {
         self.conn_key = key.map(|k| k as u32);
         self.session.set_connected(key.is_some());
     }
+
+    /// Puts this session (slab key `skey`) in its worker's `deferred` list if it now holds
+    /// messages not journaled: called wherever a message may have been queued.
+    pub(crate) fn note_deferred(&mut self, skey: usize, deferred: &mut Vec<usize>) {
+        if !self.deferred && self.session.has_deferred() {
+            self.deferred = true;
+            deferred.push(skey);
+        }
+    }
 }
 
 impl Worker {
@@ -291,8 +300,9 @@ impl Worker {
             // a backlogged session), so that neither the acknowledgements waiting for it nor
             // the changes on their way to it grow without bound. Not all reads: subscribers'
             // acknowledgements must go on, or the changes they cancel would be written too.
-            self.store_behind = self.holds.is_full() || store_behind(&self.shared);
-            self.backlogged = holds_back_anywhere(&self.shared);
+            let disk_behind = store_behind(&self.shared);
+            self.store_behind = self.holds.is_full() || disk_behind;
+            self.backlogged = disk_behind || mailboxes_hold_back(&self.shared);
             let timeout = if self.inbox.len() > 0 || !self.rx.is_empty() {
                 Some(Duration::ZERO)
             } else if self.accept_retry {
@@ -1275,17 +1285,6 @@ impl Worker {
         keys.dedup();
         self.deferred = keys;
     }
-
-    /// Puts session `skey` in the `deferred` list if it now holds messages not journaled.
-    pub(crate) fn note_deferred(&mut self, skey: usize) {
-        if let Some(slot) = self.sessions.get_mut(skey)
-            && !slot.deferred
-            && slot.session.has_deferred()
-        {
-            slot.deferred = true;
-            self.deferred.push(skey);
-        }
-    }
 }
 
 /// Reads from `stream` into the spare capacity of `buf`, without first zeroing it.
@@ -1308,8 +1307,13 @@ fn read_into_spare(stream: &mio::net::TcpStream, buf: &mut BytesMut) -> io::Resu
 /// Whether any worker holds QoS 1/2 publishers back (a backlogged session, or too much in
 /// transit to it).
 fn holds_back_anywhere(shared: &Shared) -> bool {
+    store_behind(shared) || mailboxes_hold_back(shared)
+}
+
+/// Whether some worker's mailbox holds back publishers.
+fn mailboxes_hold_back(shared: &Shared) -> bool {
     let limit = shared.in_transit_limit;
-    shared.mailboxes.iter().any(|m| m.holds_back(limit, 0)) || store_behind(shared)
+    shared.mailboxes.iter().any(|m| m.holds_back(limit, 0))
 }
 
 /// Whether the store's thread has more changes waiting than it should (a slow disk).
