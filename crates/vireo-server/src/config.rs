@@ -331,7 +331,7 @@ impl Default for Config {
             persistence: Persistence::Off,
             data_dir: PathBuf::from("vireo-data"),
             sync_interval_ms: 1000,
-            write_delay_ms: 100,
+            write_delay_ms: 300,
         }
     }
 }

@@ -344,7 +344,21 @@ fn run(mode: &str, cycles: usize) -> Outcome {
     let tally = |i: usize| {
         let got = got[i].lock().unwrap();
         let acked = &published[i].acked;
-        let lost = acked.iter().filter(|s| !got.contains_key(s)).count();
+        let missing: Vec<u64> = acked
+            .iter()
+            .copied()
+            .filter(|s| !got.contains_key(s))
+            .collect();
+        if !missing.is_empty() {
+            // For the reader of a failure: where in the run the losses fell.
+            let shown = &missing[..missing.len().min(20)];
+            eprintln!(
+                "{mode}: QoS {} lost {shown:?} of {} published",
+                i + 1,
+                published[i].sent
+            );
+        }
+        let lost = missing.len();
         let duplicated = got.values().filter(|&&n| n > 1).count();
         assert!(
             got.keys().all(|s| *s < published[i].sent),
@@ -389,7 +403,7 @@ fn sync_loses_nothing_acknowledged_across_kill_9_in_a_loop() {
 }
 
 /// `async`: the loss is counted, and bounded at each kill by what a few milliseconds of
-/// changes hold, and for QoS 1 by what `write_delay_ms` (100 by default) of messages does;
+/// changes hold, and for QoS 1 by what `write_delay_ms` (300 by default) of messages does;
 /// sessions survive.
 #[test]
 fn async_loss_across_kill_9_in_a_loop_is_counted() {
@@ -399,6 +413,6 @@ fn async_loss_across_kill_9_in_a_loop_is_counted() {
     // One publisher per QoS, one message in flight each: a kill can lose the messages of
     // one store tick, at the rate of one round trip each.
     let q1_per_sec = o.q1.0 as f64 / o.secs.max(0.001);
-    let bound = n * 200 + (q1_per_sec * 0.1 * n as f64) as usize;
+    let bound = n * 200 + (q1_per_sec * 0.3 * n as f64) as usize;
     assert!(o.q1.1 + o.q2.1 <= bound, "lost more than {bound}");
 }
