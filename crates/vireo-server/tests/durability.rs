@@ -555,8 +555,8 @@ fn v311_inflight_state_survives_a_restart() {
 /// `persistence = "sync"`: a PUBACK or PUBREC means the message is on disk, in the session
 /// it is queued for: kill -9 right after the last one loses nothing, though the periodic
 /// sync is a minute away. (`async` loses what its last few milliseconds held, and up to
-/// `write_delay_ms` of QoS 1 messages.) A persistent
-/// session's CONNACK means its record is on disk too.
+/// `write_delay_ms` of QoS 1 messages.) A persistent session's CONNACK means its record is
+/// on disk too.
 #[test]
 fn sync_acknowledged_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
